@@ -1,0 +1,74 @@
+"""Small Arrow/DuckDB helpers shared by the vectorised stages."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier, quoted so any column name is safe in generated SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def duck() -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB connection (one per DoFn instance: not shared by threads)."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table | pa.RecordBatch
+) -> pa.Table:
+    """Runs ``sql`` over the given Arrow tables (registered by name, zero copy)."""
+    for name, table in tables.items():
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        con.register(name, table)
+    try:
+        return con.sql(sql).to_arrow_table()
+    finally:
+        for name in tables:
+            con.unregister(name)
+
+
+def to_utc(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """Any time-like column as timestamp[us, UTC]: timestamps (naive ones taken as UTC),
+    dates, ISO-8601 text. Returns (times, ok) where ok is False for present values that
+    did not parse; nulls stay null with ok True."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        out = values if kind.tz else pc.assume_timezone(values, "UTC")
+        return out.cast(UTC_US), pa.array([True] * len(values))
+    if pa.types.is_date(kind):
+        return values.cast(pa.timestamp("us")).cast(UTC_US), pa.array([True] * len(values))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        parsed = pd.to_datetime(values.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+        out = pa.array(parsed, UTC_US, from_pandas=True)
+        ok = pc.or_(pc.is_valid(out), pc.is_null(values))
+        return out, ok
+    return pa.nulls(len(values), UTC_US), pc.is_null(values)
+
+
+def is_key_type(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_integer(kind)
+        or (pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type))
+    )
+
+
+def as_text(values: pa.Array) -> pa.Array:
+    """Key columns as text, so ``123`` in one table joins ``"123"`` in another."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())

@@ -1,0 +1,22 @@
+"""What every stage of one program's run may need to know, picklable for Beam workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class RunContext:
+    program: str
+    now: datetime
+    """The run's reference time (``--now``; wall clock by default), tz-aware UTC."""
+    store: str = "sqlite"
+    """Store spec: ``sqlite`` (``$CEAP_HOME/ceap.db``), ``sqlite:///path.db``, ``dynamodb://prefix``."""
+    run_id: str = ""
+    config_dir: str = "configs"
+    extras: dict = field(default_factory=dict)
+
+    @staticmethod
+    def utcnow() -> datetime:
+        return datetime.now(UTC).replace(microsecond=0)

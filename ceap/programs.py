@@ -1,0 +1,31 @@
+"""Finding program configs by name in a config directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ceap.errors import ConfigError
+from configs.schema import ProgramConfig, load_program, program_paths
+
+
+def find_program_path(name: str, config_dir: str | Path) -> Path:
+    """``<dir>/<name>.yaml`` when it declares that program, else the file that does."""
+    config_dir = Path(config_dir)
+    direct = config_dir / f"{name}.yaml"
+    if direct.exists():
+        return direct
+    for path in program_paths(config_dir):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and data.get("program") == name:
+            return path
+    known = ", ".join(p.stem for p in program_paths(config_dir)) or "none"
+    raise ConfigError(f"no program {name!r} in {config_dir} (programs there: {known})")
+
+
+def load_by_name(name: str, config_dir: str | Path) -> ProgramConfig:
+    return load_program(find_program_path(name, config_dir))

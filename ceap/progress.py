@@ -1,0 +1,52 @@
+"""Progress lines on stderr for runs that last more than a couple of seconds.
+
+Stages bump a process-wide row counter (cheap: one add per batch); a daemon thread
+prints the count and rate every few seconds. Runners that execute in other processes
+report through Beam's own logs instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+_rows = 0
+_lock = threading.Lock()
+
+
+def add_rows(n: int) -> None:
+    global _rows
+    with _lock:
+        _rows += n
+
+
+class Progress:
+    def __init__(self, label: str, every: float = 2.0, stream=sys.stderr) -> None:
+        self._label = label
+        self._every = every
+        self._stream = stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Progress:
+        global _rows
+        with _lock:
+            _rows = 0
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            elapsed = time.perf_counter() - self._start
+            rate = _rows / elapsed if elapsed else 0.0
+            print(
+                f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} rows read  ({rate:,.0f} rows/s)",
+                file=self._stream,
+                flush=True,
+            )

@@ -1,0 +1,270 @@
+"""The program config contract (DESIGN.md §4), validated with pydantic.
+
+Loading is two passes so every error names the file and the full key path: first the
+program's own shape, then each component's ``options`` against the plugin's own
+``Options`` model (resolved from its ``type`` through the registries), as Feast does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ceap.durations import Duration
+from ceap.errors import CeapError, ConfigError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class Component(Strict):
+    """A plugin chosen by ``type`` and built from its ``options``."""
+
+    type: str
+    """Registered name, entry-point name or dotted path of the plugin class."""
+    options: Any = Field(default_factory=dict)
+    """The plugin's own settings, validated by its ``Options`` model after load."""
+
+
+class SourceConfig(Component):
+    traffic: float | None = Field(default=None, ge=0, le=100)
+    """Share (%) of customers, by hash of customer_id, read from this source."""
+    shadow: bool = False
+    """Read and compared with the primary, never written (connector migrations)."""
+    name: str | None = None
+
+
+class EventsConfig(Component):
+    delay: Duration = timedelta(0)
+    """Cooling period: the candidate may be delivered this long after its event."""
+
+
+class FieldsConfig(Strict):
+    """How a source row (or a streaming event) becomes a candidate."""
+
+    customer_id: str
+    subject_id: str
+    event_time: str | None = None
+    """Column holding the event's time; the run time when absent."""
+    context: list[str] = Field(default_factory=list)
+    """Columns carried on the candidate (after enrichment, so enriched ones may be named)."""
+
+
+class EnrichConfig(Component):
+    key: str
+    """The candidate column joined on."""
+    on: str | None = None
+    """The table's column, when its name differs from ``key``."""
+    columns: list[str] = Field(default_factory=list)
+    """Columns brought in (all but the key when empty); unmatched rows get nulls."""
+
+
+class FilterConfig(Component):
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """Label in the funnel and the graph (default ``<index>:<type>``)."""
+
+
+class ModelConfig(Component):
+    id: str
+    traffic: float | None = Field(default=None, ge=0, le=100)
+    """Experiment arm share (%), by salted hash of customer_id."""
+    treatment: str | None = None
+    """Arm name recorded on candidates (default: the model id)."""
+
+
+class ScoringConfig(Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    min_score: float | None = None
+    fallback: Literal["cached", "skip"] = "skip"
+    """On model failure: the last stored score for the key, else skip with a reason."""
+    salt: str | None = None
+    """Experiment salt (default: the program name)."""
+
+
+class RankingConfig(Strict):
+    top_n: int | None = Field(default=None, ge=1)
+    per: Literal["program", "subject", "customer"] = "program"
+
+
+class StoreConfig(Strict):
+    ttl: Duration = timedelta(days=30)
+
+
+class ChannelConfig(Component):
+    template: str | None = None
+    delay: Duration = timedelta(0)
+    """Send this long after the candidate's event_time."""
+    send_at: str | None = None
+    """``HH:MM`` in the customer's local time (``timezone`` column), else UTC."""
+    shadow: bool = False
+
+    @field_validator("send_at")
+    @classmethod
+    def _hh_mm(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("expected a time of day as HH:MM, e.g. 10:00")
+        return value
+
+
+class ProgramConfig(Strict):
+    program: str = Field(pattern=NAME_PATTERN)
+    action: str
+    subject_type: str
+    description: str | None = None
+    source: list[SourceConfig] = Field(default_factory=list)
+    events: EventsConfig | None = None
+    fields: FieldsConfig
+    enrich: list[EnrichConfig] = Field(default_factory=list)
+    filters: list[FilterConfig] = Field(default_factory=list)
+    scoring: ScoringConfig
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    staleness: Duration | None = None
+    """Serving: candidates older than this are re-checked before they are returned."""
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProgramConfig:
+        if not self.source and self.events is None:
+            raise ValueError("a program needs a batch `source:` or a streaming `events:` block")
+        primaries = [s for s in self.source if not s.shadow]
+        if self.source and not primaries:
+            raise ValueError("source: at least one source must not be a shadow")
+        _fill_shares(primaries, "source")
+        _fill_shares(self.scoring.models, "scoring.models")
+        ids = [m.id for m in self.scoring.models]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"scoring.models: model ids must be unique, got {ids}")
+        kinds = [c.type for c in self.channels]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"channels: each channel type may appear once, got {kinds}")
+        labels = self.filter_labels()
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"filters: names must be unique, got {labels}")
+        return self
+
+    def filter_labels(self) -> list[str]:
+        """Stable, unique step labels: the filter's name, else ``<index>:<type>``."""
+        return [f.name or f"{i}:{f.type}" for i, f in enumerate(self.filters)]
+
+    @property
+    def primary_sources(self) -> list[SourceConfig]:
+        return [s for s in self.source if not s.shadow]
+
+
+def _fill_shares(items: list[Any], where: str) -> None:
+    """One item defaults to 100%; several must say their shares, summing to 100."""
+    if len(items) == 1 and items[0].traffic is None:
+        items[0].traffic = 100.0
+        return
+    if not items:
+        return
+    missing = [i for i, item in enumerate(items) if item.traffic is None]
+    if missing:
+        raise ValueError(f"{where}: every entry needs `traffic:` when there are several")
+    total = sum(item.traffic for item in items)
+    if abs(total - 100.0) > 1e-6:
+        raise ValueError(f"{where}: traffic shares must sum to 100, got {total:g}")
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = _loc(prefix + tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the schema)"
+        got = err.get("input")
+        shown = (
+            ""
+            if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict)
+            else f" (got {got!r})"
+        )
+        lines.append(f"{loc}: {msg}{shown}")
+    return lines
+
+
+def _component_options(program: ProgramConfig) -> list[str]:
+    """Second pass: each component's options against its plugin's Options model."""
+    from ceap.plugins import channels, connectors, filters, scorers
+
+    groups: list[tuple[str, Any, list[Component]]] = [
+        ("source", connectors, program.source),
+        ("enrich", connectors, program.enrich),
+        ("filters", filters, program.filters),
+        ("scoring.models", scorers, program.scoring.models),
+        ("channels", channels, program.channels),
+    ]
+    if program.events is not None:
+        groups.append(("events", connectors, [program.events]))
+    errors: list[str] = []
+    for where, registry, items in groups:
+        for i, item in enumerate(items):
+            prefix = (where,) if where == "events" else (*where.split("."), i)
+            try:
+                cls = registry.get(item.type)
+            except CeapError as exc:
+                errors.append(f"{_loc((*prefix, 'type'))}: {exc}")
+                continue
+            raw = item.options if item.options is not None else {}
+            if isinstance(raw, BaseModel):
+                continue
+            try:
+                item.options = cls.Options.model_validate(raw)
+            except ValidationError as exc:
+                errors.extend(format_validation_error(exc, (*prefix, "options")))
+    return errors
+
+
+def parse_program(data: Any, source: str = "<config>") -> ProgramConfig:
+    """Validates a parsed YAML document; raises ConfigError naming ``source`` and keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of program settings at the top level")
+    try:
+        program = ProgramConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = format_validation_error(exc)
+        raise ConfigError(f"{source}: invalid program config:\n  " + "\n  ".join(lines)) from None
+    errors = _component_options(program)
+    if errors:
+        raise ConfigError(f"{source}: invalid program config:\n  " + "\n  ".join(errors))
+    return program
+
+
+def load_program(path: str | Path) -> ProgramConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such program config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_program(data, str(path))
+
+
+def program_paths(config_dir: str | Path) -> list[Path]:
+    """Every program config in a directory, sorted by name."""
+    return sorted(p for p in Path(config_dir).glob("*.yaml") if not p.name.startswith("_"))

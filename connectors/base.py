@@ -1,0 +1,114 @@
+"""The connector contract: a named source of rows as Arrow record batches.
+
+A connector lists its *splits* (files, row-group ranges, query shards) when the graph is
+built and reads each split on a worker, so ``read()`` is ``Create(splits) | FlatMap(read)``:
+portable to every runner (the DaskRunner included) and parallel across splits.
+``read_table()`` reads everything in-process, which is what enrichment lookups need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+BATCH_ROWS = 262_144
+"""Rows per Arrow batch between stages: large enough that per-batch overhead vanishes."""
+ERROR_COLUMN = "_ceap_error"
+"""A connector may mark rows it could not read faithfully (a cell that does not parse)
+with text in this column; such rows go to the dead-letter sink with that reason."""
+ORIGIN_COLUMN = "_ceap_origin"
+"""Where each row came from (split and row number): the stable key of a dead letter."""
+
+
+class ConnectorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Connector:
+    """Base of every source. Subclasses set ``Options`` and implement ``splits``/``read_split``.
+
+    Args:
+      options: an instance of the subclass's ``Options`` model (validated at config load).
+    """
+
+    type_name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = ConnectorOptions
+
+    def __init__(self, options: BaseModel | dict[str, Any] | None = None) -> None:
+        if not isinstance(options, BaseModel):
+            options = self.Options.model_validate(options or {})
+        self.options = options
+
+    # -- batch ---------------------------------------------------------------------------
+    def splits(self) -> Sequence[Any]:
+        """Units of parallel work, listed at graph-build time (raise ConnectorError if none)."""
+        return [None]
+
+    def read_split(
+        self, split: Any, columns: Sequence[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Reads one split as record batches of at most ``BATCH_ROWS`` rows."""
+        raise NotImplementedError(f"{type(self).__name__} does not read batches")
+
+    def read(self, columns: Sequence[str] | None = None) -> beam.PTransform:
+        """PBegin -> PCollection[pa.RecordBatch]."""
+        return _ReadSplits(self, columns)
+
+    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The whole source in memory (enrichment tables, lookups, tests)."""
+        batches = [b for s in self.splits() for b in self.read_split(s, columns) if b.num_rows]
+        if not batches:
+            return _empty_table(columns)
+        # Files may differ in type (int vs float) or columns: promote to one schema.
+        tables = [pa.Table.from_batches([b]) for b in batches]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    # -- streaming (see pipelines/streaming.py) ------------------------------------------
+    def read_events(self) -> beam.PTransform:
+        """PBegin -> unbounded PCollection of event dicts; streaming sources override this."""
+        raise NotImplementedError(f"connector {self.type_name!r} is not a streaming source")
+
+    def split_label(self, split: Any) -> str:
+        """A short, stable name for a split (dead letters record it as the row's origin)."""
+        return str(split)
+
+    def describe(self) -> str:
+        return f"{self.type_name}({self.options.model_dump(exclude_none=True)})"
+
+
+class _ReadSplits(beam.PTransform):
+    def __init__(self, connector: Connector, columns: Sequence[str] | None) -> None:
+        super().__init__()
+        self._connector = connector
+        self._columns = list(columns) if columns else None
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        connector, columns = self._connector, self._columns
+        return (
+            pbegin
+            | "Splits" >> beam.Create(list(connector.splits()), reshuffle=False)
+            | "ReadSplit" >> beam.FlatMap(_with_origin, connector, columns)
+        )
+
+
+def _with_origin(split: Any, connector: Connector, columns: Sequence[str] | None):
+    """Tags each row with its position in the split: the stable key of a dead letter."""
+    offset = 0
+    label = connector.split_label(split).encode()
+    for batch in connector.read_split(split, columns):
+        n = batch.num_rows
+        if not n:
+            continue
+        rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+        offset += n
+        batch = batch.append_column(ORIGIN_COLUMN, rows)
+        yield batch.replace_schema_metadata({**(batch.schema.metadata or {}), b"ceap.split": label})
+
+
+def _empty_table(columns: Sequence[str] | None) -> pa.Table:
+    return pa.table({c: pa.array([], pa.null()) for c in columns or []})

@@ -1,0 +1,21 @@
+"""CEAP's pipeline options, read with ``options.view_as(CeapOptions)``; every flag CEAP does
+not know is a Beam option (``--runner``, ``--direct_num_workers``, ``--project`` ...)."""
+
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class CeapOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--program", help="program name, or 'all'")
+        parser.add_argument("--mode", choices=["batch", "streaming"], default="batch")
+        parser.add_argument("--config-dir", "--config_dir", dest="config_dir", default=None)
+        parser.add_argument("--now", default=None, help="reference time, ISO-8601 (default: now)")
+        parser.add_argument(
+            "--store", default=os.environ.get("CEAP_STORE", "sqlite"),
+            help="sqlite (default, $CEAP_HOME/ceap.db), sqlite:///path.db, dynamodb://prefix",
+        )  # fmt: skip

@@ -1,0 +1,184 @@
+"""The one CLI of CEAP (DESIGN.md §3).
+
+    python run.py --program reviews --mode batch [--config-dir configs] [beam options...]
+    python run.py --program all --mode batch
+    python run.py generate --rows 20000 [--output data/warehouse]
+
+Any flag CEAP does not know is passed to Beam as a pipeline option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+SAMPLE_ROOT = Path("data/warehouse")
+SAMPLE_ROWS = 20_000
+SUBCOMMANDS = ("serve", "dispatch", "export", "train", "emit", "generate")
+
+
+def _quiet_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore")
+
+    class _DropNoise(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "apitools" not in record.getMessage()
+
+    logging.getLogger().addFilter(_DropNoise())
+
+
+def _parse_now(text: str | None) -> datetime:
+    from ceap.context import RunContext
+
+    if not text:
+        return RunContext.utcnow()
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Beam wraps worker errors; find ours (a CeapError) or the innermost cause."""
+    from ceap.errors import CeapError
+
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CeapError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    for name in ("ConfigError", "ConnectorError", "ModelError", "PluginError"):
+        if name + ":" in text:
+            message = text.split(name + ":", 1)[1].strip().splitlines()[0]
+            return CeapError(message.split(" [while running")[0])
+    return exc
+
+
+def _uses_sample(program) -> bool:
+    paths = [getattr(c.options, "path", "") or "" for c in [*program.source, *program.enrich]]
+    return any(str(p).startswith(str(SAMPLE_ROOT)) for p in paths)
+
+
+def _ensure_sample(programs: list) -> None:
+    """A fresh clone has no warehouse: generate the seeded sample the seed configs read."""
+    if SAMPLE_ROOT.exists() or not any(_uses_sample(p) for p in programs):
+        return
+    from ceap.sample import generate_warehouse
+
+    print(f"ceap: no sample warehouse yet; generating {SAMPLE_ROWS:,} rows per table at {SAMPLE_ROOT}/ "
+          "(python run.py generate --rows N to resize)", file=sys.stderr)  # fmt: skip
+    generate_warehouse(SAMPLE_ROOT, rows=SAMPLE_ROWS)
+
+
+def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from ceap.context import RunContext
+    from ceap.errors import CeapError
+    from ceap.home import default_config_dir
+    from ceap.programs import load_by_name
+    from ceap.progress import Progress
+    from configs.schema import load_program, program_paths
+    from pipelines.batch import run_program
+
+    config_dir = Path(args.config_dir or default_config_dir())
+    if args.program == "all":
+        paths = program_paths(config_dir)
+        if not paths:
+            print(f"ceap: no program configs in {config_dir}", file=sys.stderr)
+            return 1
+        loaders = [(p.stem, lambda p=p: load_program(p)) for p in paths]
+    else:
+        loaders = [(args.program, lambda: load_by_name(args.program, config_dir))]
+    now = _parse_now(args.now)
+    failures = []
+    programs = []
+    for name, load in loaders:
+        try:
+            programs.append(load())
+        except CeapError as exc:
+            failures.append(name)
+            print(f"ceap: program {name} cannot run: {exc}", file=sys.stderr)
+    seen = {}
+    for program in list(programs):
+        if program.program in seen:
+            print(f"ceap: program {program.program!r} is declared twice; skipped", file=sys.stderr)
+            failures.append(program.program)
+            programs.remove(program)
+        seen[program.program] = True
+    try:
+        _ensure_sample(programs)
+    except Exception as exc:  # noqa: BLE001 - reported, then each program fails on its own
+        print(f"ceap: could not generate the sample warehouse: {exc}", file=sys.stderr)
+    for program in programs:
+        ctx = RunContext(
+            program=program.program, now=now, store=args.store, config_dir=str(config_dir)
+        )
+        try:
+            with Progress(program.program):
+                funnel = run_program(program, ctx, beam_args)
+        except Exception as exc:  # noqa: BLE001 - isolation: one program fails alone
+            failures.append(program.program)
+            print(f"ceap: program {program.program} failed: {_root_cause(exc)}", file=sys.stderr)
+            continue
+        print(funnel.render())
+        print(
+            f"  took {funnel.seconds:.1f}s ({funnel.read / max(funnel.seconds, 1e-9):,.0f} rows/s)"
+        )
+    if failures:
+        print(f"ceap: {len(failures)} program(s) failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_generate(argv: list[str]) -> int:
+    from ceap.sample import generate_warehouse
+
+    parser = argparse.ArgumentParser(
+        prog="run.py generate", description="Writes the seeded sample warehouse."
+    )
+    parser.add_argument("--rows", type=int, default=SAMPLE_ROWS)
+    parser.add_argument("--output", default=str(SAMPLE_ROOT))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--as-of", default=None, help="ISO date the data is relative to (default today)"
+    )
+    args = parser.parse_args(argv)
+    as_of = _parse_now(args.as_of) if args.as_of else None
+    counts = generate_warehouse(args.output, rows=args.rows, seed=args.seed, as_of=as_of,
+                                progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    for table, n in counts.items():
+        print(f"{table:24s} {n:>12,}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_logs()
+    if argv and argv[0] in SUBCOMMANDS:
+        command, rest = argv[0], argv[1:]
+        if command == "generate":
+            return run_generate(rest)
+        print(f"ceap: `run.py {command}` is not available in this version yet", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    from pipelines.options import CeapOptions
+
+    CeapOptions._add_argparse_args(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    if not args.program:
+        parser.error("--program is required (a program name, or 'all')")
+    if args.mode == "streaming":
+        print("ceap: streaming mode is not available in this version yet", file=sys.stderr)
+        return 2
+    return run_batch(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""``column``: the score is a column of the candidate (a precomputed propensity, a rule)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from ceap.errors import ConfigError
+from ceap.plugins import scorers
+from scorers.base import Scorer
+
+
+class ColumnOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: str
+
+
+@scorers.register("column")
+class ColumnScorer(Scorer):
+    Options = ColumnOptions
+
+    def score(self, batch: pa.RecordBatch) -> np.ndarray:
+        name = self.options.column
+        if name not in batch.schema.names:
+            raise ConfigError(f"scorer {self.model_id}: no column {name!r} on the candidate")
+        values = pc.cast(batch.column(name), pa.float64())
+        return values.to_numpy(zero_copy_only=False)

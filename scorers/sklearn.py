@@ -1,0 +1,114 @@
+"""``sklearn``: a scikit-learn model (usually a Pipeline) saved with skops.
+
+Loading never unpickles arbitrary objects: the file's sha256 must match the one pinned in
+``options.sha256`` or recorded in the model registry's metadata beside it
+(``<file>.json``, written by ``run.py train``), and skops refuses any type that is not
+scikit-learn's, numpy's or listed in ``options.trusted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from ceap.errors import ConfigError, ModelError
+from ceap.home import ceap_home
+from ceap.plugins import scorers
+from scorers.base import Scorer
+
+SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+class SklearnOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    """The .skops file: absolute, relative to the working directory, or to ``$CEAP_HOME``."""
+    features: list[str] = Field(min_length=1)
+    """Candidate columns fed to the model, in the order it was trained on."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    trusted: list[str] = Field(default_factory=list)
+    """Extra fully-qualified types skops may load (reviewed by you)."""
+
+
+def resolve_model_path(path: str) -> Path:
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return ceap_home() / path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_verified(path: Path, pinned: str | None, trusted: list[str]):
+    """Loads a skops model after checking its hash and the types it contains."""
+    import skops.io as sio
+
+    if not path.exists():
+        raise ModelError(
+            f"model file {path} does not exist (train it: python run.py train --program P)"
+        )
+    expected = pinned
+    meta = path.with_name(path.name + ".json")
+    if expected is None and meta.exists():
+        expected = json.loads(meta.read_text()).get("sha256")
+    if expected is None:
+        raise ModelError(
+            f"model {path} is unverified: pin options.sha256 or keep its registry metadata {meta.name}"
+        )
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(f"model {path}: sha256 {actual} does not match the expected {expected}")
+    untrusted = [
+        t
+        for t in sio.get_untrusted_types(file=path)
+        if not t.startswith(SAFE_PREFIXES) and t not in trusted
+    ]
+    if untrusted:
+        raise ModelError(f"model {path} contains types that are not trusted: {untrusted}")
+    allowed = list(sio.get_untrusted_types(file=path))
+    return sio.load(path, trusted=allowed)
+
+
+def feature_matrix(batch: pa.RecordBatch, features: list[str], model_id: str) -> np.ndarray:
+    missing = [f for f in features if f not in batch.schema.names]
+    if missing:
+        raise ConfigError(f"scorer {model_id}: no feature column(s) {missing} on the candidate")
+    cols = []
+    for name in features:
+        values = batch.column(name)
+        if pa.types.is_boolean(values.type):
+            values = pc.cast(values, pa.int8())
+        cols.append(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
+    return np.column_stack(cols) if cols else np.empty((batch.num_rows, 0))
+
+
+@scorers.register("sklearn")
+class SklearnScorer(Scorer):
+    Options = SklearnOptions
+
+    def setup(self) -> None:
+        o = self.options
+        self._model = load_verified(resolve_model_path(o.path), o.sha256, o.trusted)
+
+    def score(self, batch: pa.RecordBatch) -> np.ndarray:
+        if not hasattr(self, "_model"):
+            self.setup()
+        x = feature_matrix(batch, self.options.features, self.model_id)
+        model = self._model
+        if hasattr(model, "predict_proba"):
+            return model.predict_proba(x)[:, 1]
+        if hasattr(model, "decision_function"):
+            return model.decision_function(x)
+        return model.predict(x)

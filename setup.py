@@ -1,0 +1,59 @@
+"""CEAP: the Customer Engagement & Action Platform, an Apache Beam pipeline.
+
+Installed on Beam workers with ``--setup_file ./setup.py``; the ``ceap.*`` entry-point
+groups are where third-party connectors, filters, scorers and channels plug in.
+"""
+
+from setuptools import find_packages, setup
+
+PACKAGES = [
+    "ceap",
+    "pipelines",
+    "transforms",
+    "connectors",
+    "scorers",
+    "channels",
+    "configs",
+    "stores",
+    "serving",
+]
+
+setup(
+    name="ceap",
+    version="0.1.0",
+    description="Customer Engagement & Action Platform on Apache Beam",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
+    py_modules=["run"],
+    package_data={"configs": ["*.yaml", "templates/*.j2"], "channels": ["templates/*.j2"]},
+    include_package_data=True,
+    install_requires=[
+        "apache-beam>=2.77,<2.78",
+        "pyarrow>=18,<26",
+        "pandas>=2.2,<3.2",
+        "numpy>=1.26,<2.5",
+        "duckdb>=1.1,<2.1",
+        "scikit-learn>=1.5,<1.10",
+        "skops>=0.10,<0.17",
+        "pydantic>=2.7,<3",
+        "PyYAML>=6,<7",
+        "boto3>=1.34,<2",
+        "mmh3>=4,<6",
+        "Jinja2>=3.1,<4",
+    ],
+    extras_require={
+        "athena": ["pyathena>=3,<5"],
+        "snowflake": ["snowflake-connector-python>=3,<6"],
+        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3,<4",
+            "hypothesis>=6.100,<7",
+            "moto[server]>=5,<6",
+            "ruff>=0.6,<1",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["ceap=run:main"],
+    },
+)

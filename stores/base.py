@@ -1,0 +1,112 @@
+"""The candidate store contract: candidates, outbox, dead letters and the platform's
+registries (opt-outs, responses), behind one interface with an embedded and a cloud backend.
+
+Tables cross the interface as Arrow tables whose columns carry the record field names of
+DESIGN.md §5; times are ISO-8601 UTC text (``2026-11-25T10:00:00Z``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+CANDIDATE_COLUMNS = [
+    "program", "customer_id", "subject_type", "subject_id", "action", "context", "score",
+    "model_id", "treatment", "created_at", "expires_at", "deliver_after", "status",
+]  # fmt: skip
+OUTBOX_COLUMNS = [
+    "program", "customer_id", "subject_id", "channel", "send_after", "status", "attempts",
+    "idempotency_key", "reason",
+]  # fmt: skip
+DEAD_LETTER_COLUMNS = ["program", "stage", "reason", "row", "time", "origin"]
+
+
+def iso(ts: datetime) -> str:
+    """The store's time format: second precision, UTC, ``Z`` suffix (sortable as text)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CandidateStore:
+    """Base of the store backends. Writes are upserts by key, so re-running never duplicates."""
+
+    # -- pipeline writes -----------------------------------------------------------------
+    def upsert_candidates(self, candidates: pa.Table) -> int:
+        """Writes candidates; an existing live one keeps its created_at and expires_at, a
+        consumed or suppressed one is left alone (the customer acted or was excluded)."""
+        raise NotImplementedError
+
+    def enqueue_outbox(self, rows: pa.Table) -> int:
+        """Adds outbox rows; a row already there is left as it is (a re-run never reschedules
+        or resends: the dispatcher owns a row once queued)."""
+        raise NotImplementedError
+
+    def write_dead_letters(self, rows: pa.Table) -> int:
+        """Records bad rows; keyed by (program, stage, origin) so a re-run adds none."""
+        raise NotImplementedError
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- pipeline lookups (snapshots taken once per worker) ------------------------------
+    def live_keys(self, program: str, now: datetime) -> pa.Table:
+        """(customer_id, subject_id) of live, unexpired candidates of the program."""
+        raise NotImplementedError
+
+    def acted_keys(self, program: str | None) -> pa.Table:
+        """(program, customer_id, subject_id) the customer responded to."""
+        raise NotImplementedError
+
+    def contacts(self, since: datetime) -> pa.Table:
+        """(program, customer_id, subject_id, channel, contacted_at) sent or queued since."""
+        raise NotImplementedError
+
+    def opt_outs(self) -> pa.Table:
+        """(customer_id, program, channel); null program/channel means all."""
+        raise NotImplementedError
+
+    def cached_scores(self, program: str) -> pa.Table:
+        """(customer_id, subject_id, score, model_id) last stored, for the scoring fallback."""
+        raise NotImplementedError
+
+    # -- registries written by the API ---------------------------------------------------
+    def add_opt_out(self, customer_id: str, program: str | None, channel: str | None) -> None:
+        raise NotImplementedError
+
+    def remove_opt_outs(self, customer_id: str) -> int:
+        raise NotImplementedError
+
+    def record_response(
+        self, program: str, customer_id: str, subject_id: str, response: Any
+    ) -> bool:
+        raise NotImplementedError
+
+    # -- reads ---------------------------------------------------------------------------
+    def table(self, name: str) -> pa.Table:
+        """A whole table (candidates, outbox, dead_letters, runs) for reports and tests."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases connections."""
+
+
+def open_store(spec: str = "sqlite") -> CandidateStore:
+    """``sqlite`` (``$CEAP_HOME/ceap.db``), ``sqlite:///abs.db``, ``sqlite:rel.db`` or
+    ``dynamodb://<table-prefix>?region=..&endpoint_url=..``."""
+    if spec == "sqlite" or spec.startswith("sqlite:"):
+        from stores.sqlite import SqliteStore
+
+        path = spec.split(":", 1)[1].removeprefix("//") if ":" in spec else None
+        return SqliteStore(path or None)
+    if spec.startswith("dynamodb:"):
+        from stores.dynamodb import DynamoDBStore
+
+        return DynamoDBStore.from_spec(spec)
+    from ceap.errors import ConfigError
+
+    raise ConfigError(
+        f"unknown store {spec!r}; expected sqlite, sqlite:///path.db or dynamodb://prefix"
+    )

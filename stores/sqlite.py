@@ -1,0 +1,255 @@
+"""The embedded default store: one SQLite file, ``$CEAP_HOME/ceap.db``, in WAL mode.
+
+Users inspect it with ``sqlite3`` or DuckDB: tables ``candidates``, ``outbox`` and
+``dead_letters`` carry the record fields of DESIGN.md §5; the others are internal.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ceap.home import sqlite_path
+from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL, action TEXT NOT NULL, context TEXT NOT NULL DEFAULT '{}',
+    score REAL, model_id TEXT, treatment TEXT, created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL, deliver_after TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'live',
+    updated_at TEXT,
+    PRIMARY KEY (program, customer_id, subject_id)
+);
+CREATE INDEX IF NOT EXISTS candidates_by_customer ON candidates (customer_id, status);
+CREATE TABLE IF NOT EXISTS outbox (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+    channel TEXT NOT NULL, send_after TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT NOT NULL UNIQUE, reason TEXT,
+    template TEXT, shadow INTEGER NOT NULL DEFAULT 0, created_at TEXT, updated_at TEXT,
+    sent_at TEXT, lease_owner TEXT, lease_until TEXT, next_attempt_at TEXT,
+    PRIMARY KEY (program, customer_id, subject_id, channel)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, send_after);
+CREATE INDEX IF NOT EXISTS outbox_by_customer ON outbox (customer_id, channel, sent_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, program TEXT NOT NULL, stage TEXT NOT NULL,
+    reason TEXT NOT NULL, row TEXT NOT NULL, time TEXT NOT NULL, origin TEXT NOT NULL,
+    UNIQUE (program, stage, origin)
+);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    customer_id TEXT NOT NULL, program TEXT NOT NULL DEFAULT '*', channel TEXT NOT NULL DEFAULT '*',
+    created_at TEXT NOT NULL, PRIMARY KEY (customer_id, program, channel)
+);
+CREATE TABLE IF NOT EXISTS responses (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+    response TEXT, created_at TEXT NOT NULL,
+    PRIMARY KEY (program, customer_id, subject_id, created_at)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, program TEXT NOT NULL, mode TEXT NOT NULL, started_at TEXT,
+    finished_at TEXT, status TEXT, funnel TEXT, error TEXT
+);
+"""
+
+_UPSERT_CANDIDATE = f"""
+INSERT INTO candidates ({", ".join(CANDIDATE_COLUMNS)}, updated_at)
+VALUES ({", ".join("?" * len(CANDIDATE_COLUMNS))}, ?)
+ON CONFLICT (program, customer_id, subject_id) DO UPDATE SET
+    subject_type = excluded.subject_type, action = excluded.action, context = excluded.context,
+    score = excluded.score, model_id = excluded.model_id, treatment = excluded.treatment,
+    deliver_after = excluded.deliver_after,
+    created_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.created_at ELSE excluded.created_at END,
+    expires_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.expires_at ELSE excluded.expires_at END,
+    status = 'live',
+    updated_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.updated_at ELSE excluded.updated_at END
+WHERE candidates.status NOT IN ('consumed', 'suppressed')
+"""
+
+_OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "updated_at"]
+_UPSERT_OUTBOX = f"""
+INSERT INTO outbox ({", ".join(_OUTBOX_INSERT)}) VALUES ({", ".join("?" * len(_OUTBOX_INSERT))})
+ON CONFLICT (program, customer_id, subject_id, channel) DO NOTHING
+"""
+
+
+class SqliteStore(CandidateStore):
+    """Args:
+    path: the database file (default ``$CEAP_HOME/ceap.db``); created with its tables.
+    read_only: open without writing (Serving API workers).
+    """
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+        self.path = Path(path) if path else sqlite_path()
+        if read_only:
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+        self._conn.execute("PRAGMA busy_timeout=60000")
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        if not rows:
+            return 0
+        with self._transaction():
+            self._conn.executemany(sql, rows)
+        return len(rows)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    # -- pipeline writes -----------------------------------------------------------------
+    def upsert_candidates(self, candidates: pa.Table) -> int:
+        cols = [candidates.column(c).to_pylist() for c in CANDIDATE_COLUMNS]
+        updated = candidates.column("created_at").to_pylist()
+        return self._write(_UPSERT_CANDIDATE, list(zip(*cols, updated, strict=True)))
+
+    def enqueue_outbox(self, rows: pa.Table) -> int:
+        cols = [rows.column(c).to_pylist() for c in _OUTBOX_INSERT[:-1]]
+        created = rows.column("created_at").to_pylist()
+        return self._write(_UPSERT_OUTBOX, list(zip(*cols, created, strict=True)))
+
+    def write_dead_letters(self, rows: pa.Table) -> int:
+        cols = [
+            rows.column(c).to_pylist()
+            for c in ("program", "stage", "reason", "row", "time", "origin")
+        ]
+        sql = (
+            "INSERT OR REPLACE INTO dead_letters (program, stage, reason, row, time, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        return self._write(sql, list(zip(*cols, strict=True)))
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        keys = [
+            "run_id",
+            "program",
+            "mode",
+            "started_at",
+            "finished_at",
+            "status",
+            "funnel",
+            "error",
+        ]
+        values = [run.get(k) for k in keys]
+        values[6] = json.dumps(values[6]) if values[6] is not None else None
+        self._write(
+            f"INSERT OR REPLACE INTO runs ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [tuple(values)],
+        )
+
+    # -- lookups -------------------------------------------------------------------------
+    def _query(self, sql: str, params: tuple = (), names: list[str] | None = None) -> pa.Table:
+        cur = self._conn.execute(sql, params)
+        names = names or [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+        return pa.table(
+            {
+                n: pa.array(list(c), pa.string() if not rows else None)
+                for n, c in zip(names, columns, strict=True)
+            }
+        )
+
+    def live_keys(self, program: str, now: datetime) -> pa.Table:
+        return self._query(
+            "SELECT customer_id, subject_id FROM candidates "
+            "WHERE program = ? AND status = 'live' AND expires_at > ?",
+            (program, iso(now)),
+        )
+
+    def acted_keys(self, program: str | None) -> pa.Table:
+        sql = "SELECT DISTINCT program, customer_id, subject_id FROM responses"
+        if program is None:
+            return self._query(sql)
+        return self._query(sql + " WHERE program = ?", (program,))
+
+    def contacts(self, since: datetime) -> pa.Table:
+        return self._query(
+            "SELECT program, customer_id, subject_id, channel, "
+            "COALESCE(sent_at, send_after) AS contacted_at FROM outbox "
+            "WHERE status IN ('sent', 'pending') AND COALESCE(sent_at, send_after) >= ?",
+            (iso(since),),
+        )
+
+    def opt_outs(self) -> pa.Table:
+        return self._query(
+            "SELECT customer_id, NULLIF(program, '*') AS program, NULLIF(channel, '*') AS channel "
+            "FROM opt_outs"
+        )
+
+    def cached_scores(self, program: str) -> pa.Table:
+        return self._query(
+            "SELECT customer_id, subject_id, score, model_id FROM candidates "
+            "WHERE program = ? AND score IS NOT NULL",
+            (program,),
+        )
+
+    # -- registries ----------------------------------------------------------------------
+    def add_opt_out(self, customer_id: str, program: str | None, channel: str | None) -> None:
+        from ceap.context import RunContext
+
+        self._write(
+            "INSERT OR IGNORE INTO opt_outs (customer_id, program, channel, created_at) VALUES (?, ?, ?, ?)",
+            [(customer_id, program or "*", channel or "*", iso(RunContext.utcnow()))],
+        )
+
+    def remove_opt_outs(self, customer_id: str) -> int:
+        with self._transaction():
+            cur = self._conn.execute("DELETE FROM opt_outs WHERE customer_id = ?", (customer_id,))
+        return cur.rowcount
+
+    def record_response(
+        self, program: str, customer_id: str, subject_id: str, response: Any
+    ) -> bool:
+        from ceap.context import RunContext
+
+        now = iso(RunContext.utcnow())
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                (program, customer_id, subject_id, json.dumps(response), now),
+            )
+            cur = self._conn.execute(
+                "UPDATE candidates SET status = 'consumed', updated_at = ? "
+                "WHERE program = ? AND customer_id = ? AND subject_id = ?",
+                (now, program, customer_id, subject_id),
+            )
+        return cur.rowcount > 0
+
+    def table(self, name: str) -> pa.Table:
+        if name not in ("candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses"):
+            raise ValueError(f"no table {name!r}")
+        return self._query(f"SELECT * FROM {name}")  # noqa: S608 - name is whitelisted
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")

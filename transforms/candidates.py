@@ -1,0 +1,138 @@
+"""``ToCandidates``: source rows (or streaming events) become candidate rows.
+
+The program's ``fields:`` name the columns that hold the customer, the subject and the
+event time; those are validated here, vectorised, and rows that fail (missing key, wrong
+type, unparsable time, a cell the connector could not read) leave on the dead-letter
+output with the reason. Every other source column rides along, so filters and scorers
+may use it; ``context`` columns are picked at the sink, after enrichment.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap import arrow
+from ceap.context import RunContext
+from ceap.errors import ConfigError
+from ceap.progress import add_rows
+from configs.schema import FieldsConfig
+from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
+from transforms.dead_letters import DEAD_LETTER, dead_letters
+from transforms.funnel import counter
+
+KEYS = ("customer_id", "subject_id")
+
+
+class _ToCandidatesFn(beam.DoFn):
+    def __init__(self, fields: FieldsConfig, context: RunContext) -> None:
+        self._fields = fields
+        self._ctx = context
+
+    def process(self, batch: pa.RecordBatch):
+        counter(self._ctx.program, "read").inc(batch.num_rows)
+        add_rows(batch.num_rows)
+        good, bad = to_candidates(batch, self._fields, self._ctx)
+        if good.num_rows:
+            yield good
+        if bad is not None and bad.num_rows:
+            counter(self._ctx.program, "dead_letter", "candidates").inc(bad.num_rows)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, bad)
+
+
+class ToCandidates(beam.PTransform):
+    """PCollection[RecordBatch] -> (candidates, dead letters), tagged ``DEAD_LETTER``."""
+
+    def __init__(self, fields: FieldsConfig, context: RunContext) -> None:
+        super().__init__()
+        self._fields = fields
+        self._ctx = context
+
+    def expand(self, batches):
+        return batches | "Validate" >> beam.ParDo(
+            _ToCandidatesFn(self._fields, self._ctx)
+        ).with_outputs(DEAD_LETTER, main="candidates")
+
+
+def to_candidates(
+    batch: pa.RecordBatch, fields: FieldsConfig, ctx: RunContext
+) -> tuple[pa.RecordBatch, pa.Table | None]:
+    """Returns (valid candidate rows, dead-letter records or None)."""
+    names = batch.schema.names
+    n = batch.num_rows
+    reasons = np.full(n, None, dtype=object)
+
+    def fail(mask: np.ndarray, why: str | np.ndarray) -> None:
+        fresh = mask & np.equal(reasons, None)
+        reasons[fresh] = why if isinstance(why, str) else why[fresh]
+
+    if ERROR_COLUMN in names:
+        errs = batch.column(ERROR_COLUMN).to_numpy(zero_copy_only=False)
+        fail(np.not_equal(errs, None), errs)
+
+    out: dict[str, pa.Array] = {}
+    for key in KEYS:
+        source = getattr(fields, key)
+        values = _column(batch, source, key)
+        if not arrow.is_key_type(values.type):
+            fail(
+                np.ones(n, bool),
+                f"{key} column {source!r} has type {values.type}; expected text or integer",
+            )
+            values = pa.nulls(n, pa.string())
+        else:
+            values = arrow.as_text(values)
+            values = pc.utf8_trim_whitespace(values)
+            missing = pc.fill_null(pc.equal(values, ""), True).to_numpy(zero_copy_only=False)
+            fail(missing, f"missing {key} (column {source!r})")
+        out[key] = values
+
+    if fields.event_time:
+        raw = _column(batch, fields.event_time, "event_time")
+        times, ok = arrow.to_utc(raw)
+        fail(
+            ~ok.to_numpy(zero_copy_only=False),
+            f"event_time column {fields.event_time!r}: not a time",
+        )
+        fail(
+            pc.is_null(raw).to_numpy(zero_copy_only=False),
+            f"missing event_time (column {fields.event_time!r})",
+        )
+        out["event_time"] = times
+    else:
+        out["event_time"] = pa.array(
+            np.full(n, np.datetime64(ctx.now.replace(tzinfo=None), "us")), arrow.UTC_US
+        )
+
+    bad_mask = np.not_equal(reasons, None)
+    rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN,)}
+    table = pa.RecordBatch.from_pydict({**out, **rest})
+    if not bad_mask.any():
+        return table.drop_columns([ORIGIN_COLUMN]) if ORIGIN_COLUMN in names else table, None
+    keep = pa.array(~bad_mask)
+    split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
+    bad_rows = batch.filter(pa.array(bad_mask))
+    rows = (
+        bad_rows.column(ORIGIN_COLUMN).to_pylist()
+        if ORIGIN_COLUMN in names
+        else [None] * bad_rows.num_rows
+    )
+    origins = [f"{split}#{r}" for r in rows]
+    letters = dead_letters(
+        ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.now
+    )
+    good = table.filter(keep)
+    if ORIGIN_COLUMN in good.schema.names:
+        good = good.drop_columns([ORIGIN_COLUMN])
+    return good, letters
+
+
+def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
+    if name not in batch.schema.names:
+        visible = [c for c in batch.schema.names if not c.startswith("_ceap_")]
+        raise ConfigError(
+            f"fields.{role}: the source has no column {name!r}; its columns are: {', '.join(visible)}"
+        )
+    return batch.column(name)

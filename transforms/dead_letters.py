@@ -1,0 +1,35 @@
+"""Dead letters with a fixed shape (program, stage, reason, row as JSON, time, origin).
+
+Stages emit them on the ``DEAD_LETTER`` tagged output as small Arrow tables; the sink
+writes them to the store, keyed by origin so a re-run adds none.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pyarrow as pa
+
+from stores.base import iso
+
+DEAD_LETTER = "dead_letter"
+"""Tag name of every stage's failure output."""
+
+
+def dead_letters(
+    program: str,
+    stage: str,
+    rows: pa.Table | pa.RecordBatch,
+    reasons: list[str],
+    origins: list[str],
+    now: datetime,
+) -> pa.Table:
+    """Builds the dead-letter records for the offending rows (few by nature: per-row Python)."""
+    payload = rows.drop_columns([c for c in rows.schema.names if c.startswith("_ceap_")])
+    records = [json.dumps(r, default=str, sort_keys=True) for r in payload.to_pylist()]
+    n = len(records)
+    return pa.table({
+        "program": [program] * n, "stage": [stage] * n, "reason": reasons, "row": records,
+        "time": [iso(now)] * n, "origin": origins,
+    })  # fmt: skip

@@ -1,0 +1,80 @@
+"""The filter contract (product-mixer style): given a batch, say which rows stay and why
+the others go. Filters never count or log; ``ApplyFilters`` counts kept and removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from ceap.context import RunContext
+
+
+class FilterOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Verdict:
+    """``keep``: one bool per row (nulls count as *remove*, as SQL's WHERE does).
+    ``reason``: why removed rows go, one string for all, or an array aligned with rows.
+    """
+
+    keep: pa.Array | np.ndarray
+    reason: str | pa.Array
+
+
+class Filter:
+    """Base of every filter.
+
+    Args:
+      options: the subclass's validated ``Options``.
+      context: the run (program, reference time, store) for filters that look things up.
+    """
+
+    type_name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = FilterOptions
+
+    def __init__(self, options: BaseModel | dict | None, context: RunContext) -> None:
+        if not isinstance(options, BaseModel):
+            options = self.Options.model_validate(options or {})
+        self.options = options
+        self.context = context
+
+    def setup(self) -> None:
+        """Loads lookups once per worker (store snapshots, tables). Default: nothing."""
+
+    def evaluate(self, batch: pa.RecordBatch) -> Verdict:
+        raise NotImplementedError
+
+    def split(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.Array]:
+        """Returns (kept rows, removed rows, the removed rows' reasons)."""
+        verdict = self.evaluate(batch)
+        keep = verdict.keep
+        if not isinstance(keep, pa.Array):
+            keep = pa.array(np.asarray(keep, dtype=bool))
+        keep = pc.fill_null(keep, False)
+        drop = pc.invert(keep)
+        removed = batch.filter(drop)
+        if isinstance(verdict.reason, str):
+            reasons = pa.array([verdict.reason] * removed.num_rows, pa.string())
+        else:
+            reasons = verdict.reason.filter(drop)
+        return batch.filter(keep), removed, reasons
+
+
+def column(batch: pa.RecordBatch, name: str, filter_label: str) -> pa.Array:
+    """A column the filter needs, with an error that names the filter and the column."""
+    if name not in batch.schema.names:
+        from ceap.errors import ConfigError
+
+        raise ConfigError(
+            f"filter {filter_label}: column {name!r} is not on the candidate; "
+            f"available: {', '.join(batch.schema.names)}"
+        )
+    return batch.column(name)

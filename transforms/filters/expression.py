@@ -1,0 +1,215 @@
+"""``expression``: keep rows for which a boolean expression over their columns holds.
+
+The expression is Python syntax, parsed with ``ast`` and compiled to vectorised Arrow
+compute over the whole batch; only a whitelist of nodes is allowed, so a config can never
+run code. Nulls follow SQL: comparisons with null are null, ``and``/``or``/``not`` use
+three-valued logic, and a row whose result is null is removed.
+
+Supported: columns by name, numbers, strings, True/False/None, ``== != < <= > >=``
+(chains too), ``and or not``, ``in``/``not in`` a list, ``is None``/``is not None``,
+``+ - * / %``, ``now`` (the run time), and the functions ``duration('7d')``,
+``lower(x)``, ``upper(x)``, ``abs(x)``, ``coalesce(x, y, ...)``, ``isnull(x)``.
+Example: ``trust_score >= 0.3 and not opted_out and released_at >= now - duration('7d')``.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ceap.durations import parse_duration
+from ceap.errors import ConfigError
+from ceap.plugins import filters
+from transforms.filters.base import Filter, Verdict
+
+_COMPARE: dict[type, Callable] = {
+    ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal,
+    ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
+}  # fmt: skip
+_ARITH: dict[type, Callable] = {
+    ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide,
+    ast.Mod: lambda a, b: pc.subtract(a, pc.multiply(pc.floor(pc.divide(a, b)), b)),
+}  # fmt: skip
+_PY_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+             ast.Div: operator.truediv, ast.Mod: operator.mod}  # fmt: skip
+
+
+class Expression:
+    """A compiled expression: ``evaluate(batch) -> BooleanArray`` (may contain nulls)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            self._tree = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError as exc:
+            raise ValueError(f"not a valid expression: {exc.msg} at column {exc.offset}") from None
+        self.columns: set[str] = set()
+        self._check(self._tree)
+
+    def _check(self, node: ast.AST) -> None:
+        allowed = (
+            ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.Compare,
+            ast.BinOp, ast.Name, ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Call, ast.Load,
+            *_COMPARE, *_ARITH, ast.In, ast.NotIn, ast.Is, ast.IsNot,
+        )  # fmt: skip
+        for child in ast.walk(node):
+            if not isinstance(child, allowed):
+                raise ValueError(f"{type(child).__name__} is not allowed in a filter expression")
+            if isinstance(child, ast.Call) and (
+                not isinstance(child.func, ast.Name)
+                or child.func.id not in _FUNCTIONS
+                or child.keywords
+            ):
+                name = getattr(child.func, "id", ast.unparse(child.func))
+                raise ValueError(
+                    f"unknown function {name!r}; known: {', '.join(sorted(_FUNCTIONS))}"
+                )
+            if isinstance(child, ast.Name) and child.id not in ("now", "True", "False", "None"):
+                self.columns.add(child.id)
+        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            for arg in call.args:
+                if isinstance(arg, ast.Name):
+                    self.columns.add(arg.id)
+            self.columns.discard(call.func.id)
+
+    def evaluate(self, batch: pa.RecordBatch, now: Any) -> pa.Array:
+        missing = sorted(c for c in self.columns if c not in batch.schema.names)
+        if missing:
+            raise ConfigError(
+                f"expression {self.text!r}: no column(s) {missing} on the candidate; "
+                f"available: {', '.join(n for n in batch.schema.names if not n.startswith('_ceap_'))}"
+            )
+        result = _Eval(batch, now).visit(self._tree)
+        if not isinstance(result, pa.Array | pa.ChunkedArray):
+            result = pa.array([result] * batch.num_rows, pa.bool_())
+        if not pa.types.is_boolean(result.type):
+            raise ConfigError(f"expression {self.text!r} is not a boolean (it gives {result.type})")
+        return result
+
+
+class _Eval(ast.NodeVisitor):
+    def __init__(self, batch: pa.RecordBatch, now: Any) -> None:
+        self.batch = batch
+        self.now = now
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id == "now":
+            return pa.scalar(self.now, pa.timestamp("us", tz="UTC"))
+        return self.batch.column(node.id)
+
+    def visit_List(self, node: ast.List) -> list:
+        return [self.visit(e) for e in node.elts]
+
+    visit_Tuple = visit_Set = visit_List
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        fn = pc.and_kleene if isinstance(node.op, ast.And) else pc.or_kleene
+        values = [_as_bool(self.visit(v)) for v in node.values]
+        out = values[0]
+        for v in values[1:]:
+            out = fn(out, v)
+        return out
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return pc.invert(_as_bool(value)) if _is_array(value) else not value
+        if isinstance(node.op, ast.USub):
+            return pc.negate(value) if _is_array(value) else -value
+        return value
+
+    def visit_BinOp(self, node: ast.BinOp) -> Any:
+        left, right = self.visit(node.left), self.visit(node.right)
+        if not _is_array(left) and not _is_array(right) and not isinstance(left, pa.Scalar):
+            return _PY_ARITH[type(node.op)](left, right)
+        return _ARITH[type(node.op)](left, right)
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        out = None
+        left = self.visit(node.left)
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = self.visit(comparator)
+            if isinstance(op, ast.In | ast.NotIn):
+                if not isinstance(right, list):
+                    raise ConfigError(
+                        "`in` needs a list of values, e.g. region in ['eu-west', 'us-east']"
+                    )
+                hit = (
+                    pc.is_in(left, value_set=pa.array(right)) if _is_array(left) else left in right
+                )
+                if _is_array(left):
+                    hit = pc.if_else(pc.is_null(left), pa.scalar(None, pa.bool_()), hit)
+                step = pc.invert(hit) if isinstance(op, ast.NotIn) else hit
+            elif isinstance(op, ast.Is | ast.IsNot):
+                if right is not None:
+                    raise ConfigError("`is` compares with None only (x is None, x is not None)")
+                step = pc.is_null(left) if isinstance(op, ast.Is) else pc.is_valid(left)
+            else:
+                step = _COMPARE[type(op)](left, right)
+            out = step if out is None else pc.and_kleene(out, step)
+            left = right
+        return out
+
+    def visit_Call(self, node: ast.Call) -> Any:
+        return _FUNCTIONS[node.func.id](*[self.visit(a) for a in node.args])
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, pa.Array | pa.ChunkedArray)
+
+
+def _as_bool(value: Any) -> Any:
+    if _is_array(value) and not pa.types.is_boolean(value.type):
+        raise ConfigError(f"a {value.type} column is used as a condition; compare it with a value")
+    return value
+
+
+def _duration(text: str) -> pa.Scalar:
+    return pa.scalar(parse_duration(text), pa.duration("us"))
+
+
+def _coalesce(*values: Any) -> Any:
+    return pc.coalesce(*values)
+
+
+_FUNCTIONS: dict[str, Callable] = {
+    "duration": _duration, "lower": pc.utf8_lower, "upper": pc.utf8_upper, "abs": pc.abs,
+    "coalesce": _coalesce, "isnull": pc.is_null,
+}  # fmt: skip
+
+
+class ExpressionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep: str = Field(min_length=1)
+    """Rows for which this holds stay; others are removed (reason: the expression)."""
+    reason: str | None = None
+    """Reason recorded for removed rows (default: ``not (<keep>)``)."""
+
+    @field_validator("keep")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        Expression(value)
+        return value
+
+
+@filters.register("expression")
+class ExpressionFilter(Filter):
+    Options = ExpressionOptions
+
+    def setup(self) -> None:
+        self._expr = Expression(self.options.keep)
+
+    def evaluate(self, batch: pa.RecordBatch) -> Verdict:
+        if not hasattr(self, "_expr"):
+            self.setup()
+        keep = self._expr.evaluate(batch, self.context.now)
+        return Verdict(keep, self.options.reason or f"not ({self.options.keep})")

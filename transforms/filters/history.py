@@ -1,0 +1,246 @@
+"""Filters that look at what already happened: ``opt_out``, ``frequency_cap``, ``dedup``.
+
+Each reads the platform's own registries from the candidate store (opt-outs written by
+the API, the outbox, responses, live candidates) once per worker, plus, optionally, a
+warehouse table of the same facts (``history:``), and decides for whole batches at once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from ceap import arrow
+from ceap.durations import Duration, format_duration
+from ceap.plugins import filters
+from stores.base import open_store
+from transforms.filters.base import Filter, Verdict, column
+from transforms.filters.lookup import KeyedCounts, TableRef
+
+
+class HistoryTable(TableRef):
+    """A warehouse table of past facts and the names of its columns."""
+
+    customer_column: str = "customer_id"
+    subject_column: str = "subject_id"
+    program_column: str | None = None
+    """When set, only rows of this program count (scope ``program``/``subject``)."""
+    time_column: str | None = None
+    """When set, only rows inside the filter's window count."""
+
+
+def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
+    cols = [ref.customer_column, ref.subject_column]
+    extra = [c for c in (ref.program_column, ref.time_column) if c]
+    table = ref.read(list(dict.fromkeys(cols + extra)))
+    if program and ref.program_column:
+        table = table.filter(
+            pc.equal(arrow.as_text(table.column(ref.program_column).combine_chunks()), program)
+        )
+    if since is not None and ref.time_column:
+        times, _ = arrow.to_utc(table.column(ref.time_column))
+        table = table.filter(
+            pc.fill_null(pc.greater_equal(times, pa.scalar(since, arrow.UTC_US)), False)
+        )
+    names = {ref.customer_column: "customer_id", ref.subject_column: "subject_id"}
+    return pa.table(
+        {new: arrow.as_text(table.column(old).combine_chunks()) for old, new in names.items()}
+    )
+
+
+# --- opt_out -------------------------------------------------------------------------------
+
+
+class OptOutOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    registry: bool = True
+    """Honour the platform's opt-out registry (``POST /v1/opt-outs``)."""
+    column: str | None = None
+    """A boolean candidate column meaning "opted out" (e.g. enriched ``opted_out``)."""
+    history: HistoryTable | None = None
+    """A warehouse table of opted-out customers (its subject column is ignored)."""
+
+
+@filters.register("opt_out")
+class OptOutFilter(Filter):
+    """Removes customers opted out of this program or of everything, on every channel.
+
+    Channel-only opt-outs do not remove the candidate: its outbox row for that channel is
+    written as suppressed, and the dispatcher re-checks at send time.
+    """
+
+    Options = OptOutOptions
+
+    def setup(self) -> None:
+        ids: list[pa.Array] = []
+        if self.options.registry:
+            store = open_store(self.context.store)
+            try:
+                reg = store.opt_outs()
+            finally:
+                store.close()
+            if reg.num_rows:
+                program, channel = reg.column("program"), reg.column("channel")
+                applies = pc.and_(
+                    pc.or_(pc.is_null(program), pc.equal(program, self.context.program)),
+                    pc.is_null(channel),
+                )
+                ids.append(
+                    arrow.as_text(reg.column("customer_id").filter(applies).combine_chunks())
+                )
+        if self.options.history is not None:
+            ref = self.options.history
+            table = ref.read(
+                [ref.customer_column, *([ref.program_column] if ref.program_column else [])]
+            )
+            if ref.program_column:
+                table = table.filter(
+                    pc.equal(table.column(ref.program_column), self.context.program)
+                )
+            ids.append(arrow.as_text(table.column(ref.customer_column).combine_chunks()))
+        self._opted = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
+
+    def evaluate(self, batch: pa.RecordBatch) -> Verdict:
+        if not hasattr(self, "_opted"):
+            self.setup()
+        n = batch.num_rows
+        keep = np.ones(n, dtype=bool)
+        reasons = np.full(n, None, dtype=object)
+        if len(self._opted):
+            hit = pc.is_in(batch.column("customer_id"), value_set=self._opted).to_numpy(
+                zero_copy_only=False
+            )
+            reasons[hit] = "opted out"
+            keep &= ~hit
+        if self.options.column:
+            flag = column(batch, self.options.column, self.type_name)
+            flagged = pc.fill_null(pc.cast(flag, pa.bool_()), False).to_numpy(zero_copy_only=False)
+            reasons[flagged & keep] = f"opted out ({self.options.column})"
+            keep &= ~flagged
+        return Verdict(keep, pa.array(reasons, pa.string()))
+
+
+# --- frequency_cap -------------------------------------------------------------------------
+
+
+class FrequencyCapOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1)
+    """Contacts allowed in the window; a customer with this many already is removed."""
+    window: Duration
+    scope: Literal["program", "subject", "all"] = "program"
+    """Which past contacts count: this program's, this program's on this subject, or all."""
+    history: HistoryTable | None = None
+    """Past contacts in the warehouse, counted with those in the platform's outbox."""
+
+
+@filters.register("frequency_cap")
+class FrequencyCapFilter(Filter):
+    """Caps asks per customer: a contact is one ask (program, subject), whatever the number of
+    channels it went through; the outbox counts what was sent or is queued in the window."""
+
+    Options = FrequencyCapOptions
+
+    def setup(self) -> None:
+        o, ctx = self.options, self.context
+        since = ctx.now - o.window
+        program = None if o.scope == "all" else ctx.program
+        store = open_store(ctx.store)
+        try:
+            sent = store.contacts(since)
+        finally:
+            store.close()
+        if program and sent.num_rows:
+            sent = sent.filter(pc.equal(sent.column("program"), program))
+        parts = [pa.table({
+            "program": arrow.as_text(sent.column("program").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
+            "customer_id": arrow.as_text(sent.column("customer_id").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
+            "subject_id": arrow.as_text(sent.column("subject_id").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
+        })]  # fmt: skip
+        if o.history is not None:
+            hist = _history(o.history, program, since)
+            label = program or "*"
+            parts.append(
+                hist.append_column(
+                    "program", pa.array([label] * hist.num_rows, pa.string())
+                ).select(["program", "customer_id", "subject_id"])
+            )
+        asks = pa.concat_tables(parts)
+        con = arrow.duck()
+        asks = arrow.query(con, "SELECT DISTINCT * FROM a", a=asks)
+        con.close()
+        keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
+        self._counts = KeyedCounts(asks, keys)
+        self._keys = keys
+        self._reason = (
+            f"frequency cap: {o.max}+ contacts in {format_duration(o.window)} ({o.scope})"
+        )
+
+    def evaluate(self, batch: pa.RecordBatch) -> Verdict:
+        if not hasattr(self, "_counts"):
+            self.setup()
+        counts = self._counts.lookup(batch, self._keys)
+        return Verdict(counts < self.options.max, self._reason)
+
+
+# --- dedup ---------------------------------------------------------------------------------
+
+
+class DedupOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    live: bool = True
+    """Remove when this program already has a live candidate for the customer and subject."""
+    acted: bool = True
+    """Remove when the customer already acted on the subject (responses)."""
+    history: HistoryTable | None = None
+    """Past responses in the warehouse (e.g. ratings: customer_id, video_id)."""
+
+
+@filters.register("dedup")
+class DedupFilter(Filter):
+    Options = DedupOptions
+
+    def setup(self) -> None:
+        o, ctx = self.options, self.context
+        store = open_store(ctx.store)
+        try:
+            live = store.live_keys(ctx.program, ctx.now) if o.live else None
+            acted = (
+                store.acted_keys(ctx.program).select(["customer_id", "subject_id"])
+                if o.acted
+                else None
+            )
+        finally:
+            store.close()
+        if o.history is not None:
+            hist = _history(o.history, ctx.program)
+            acted = (
+                hist
+                if acted is None or not acted.num_rows
+                else pa.concat_tables([acted.cast(hist.schema), hist])
+            )
+        keys = ["customer_id", "subject_id"]
+        self._live = KeyedCounts(live, keys) if live is not None else None
+        self._acted = KeyedCounts(acted, keys) if acted is not None else None
+
+    def evaluate(self, batch: pa.RecordBatch) -> Verdict:
+        if not hasattr(self, "_live"):
+            self.setup()
+        n = batch.num_rows
+        keys = ["customer_id", "subject_id"]
+        keep = np.ones(n, dtype=bool)
+        reasons = np.full(n, None, dtype=object)
+        for lookup, why in (
+            (self._acted, "already acted on this subject"),
+            (self._live, "already a live candidate"),
+        ):
+            if lookup is None:
+                continue
+            hit = (lookup.lookup(batch, keys) > 0) & keep
+            reasons[hit] = why
+            keep &= ~hit
+        return Verdict(keep, pa.array(reasons, pa.string()))

@@ -1,0 +1,123 @@
+"""Funnel accounting: Beam counters per program and stage, read back into a summary.
+
+Every input row ends as exactly one of: candidate, filtered (filter + reason), below
+min_score, ranked out (reason), dead letter (stage). ``Funnel.check()`` proves it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+SEP = "|"
+
+
+def namespace(program: str) -> str:
+    return f"ceap.{program}"
+
+
+def counter(program: str, *name: str):
+    """A Beam counter ``ceap.<program>/<stage>|<detail>|...``."""
+    return Metrics.counter(namespace(program), SEP.join(name))
+
+
+@dataclass
+class Funnel:
+    program: str
+    read: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    filtered: dict[tuple[str, str], int] = field(default_factory=dict)
+    below_min_score: int = 0
+    ranked_out: dict[str, int] = field(default_factory=dict)
+    candidates: int = 0
+    scored: dict[str, int] = field(default_factory=dict)
+    stored: int = 0
+    queued: dict[tuple[str, str], int] = field(default_factory=dict)
+    fallback: int = 0
+    shadow_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accounted(self) -> int:
+        return (
+            sum(self.dead_letters.values()) + sum(self.filtered.values()) + self.below_min_score
+            + sum(self.ranked_out.values()) + self.candidates
+        )  # fmt: skip
+
+    def check(self) -> bool:
+        return self.accounted == self.read
+
+    def as_dict(self) -> dict:
+        return {
+            "program": self.program, "read": self.read, "dead_letters": self.dead_letters,
+            "filtered": [{"filter": f, "reason": r, "rows": n} for (f, r), n in self.filtered.items()],
+            "below_min_score": self.below_min_score, "ranked_out": self.ranked_out,
+            "candidates": self.candidates, "scored": self.scored, "stored": self.stored,
+            "queued": [{"channel": c, "status": s, "rows": n} for (c, s), n in self.queued.items()],
+            "fallback": self.fallback, "shadow_read": self.shadow_read, "adds_up": self.check(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_result(cls, program: str, result) -> Funnel:
+        """Reads the committed counters of a finished pipeline."""
+        query = result.metrics().query(MetricsFilter().with_namespace(namespace(program)))
+        totals: dict[str, int] = defaultdict(int)
+        for c in query["counters"]:
+            value = c.committed if c.committed is not None else c.attempted
+            totals[c.key.metric.name] += int(value or 0)
+        return cls.from_counts(program, totals)
+
+    @classmethod
+    def from_counts(cls, program: str, totals: dict[str, int]) -> Funnel:
+        f = cls(program)
+        for name, value in sorted(totals.items()):
+            stage, *rest = name.split(SEP)
+            if stage == "read":
+                f.read += value
+            elif stage == "dead_letter":
+                f.dead_letters[rest[0]] = f.dead_letters.get(rest[0], 0) + value
+            elif stage == "filtered":
+                f.filtered[(rest[0], rest[1])] = value
+            elif stage == "below_min_score":
+                f.below_min_score += value
+            elif stage == "ranked_out":
+                f.ranked_out[rest[0]] = value
+            elif stage == "candidates":
+                f.candidates += value
+            elif stage == "scored":
+                f.scored[rest[0]] = value
+            elif stage == "stored":
+                f.stored += value
+            elif stage == "queued":
+                f.queued[(rest[0], rest[1])] = value
+            elif stage == "fallback":
+                f.fallback += value
+            elif stage == "shadow_read":
+                f.shadow_read += value
+        return f
+
+    def render(self) -> str:
+        lines = [f"funnel [{self.program}]", f"  rows read             {self.read:>12,}"]
+        for stage, n in sorted(self.dead_letters.items()):
+            lines.append(f"  dead letters ({stage}) {n:>12,}")
+        for (flt, reason), n in self.filtered.items():
+            lines.append(f"  filtered {flt}: {reason}  {n:,}")
+        lines.append(f"  below min_score       {self.below_min_score:>12,}")
+        for reason, n in sorted(self.ranked_out.items()):
+            lines.append(f"  ranked out ({reason})  {n:,}")
+        lines.append(f"  candidates            {self.candidates:>12,}")
+        for model, n in sorted(self.scored.items()):
+            lines.append(f"  scored by {model}: {n:,}")
+        if self.fallback:
+            lines.append(f"  scored from cache (fallback) {self.fallback:,}")
+        lines.append(f"  stored                {self.stored:>12,}")
+        for (channel, status), n in sorted(self.queued.items()):
+            lines.append(f"  queued {channel} ({status}) {n:,}")
+        if self.shadow_read:
+            lines.append(f"  shadow source rows read {self.shadow_read:,}")
+        verdict = "adds up" if self.check() else f"DOES NOT ADD UP ({self.accounted:,} accounted)"
+        lines.append(f"  {verdict}")
+        return "\n".join(lines)

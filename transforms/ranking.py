@@ -1,0 +1,145 @@
+"""``Rank``: the best ``top_n`` candidates per program, subject or customer.
+
+Order is total and deterministic: score (high first, missing last), then the most recent
+event, then customer_id and subject_id. Rows repeating a candidate key (program,
+customer_id, subject_id) collapse to the best one first: a key is one candidate, the
+others are counted as ranked out ("duplicate key"). The work is a combine whose
+accumulator is an Arrow table pruned to the top rows as it grows, keyed by a bucket of
+the ranking group, so memory stays bounded by top_n x groups and buckets run in parallel.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap import arrow
+from configs.schema import RankingConfig
+from connectors.base import BATCH_ROWS
+from transforms.funnel import counter
+
+GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
+BUCKETS = 64
+ORDER = "score DESC NULLS LAST, event_time DESC NULLS LAST, customer_id, subject_id"
+
+
+class _Acc:
+    __slots__ = ("table", "seen", "duplicates", "cut")
+
+    def __init__(
+        self, table: pa.Table | None = None, seen: int = 0, duplicates: int = 0, cut: int = 0
+    ):
+        self.table, self.seen, self.duplicates, self.cut = table, seen, duplicates, cut
+
+
+class TopN(beam.CombineFn):
+    def __init__(self, ranking: RankingConfig) -> None:
+        self._top_n = ranking.top_n
+        self._group = GROUP_COLUMN[ranking.per]
+        self._limit = max(2 * (ranking.top_n or 0), 4 * BATCH_ROWS)
+
+    def create_accumulator(self) -> _Acc:
+        return _Acc()
+
+    def add_input(self, acc: _Acc, batch: pa.RecordBatch) -> _Acc:
+        acc.seen += batch.num_rows
+        acc.table = _concat(acc.table, pa.Table.from_batches([batch]))
+        return self._compact(acc) if acc.table.num_rows > self._limit else acc
+
+    def merge_accumulators(self, accs) -> _Acc:
+        out = _Acc()
+        for acc in accs:
+            out.seen += acc.seen
+            out.duplicates += acc.duplicates
+            out.cut += acc.cut
+            if acc.table is not None:
+                out.table = _concat(out.table, acc.table)
+        return (
+            self._compact(out)
+            if out.table is not None and out.table.num_rows > self._limit
+            else out
+        )
+
+    def extract_output(self, acc: _Acc) -> _Acc:
+        return self._compact(acc) if acc.table is not None else acc
+
+    def _compact(self, acc: _Acc) -> _Acc:
+        """Collapses duplicate keys, then keeps the top rows of each group."""
+        con = arrow.duck()
+        try:
+            table = acc.table
+            before = table.num_rows
+            table = arrow.query(
+                con,
+                f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
+                t=table,
+            )
+            acc.duplicates += before - table.num_rows
+            if self._top_n is not None:
+                before = table.num_rows
+                part = f"PARTITION BY {arrow.quote(self._group)} " if self._group else ""
+                table = arrow.query(
+                    con,
+                    f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(self._top_n)}",
+                    t=table,
+                )
+                acc.cut += before - table.num_rows
+            acc.table = table
+        finally:
+            con.close()
+        return acc
+
+
+def _concat(a: pa.Table | None, b: pa.Table) -> pa.Table:
+    if a is None:
+        return b
+    return pa.concat_tables([a, b], promote_options="permissive")
+
+
+def _bucket_key(group: str | None):
+    def key(batch: pa.RecordBatch):
+        if group is None:
+            yield 0, batch
+            return
+        con = arrow.duck()
+        ids = pa.table({"g": pc.cast(batch.column(group), pa.string())})
+        parts = arrow.query(con, f"SELECT hash(g) % {BUCKETS} AS b FROM ids", ids=ids).column("b")
+        con.close()
+        parts = parts.to_numpy()
+        for b in sorted(set(parts.tolist())):
+            yield int(b), batch.filter(pa.array(parts == b))
+
+    return key
+
+
+class _Emit(beam.DoFn):
+    def __init__(self, program: str) -> None:
+        self._program = program
+
+    def process(self, keyed):
+        _, acc = keyed
+        if acc.duplicates:
+            counter(self._program, "ranked_out", "duplicate key").inc(acc.duplicates)
+        if acc.cut:
+            counter(self._program, "ranked_out", "below top_n").inc(acc.cut)
+        if acc.table is not None and acc.table.num_rows:
+            counter(self._program, "candidates").inc(acc.table.num_rows)
+            yield from acc.table.to_batches(max_chunksize=BATCH_ROWS)
+
+
+class Rank(beam.PTransform):
+    """PCollection[RecordBatch] (scored) -> PCollection[RecordBatch] (the candidates)."""
+
+    def __init__(self, ranking: RankingConfig, program: str) -> None:
+        super().__init__()
+        self._ranking = ranking
+        self._program = program
+
+    def expand(self, scored):
+        return (
+            scored
+            | "Bucket" >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per]))
+            | "TopN" >> beam.CombinePerKey(TopN(self._ranking))
+            | "Emit" >> beam.ParDo(_Emit(self._program))
+        )

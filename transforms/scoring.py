@@ -1,0 +1,162 @@
+"""``Score``: every candidate gets a score, the model that gave it and its experiment arm.
+
+Models are loaded once per worker (``setup``) and score whole batches. When a model
+fails on a batch, ``fallback: cached`` takes the last stored score for the key; rows
+with none (or ``fallback: skip``) leave on the dead-letter output with the error. Rows
+under ``min_score`` (or without a score when a minimum is set) are counted and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from ceap.context import RunContext
+from ceap.plugins import scorers
+from configs.schema import ScoringConfig
+from scorers.experiments import assign
+from stores.base import open_store
+from transforms.dead_letters import DEAD_LETTER, dead_letters
+from transforms.filters.lookup import KeyedCounts
+from transforms.funnel import counter
+
+log = logging.getLogger(__name__)
+
+
+class _ScoreFn(beam.DoFn):
+    def __init__(self, scoring: ScoringConfig, context: RunContext) -> None:
+        self._scoring = scoring
+        self._ctx = context
+
+    def setup(self) -> None:
+        self._models = []
+        for m in self._scoring.models:
+            scorer = scorers.get(m.type)(m.options, m.id, self._ctx)
+            scorer.setup()
+            self._models.append((m, scorer))
+        self._cache = None
+
+    def _cached(self) -> tuple[KeyedCounts, pa.Table] | None:
+        if self._cache is None:
+            store = open_store(self._ctx.store)
+            try:
+                table = store.cached_scores(self._ctx.program)
+            finally:
+                store.close()
+            self._cache = table
+        return self._cache
+
+    def process(self, batch: pa.RecordBatch):
+        ctx, program = self._ctx, self._ctx.program
+        n = batch.num_rows
+        arms = assign(
+            self._scoring.salt or program,
+            batch.column("customer_id"),
+            [m.traffic for m, _ in self._models],
+        )
+        scores = np.full(n, np.nan)
+        model_ids = np.empty(n, dtype=object)
+        treatments = np.empty(n, dtype=object)
+        failed = np.zeros(n, dtype=bool)
+        errors = np.full(n, None, dtype=object)
+        for i, (m, scorer) in enumerate(self._models):
+            rows = np.flatnonzero(arms == i)
+            if not len(rows):
+                continue
+            model_ids[rows], treatments[rows] = m.id, m.treatment or m.id
+            try:
+                part = np.asarray(scorer.score(batch.take(pa.array(rows))), dtype=np.float64)
+                if part.shape != (len(rows),):
+                    raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
+                scores[rows] = part
+                counter(program, "scored", m.id).inc(len(rows))
+            except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
+                log.warning(
+                    "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc
+                )
+                counter(program, "model_errors", m.id).inc(len(rows))
+                failed[rows] = True
+                errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
+        if failed.any() and self._scoring.fallback == "cached":
+            failed = self._fallback(batch, failed, scores, model_ids)
+        out = batch.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
+        out = out.append_column("model_id", pa.array(model_ids, pa.string()))
+        out = out.append_column("treatment", pa.array(treatments, pa.string()))
+        if failed.any():
+            bad = out.filter(pa.array(failed))
+            origins = [
+                f"score:{c}|{s}"
+                for c, s in zip(
+                    bad.column("customer_id").to_pylist(),
+                    bad.column("subject_id").to_pylist(),
+                    strict=True,
+                )
+            ]
+            counter(program, "dead_letter", "score").inc(len(origins))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                dead_letters(program, "score", bad, list(errors[failed]), origins, ctx.now),
+            )
+        keep = ~failed
+        min_score = self._scoring.min_score
+        if min_score is not None:
+            passing = ~np.isnan(scores) & (np.nan_to_num(scores, nan=-np.inf) >= min_score)
+            below = keep & ~passing
+            if below.any():
+                counter(program, "below_min_score").inc(int(below.sum()))
+            keep &= passing
+        if keep.all():
+            yield out
+        elif keep.any():
+            yield out.filter(pa.array(keep))
+
+    def _fallback(self, batch, failed, scores, model_ids) -> np.ndarray:
+        cache = self._cached()
+        if not cache.num_rows:
+            return failed
+        rows = np.flatnonzero(failed)
+        sub = batch.take(pa.array(rows))
+        con_keys = ["customer_id", "subject_id"]
+        from ceap import arrow
+
+        con = arrow.duck()
+        left = pa.table(
+            {
+                "_i": pa.array(np.arange(len(rows))),
+                **{k: arrow.as_text(sub.column(k)) for k in con_keys},
+            }
+        )
+        cached = cache.select(["customer_id", "subject_id", "score", "model_id"])
+        got = arrow.query(
+            con,
+            "SELECT l._i, CAST(c.score AS DOUBLE) AS score, c.model_id FROM l LEFT JOIN c "
+            "USING (customer_id, subject_id) ORDER BY l._i",
+            l=left,
+            c=cached,
+        )
+        con.close()
+        found = got.column("score").is_valid().to_numpy(zero_copy_only=False)
+        hit_rows = rows[found]
+        scores[hit_rows] = got.column("score").to_numpy(zero_copy_only=False)[found]
+        model_ids[hit_rows] = np.asarray(got.column("model_id").to_pylist(), dtype=object)[found]
+        counter(self._ctx.program, "fallback").inc(len(hit_rows))
+        failed = failed.copy()
+        failed[hit_rows] = False
+        return failed
+
+
+class Score(beam.PTransform):
+    """PCollection[RecordBatch] -> (scored batches, dead letters) tagged ``DEAD_LETTER``."""
+
+    def __init__(self, scoring: ScoringConfig, context: RunContext) -> None:
+        super().__init__()
+        self._scoring = scoring
+        self._ctx = context
+
+    def expand(self, candidates):
+        return candidates | "Models" >> beam.ParDo(_ScoreFn(self._scoring, self._ctx)).with_outputs(
+            DEAD_LETTER, main="scored"
+        )

@@ -1,0 +1,180 @@
+"""Sinks: the candidate store, the channel outbox and the dead-letter table.
+
+``WriteCandidates`` turns ranked rows into candidate records (context as JSON, times as
+ISO-8601 UTC) and one outbox row per candidate and channel. Outbox rows of customers in
+the opt-out registry (for all programs, this one, or that channel) are written as
+``suppressed``: nobody who opted out is queued, whatever filters the program lists.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap import arrow
+from ceap.context import RunContext
+from ceap.errors import ConfigError
+from configs.schema import ProgramConfig
+from stores.base import CANDIDATE_COLUMNS, iso, open_store
+from transforms.funnel import counter
+from transforms.schedule import due_times
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _iso(times: pa.Array) -> pa.Array:
+    """Second precision, as everywhere in the store (Arrow's %S would print microseconds)."""
+    return pc.strftime(pc.cast(times, pa.timestamp("s", tz="UTC"), safe=False), format=ISO_FORMAT)
+
+
+def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunContext) -> pa.Table:
+    n = batch.num_rows
+    names = batch.schema.names
+    missing = [c for c in program.fields.context if c not in names]
+    if missing:
+        raise ConfigError(
+            f"fields.context: no column(s) {missing} on the candidate after enrichment"
+        )
+    con = arrow.duck()
+    try:
+        if program.fields.context:
+            pack = ", ".join(
+                f"{arrow.quote(c)} := {arrow.quote(c)}" for c in program.fields.context
+            )
+            context = arrow.query(
+                con, f"SELECT to_json(struct_pack({pack}))::VARCHAR AS j FROM b", b=batch
+            ).column("j")
+        else:
+            context = pa.array(["{}"] * n, pa.string())
+    finally:
+        con.close()
+    delay = program.events.delay if program.events else None
+    deliver = batch.column("event_time")
+    if delay:
+        deliver = pc.add(deliver, pa.scalar(delay, pa.duration("us")))
+
+    def const(value: object) -> pa.Array:
+        return pa.array([value] * n, pa.string())
+
+    return pa.table({
+        "program": const(program.program), "customer_id": batch.column("customer_id"),
+        "subject_type": const(program.subject_type), "subject_id": batch.column("subject_id"),
+        "action": const(program.action), "context": context,
+        "score": batch.column("score"), "model_id": batch.column("model_id"),
+        "treatment": batch.column("treatment"), "created_at": const(iso(ctx.now)),
+        "expires_at": const(iso(ctx.now + program.store.ttl)), "deliver_after": _iso(deliver),
+        "status": const("live"),
+    }).select(CANDIDATE_COLUMNS)  # fmt: skip
+
+
+def outbox_records(
+    batch: pa.RecordBatch, program: ProgramConfig, ctx: RunContext, opt_outs: pa.Table
+) -> list[pa.Table]:
+    n = batch.num_rows
+    tz = batch.column("timezone") if "timezone" in batch.schema.names else None
+    customers = batch.column("customer_id")
+    out = []
+    for ch in program.channels:
+        due = due_times(batch.column("event_time"), ch.delay, ch.send_at, tz)
+        reasons = _opted_out(customers, ch.type, program.program, opt_outs)
+        status = pc.if_else(pc.is_null(reasons), pa.scalar("pending"), pa.scalar("suppressed"))
+        keys = pc.binary_join_element_wise(
+            program.program, customers, batch.column("subject_id"), ch.type, "|"
+        )
+        out.append(pa.table({
+            "program": pa.array([program.program] * n), "customer_id": customers,
+            "subject_id": batch.column("subject_id"), "channel": pa.array([ch.type] * n),
+            "send_after": _iso(due), "status": status, "attempts": pa.array(np.zeros(n, np.int64)),
+            "idempotency_key": _digest(keys), "reason": reasons,
+            "template": pa.array([ch.template] * n, pa.string()),
+            "shadow": pa.array(np.full(n, int(ch.shadow), np.int64)),
+            "created_at": pa.array([iso(ctx.now)] * n),
+        }))  # fmt: skip
+    return out
+
+
+def _digest(keys: pa.Array) -> pa.Array:
+    con = arrow.duck()
+    try:
+        return (
+            arrow.query(con, "SELECT sha256(k) AS h FROM t", t=pa.table({"k": keys}))
+            .column("h")
+            .combine_chunks()
+        )
+    finally:
+        con.close()
+
+
+def _opted_out(customers: pa.Array, channel: str, program: str, opt_outs: pa.Table) -> pa.Array:
+    """The suppression reason per row (null where the customer may be contacted)."""
+    n = len(customers)
+    if not opt_outs.num_rows:
+        return pa.nulls(n, pa.string())
+    prog, chan = opt_outs.column("program"), opt_outs.column("channel")
+    applies = pc.and_(
+        pc.or_(pc.is_null(prog), pc.equal(prog, program)),
+        pc.or_(pc.is_null(chan), pc.equal(chan, channel)),
+    )
+    ids = pc.unique(arrow.as_text(opt_outs.column("customer_id").filter(applies).combine_chunks()))
+    hit = pc.is_in(arrow.as_text(customers), value_set=ids)
+    return pc.if_else(hit, pa.scalar("opted out"), pa.scalar(None, pa.string()))
+
+
+class _WriteFn(beam.DoFn):
+    def __init__(self, program: ProgramConfig, context: RunContext) -> None:
+        self._program = program
+        self._ctx = context
+
+    def setup(self) -> None:
+        self._store = open_store(self._ctx.store)
+        self._opt_outs = self._store.opt_outs()
+
+    def process(self, batch: pa.RecordBatch):
+        name = self._program.program
+        records = candidate_records(batch, self._program, self._ctx)
+        counter(name, "stored").inc(self._store.upsert_candidates(records))
+        for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
+            self._store.enqueue_outbox(rows)
+            channel = rows.column("channel")[0].as_py()
+            for item in pc.value_counts(rows.column("status")).to_pylist():
+                counter(name, "queued", channel, item["values"]).inc(item["counts"])
+
+    def teardown(self) -> None:
+        if hasattr(self, "_store"):
+            self._store.close()
+
+
+class WriteCandidates(beam.PTransform):
+    def __init__(self, program: ProgramConfig, context: RunContext) -> None:
+        super().__init__()
+        self._program = program
+        self._ctx = context
+
+    def expand(self, ranked):
+        return ranked | "Upsert" >> beam.ParDo(_WriteFn(self._program, self._ctx))
+
+
+class _DeadLetterFn(beam.DoFn):
+    def __init__(self, context: RunContext) -> None:
+        self._ctx = context
+
+    def setup(self) -> None:
+        self._store = open_store(self._ctx.store)
+
+    def process(self, letters: pa.Table):
+        self._store.write_dead_letters(letters)
+
+    def teardown(self) -> None:
+        if hasattr(self, "_store"):
+            self._store.close()
+
+
+class WriteDeadLetters(beam.PTransform):
+    def __init__(self, context: RunContext) -> None:
+        super().__init__()
+        self._ctx = context
+
+    def expand(self, letters):
+        return letters | "Write" >> beam.ParDo(_DeadLetterFn(self._ctx))
