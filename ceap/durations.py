@@ -43,7 +43,7 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
 def format_duration(value: timedelta) -> str:
     """The shortest exact form, so a round trip through YAML is stable."""
     seconds = int(value.total_seconds())
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         if seconds and seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from ceap.errors import ConfigError
-from configs.schema import ProgramConfig, load_program, program_paths
+from configs.schema import ProgramConfig, load_program, program_paths, read_yaml
 
 
 def find_program_path(name: str, config_dir: str | Path) -> Path:
@@ -18,7 +18,7 @@ def find_program_path(name: str, config_dir: str | Path) -> Path:
         return direct
     for path in program_paths(config_dir):
         try:
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path.read_text())
         except yaml.YAMLError:
             continue
         if isinstance(data, dict) and data.get("program") == name:

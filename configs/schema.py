@@ -183,6 +183,24 @@ def _fill_shares(items: list[Any], where: str) -> None:
 # --- loading ------------------------------------------------------------------------------
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. PyYAML's 1.1 rules read the contract's ``on:``
+    key (and yes/no/off) as booleans, which would silently break ``enrich: [{on: ...}]``."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _loc(parts: tuple[Any, ...]) -> str:
     out = ""
     for part in parts:
@@ -257,7 +275,7 @@ def parse_program(data: Any, source: str = "<config>") -> ProgramConfig:
 def load_program(path: str | Path) -> ProgramConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such program config") from None
     except yaml.YAMLError as exc:

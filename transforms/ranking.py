@@ -20,7 +20,7 @@ from connectors.base import BATCH_ROWS
 from transforms.funnel import counter
 
 GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
-BUCKETS = 64
+BUCKETS = 8
 ORDER = "score DESC NULLS LAST, event_time DESC NULLS LAST, customer_id, subject_id"
 
 

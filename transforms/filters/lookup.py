@@ -58,7 +58,7 @@ class KeyedCounts:
             f"CREATE TABLE counts AS SELECT {by}, count(*) AS n FROM raw GROUP BY {by}"
         )
         self._con.unregister("raw")
-        self.size = int(self._con.execute("SELECT count(*) FROM counts").fetchone()[0])
+        self.size = int(self._con.execute("SELECT count(*) FROM counts").fetchall()[0][0])
 
     def lookup(self, batch: pa.RecordBatch, columns: list[str]) -> np.ndarray:
         """The count for each batch row (0 where absent), in the batch's row order."""
