@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 SAMPLE_ROOT = Path("data/warehouse")
@@ -116,8 +116,9 @@ def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"ceap: could not generate the sample warehouse: {exc}", file=sys.stderr)
     for program in programs:
         ctx = RunContext(
-            program=program.program, now=now, store=args.store, config_dir=str(config_dir)
-        )
+            program=program.program, now=now, store=args.store, config_dir=str(config_dir),
+            deliver_delay=program.events.delay if program.events else timedelta(0),
+        )  # fmt: skip
         try:
             with Progress(program.program):
                 funnel = run_program(program, ctx, beam_args)

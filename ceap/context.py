@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,8 @@ class RunContext:
     """Store spec: ``sqlite`` (``$CEAP_HOME/ceap.db``), ``sqlite:///path.db``, ``dynamodb://prefix``."""
     run_id: str = ""
     config_dir: str = "configs"
+    deliver_delay: timedelta = timedelta(0)
+    """The program's cooling period: deliver_after = event_time + this."""
     extras: dict = field(default_factory=dict)
 
     @staticmethod

@@ -45,7 +45,7 @@ class CandidateStore:
         raise NotImplementedError
 
     def write_dead_letters(self, rows: pa.Table) -> int:
-        """Records bad rows; keyed by (program, stage, origin) so a re-run adds none."""
+        """Records bad rows; keyed by (program, stage, origin): a re-run adds none, changes none."""
         raise NotImplementedError
 
     def record_run(self, run: dict[str, Any]) -> None:
@@ -53,7 +53,7 @@ class CandidateStore:
 
     # -- pipeline lookups (snapshots taken once per worker) ------------------------------
     def live_keys(self, program: str, now: datetime) -> pa.Table:
-        """(customer_id, subject_id) of live, unexpired candidates of the program."""
+        """(customer_id, subject_id, deliver_after) of live, unexpired candidates of the program."""
         raise NotImplementedError
 
     def acted_keys(self, program: str | None) -> pa.Table:
@@ -61,7 +61,10 @@ class CandidateStore:
         raise NotImplementedError
 
     def contacts(self, since: datetime) -> pa.Table:
-        """(program, customer_id, subject_id, channel, contacted_at) sent or queued since."""
+        """(program, customer_id, subject_id, channel, contacted_at) actually sent since.
+
+        Queued rows are not contacts yet: counting them would make a re-run of the same
+        batch rank differently; the dispatcher enforces caps again at send time."""
         raise NotImplementedError
 
     def opt_outs(self) -> pa.Table:

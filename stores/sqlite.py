@@ -130,7 +130,7 @@ class SqliteStore(CandidateStore):
             for c in ("program", "stage", "reason", "row", "time", "origin")
         ]
         sql = (
-            "INSERT OR REPLACE INTO dead_letters (program, stage, reason, row, time, origin) "
+            "INSERT OR IGNORE INTO dead_letters (program, stage, reason, row, time, origin) "
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
         return self._write(sql, list(zip(*cols, strict=True)))
@@ -168,7 +168,7 @@ class SqliteStore(CandidateStore):
 
     def live_keys(self, program: str, now: datetime) -> pa.Table:
         return self._query(
-            "SELECT customer_id, subject_id FROM candidates "
+            "SELECT customer_id, subject_id, deliver_after FROM candidates "
             "WHERE program = ? AND status = 'live' AND expires_at > ?",
             (program, iso(now)),
         )
@@ -181,9 +181,8 @@ class SqliteStore(CandidateStore):
 
     def contacts(self, since: datetime) -> pa.Table:
         return self._query(
-            "SELECT program, customer_id, subject_id, channel, "
-            "COALESCE(sent_at, send_after) AS contacted_at FROM outbox "
-            "WHERE status IN ('sent', 'pending') AND COALESCE(sent_at, send_after) >= ?",
+            "SELECT program, customer_id, subject_id, channel, sent_at AS contacted_at FROM outbox "
+            "WHERE status = 'sent' AND sent_at >= ?",
             (iso(since),),
         )
 

@@ -141,7 +141,7 @@ class FrequencyCapOptions(BaseModel):
 @filters.register("frequency_cap")
 class FrequencyCapFilter(Filter):
     """Caps asks per customer: a contact is one ask (program, subject), whatever the number of
-    channels it went through; the outbox counts what was sent or is queued in the window."""
+    channels it went through; the outbox counts what it sent in the window."""
 
     Options = FrequencyCapOptions
 
@@ -154,28 +154,28 @@ class FrequencyCapFilter(Filter):
             sent = store.contacts(since)
         finally:
             store.close()
-        if program and sent.num_rows:
+        sent = pa.table({c: _text(sent, c) for c in ("program", "customer_id", "subject_id")})
+        if program:
             sent = sent.filter(pc.equal(sent.column("program"), program))
-        parts = [pa.table({
-            "program": arrow.as_text(sent.column("program").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
-            "customer_id": arrow.as_text(sent.column("customer_id").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
-            "subject_id": arrow.as_text(sent.column("subject_id").combine_chunks()) if sent.num_rows else pa.array([], pa.string()),
-        })]  # fmt: skip
+        parts = [sent]
         if o.history is not None:
             hist = _history(o.history, program, since)
-            label = program or "*"
+            label = pa.array([f"history:{program or '*'}"] * hist.num_rows, pa.string())
             parts.append(
-                hist.append_column(
-                    "program", pa.array([label] * hist.num_rows, pa.string())
-                ).select(["program", "customer_id", "subject_id"])
+                hist.append_column("program", label).select(
+                    ["program", "customer_id", "subject_id"]
+                )
             )
-        asks = pa.concat_tables(parts)
         con = arrow.duck()
-        asks = arrow.query(con, "SELECT DISTINCT * FROM a", a=asks)
+        asks = arrow.query(con, "SELECT DISTINCT * FROM a", a=pa.concat_tables(parts))
         con.close()
-        keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
-        self._counts = KeyedCounts(asks, keys)
-        self._keys = keys
+        self._keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
+        self._counts = KeyedCounts(asks, self._keys)
+        # The candidate's own outbox rows (this program, this key) are not *earlier* asks:
+        # the outbox holds one row per key, so they can never cause a second message, and
+        # counting them would make a re-run of the same batch rank differently.
+        own = sent.filter(pc.equal(sent.column("program"), ctx.program)) if sent.num_rows else sent
+        self._own = KeyedCounts(own, ["customer_id", "subject_id"])
         self._reason = (
             f"frequency cap: {o.max}+ contacts in {format_duration(o.window)} ({o.scope})"
         )
@@ -184,7 +184,14 @@ class FrequencyCapFilter(Filter):
         if not hasattr(self, "_counts"):
             self.setup()
         counts = self._counts.lookup(batch, self._keys)
+        counts = counts - (self._own.lookup(batch, ["customer_id", "subject_id"]) > 0)
         return Verdict(counts < self.options.max, self._reason)
+
+
+def _text(table: pa.Table, name: str) -> pa.Array:
+    if not table.num_rows:
+        return pa.array([], pa.string())
+    return arrow.as_text(table.column(name).combine_chunks())
 
 
 # --- dedup ---------------------------------------------------------------------------------
@@ -224,8 +231,11 @@ class DedupFilter(Filter):
                 else pa.concat_tables([acted.cast(hist.schema), hist])
             )
         keys = ["customer_id", "subject_id"]
-        self._live = KeyedCounts(live, keys) if live is not None else None
+        # Live from *another* event only: the same event's candidate (same deliver_after)
+        # is this very candidate again, and re-running a batch must not displace it.
+        self._live = KeyedCounts(live, [*keys, "deliver_after"]) if live is not None else None
         self._acted = KeyedCounts(acted, keys) if acted is not None else None
+        self._live_any = KeyedCounts(live, keys) if live is not None else None
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         if not hasattr(self, "_live"):
@@ -234,13 +244,24 @@ class DedupFilter(Filter):
         keys = ["customer_id", "subject_id"]
         keep = np.ones(n, dtype=bool)
         reasons = np.full(n, None, dtype=object)
-        for lookup, why in (
-            (self._acted, "already acted on this subject"),
-            (self._live, "already a live candidate"),
-        ):
-            if lookup is None:
-                continue
-            hit = (lookup.lookup(batch, keys) > 0) & keep
-            reasons[hit] = why
+        if self._acted is not None:
+            hit = self._acted.lookup(batch, keys) > 0
+            reasons[hit] = "already acted on this subject"
+            keep &= ~hit
+        if self._live is not None:
+            due = pc.add(
+                batch.column("event_time"), pa.scalar(self.context.deliver_delay, pa.duration("us"))
+            )
+            text = pc.strftime(
+                pc.cast(due, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
+            )
+            same_event = (
+                self._live.lookup(
+                    batch.append_column("deliver_after", text), [*keys, "deliver_after"]
+                )
+                > 0
+            )
+            hit = (self._live_any.lookup(batch, keys) > 0) & ~same_event & keep
+            reasons[hit] = "already a live candidate"
             keep &= ~hit
         return Verdict(keep, pa.array(reasons, pa.string()))
