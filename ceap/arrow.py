@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -16,10 +18,23 @@ def quote(name: str) -> str:
 
 
 def duck() -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB connection (one per DoFn instance: not shared by threads)."""
+    """A new private in-memory DuckDB connection (for state that lives with its owner)."""
     con = duckdb.connect(":memory:")
-    con.execute("SET preserve_insertion_order = false")
+    # Insertion order stays preserved (DuckDB's default): projections such as the context
+    # JSON and the idempotency keys must line up with the batch's rows.
     con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+_local = threading.local()
+
+
+def local_duck() -> duckdb.DuckDBPyConnection:
+    """This thread's reusable connection for one-off queries: opening one costs ~15 ms,
+    more than most vectorised steps. Callers register and unregister their own tables."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duck()
     return con
 
 

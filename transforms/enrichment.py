@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.utils import shared
 
@@ -46,10 +47,11 @@ def load_lookup(spec: EnrichConfig) -> pa.Table:
     columns = spec.columns or [c for c in table.column_names if c != on]
     keys = arrow.as_text(table.column(on).combine_chunks())
     table = pa.table({"_ceap_key": keys, **{c: table.column(c) for c in columns}})
-    con = arrow.duck()
+    table = table.append_column("_ceap_pos", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     deduped = arrow.query(
-        con,
-        "SELECT * FROM t WHERE _ceap_key IS NOT NULL QUALIFY row_number() OVER (PARTITION BY _ceap_key) = 1",
+        arrow.local_duck(),
+        "SELECT * EXCLUDE (_ceap_pos) FROM t WHERE _ceap_key IS NOT NULL "
+        "QUALIFY row_number() OVER (PARTITION BY _ceap_key ORDER BY _ceap_pos) = 1",
         t=table,
     )
     if deduped.num_rows != table.num_rows:

@@ -66,28 +66,24 @@ class TopN(beam.CombineFn):
 
     def _compact(self, acc: _Acc) -> _Acc:
         """Collapses duplicate keys, then keeps the top rows of each group."""
-        con = arrow.duck()
-        try:
-            table = acc.table
+        con = arrow.local_duck()
+        before = acc.table.num_rows
+        table = arrow.query(
+            con,
+            f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
+            t=acc.table,
+        )
+        acc.duplicates += before - table.num_rows
+        if self._top_n is not None:
             before = table.num_rows
+            part = f"PARTITION BY {arrow.quote(self._group)} " if self._group else ""
             table = arrow.query(
                 con,
-                f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
+                f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(self._top_n)}",
                 t=table,
             )
-            acc.duplicates += before - table.num_rows
-            if self._top_n is not None:
-                before = table.num_rows
-                part = f"PARTITION BY {arrow.quote(self._group)} " if self._group else ""
-                table = arrow.query(
-                    con,
-                    f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(self._top_n)}",
-                    t=table,
-                )
-                acc.cut += before - table.num_rows
-            acc.table = table
-        finally:
-            con.close()
+            acc.cut += before - table.num_rows
+        acc.table = table
         return acc
 
 
@@ -102,10 +98,10 @@ def _bucket_key(group: str | None):
         if group is None:
             yield 0, batch
             return
-        con = arrow.duck()
         ids = pa.table({"g": pc.cast(batch.column(group), pa.string())})
-        parts = arrow.query(con, f"SELECT hash(g) % {BUCKETS} AS b FROM ids", ids=ids).column("b")
-        con.close()
+        parts = arrow.query(
+            arrow.local_duck(), f"SELECT hash(g) % {BUCKETS} AS b FROM ids", ids=ids
+        ).column("b")
         parts = parts.to_numpy()
         for b in sorted(set(parts.tolist())):
             yield int(b), batch.filter(pa.array(parts == b))
@@ -125,7 +121,8 @@ class _Emit(beam.DoFn):
             counter(self._program, "ranked_out", "below top_n").inc(acc.cut)
         if acc.table is not None and acc.table.num_rows:
             counter(self._program, "candidates").inc(acc.table.num_rows)
-            yield from acc.table.to_batches(max_chunksize=BATCH_ROWS)
+            # DuckDB hands back 2k-row chunks; downstream steps cost per batch, so re-chunk.
+            yield from acc.table.combine_chunks().to_batches(max_chunksize=BATCH_ROWS)
 
 
 class Rank(beam.PTransform):

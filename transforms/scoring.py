@@ -122,7 +122,7 @@ class _ScoreFn(beam.DoFn):
         con_keys = ["customer_id", "subject_id"]
         from ceap import arrow
 
-        con = arrow.duck()
+        con = arrow.local_duck()
         left = pa.table(
             {
                 "_i": pa.array(np.arange(len(rows))),
@@ -137,7 +137,6 @@ class _ScoreFn(beam.DoFn):
             l=left,
             c=cached,
         )
-        con.close()
         found = got.column("score").is_valid().to_numpy(zero_copy_only=False)
         hit_rows = rows[found]
         scores[hit_rows] = got.column("score").to_numpy(zero_copy_only=False)[found]

@@ -37,19 +37,12 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
         raise ConfigError(
             f"fields.context: no column(s) {missing} on the candidate after enrichment"
         )
-    con = arrow.duck()
-    try:
-        if program.fields.context:
-            pack = ", ".join(
-                f"{arrow.quote(c)} := {arrow.quote(c)}" for c in program.fields.context
-            )
-            context = arrow.query(
-                con, f"SELECT to_json(struct_pack({pack}))::VARCHAR AS j FROM b", b=batch
-            ).column("j")
-        else:
-            context = pa.array(["{}"] * n, pa.string())
-    finally:
-        con.close()
+    if program.fields.context:
+        pack = ", ".join(f"{arrow.quote(c)} := {arrow.quote(c)}" for c in program.fields.context)
+        sql = f"SELECT to_json(struct_pack({pack}))::VARCHAR AS j FROM b"
+        context = arrow.query(arrow.local_duck(), sql, b=batch).column("j").combine_chunks()
+    else:
+        context = pa.array(["{}"] * n, pa.string())
     delay = program.events.delay if program.events else None
     deliver = batch.column("event_time")
     if delay:
@@ -96,15 +89,8 @@ def outbox_records(
 
 
 def _digest(keys: pa.Array) -> pa.Array:
-    con = arrow.duck()
-    try:
-        return (
-            arrow.query(con, "SELECT sha256(k) AS h FROM t", t=pa.table({"k": keys}))
-            .column("h")
-            .combine_chunks()
-        )
-    finally:
-        con.close()
+    table = arrow.query(arrow.local_duck(), "SELECT sha256(k) AS h FROM t", t=pa.table({"k": keys}))
+    return table.column("h").combine_chunks()
 
 
 def _opted_out(customers: pa.Array, channel: str, program: str, opt_outs: pa.Table) -> pa.Array:

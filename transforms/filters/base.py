@@ -5,7 +5,7 @@ the others go. Filters never count or log; ``ApplyFilters`` counts kept and remo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -78,3 +78,25 @@ def column(batch: pa.RecordBatch, name: str, filter_label: str) -> pa.Array:
             f"available: {', '.join(batch.schema.names)}"
         )
     return batch.column(name)
+
+
+def value_set(values: pa.Array, items: list[Any]) -> tuple[pa.Array, pa.Array]:
+    """A config's list of values in the type of the column it is compared with, so ``[1, 2]``
+    matches a text column and ``['7']`` an integer one. Returns (column, values): an integer
+    column meets fractional values as float64. Values that cannot be of the column's type
+    cannot match and are dropped."""
+    kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return values, pa.array([v if v is None else str(v) for v in items], kind)
+    numbers = [v for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
+    if pa.types.is_integer(kind) and any(
+        isinstance(v, float) and not v.is_integer() for v in numbers
+    ):
+        return pc.cast(values, pa.float64()), pa.array(numbers, pa.float64())
+    kept = []
+    for v in items:
+        try:
+            kept.append(pc.cast(pa.scalar(v), kind).as_py())
+        except (pa.ArrowException, TypeError, ValueError):
+            continue
+    return values, pa.array(kept, kind)

@@ -23,18 +23,53 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ceap import arrow
 from ceap.durations import parse_duration
 from ceap.errors import ConfigError
 from ceap.plugins import filters
-from transforms.filters.base import Filter, Verdict
+from transforms.filters.base import Filter, Verdict, value_set
 
 _COMPARE: dict[type, Callable] = {
     ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal,
     ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
 }  # fmt: skip
+
+
+def _arrow(value: Any) -> Any:
+    return value if isinstance(value, pa.Array | pa.ChunkedArray | pa.Scalar) else pa.scalar(value)
+
+
+def _is_int(value: Any) -> bool:
+    return pa.types.is_integer(value.type)
+
+
+def _nonzero(value: Any) -> Any:
+    """The divisor with zeros as null: ``x / 0`` and ``x % 0`` are null (so removed), as in
+    DuckDB, instead of an Arrow error that would fail the whole batch."""
+    return pc.if_else(pc.equal(value, 0), pa.scalar(None, value.type), value)
+
+
+def _divide(a: Any, b: Any) -> Any:
+    """Python's true division: Arrow's integer divide would truncate ``7 / 2`` to 3."""
+    a, b = _arrow(a), _arrow(b)
+    a = pc.cast(a, pa.float64()) if _is_int(a) else a
+    b = pc.cast(b, pa.float64()) if _is_int(b) else b
+    return pc.divide(a, _nonzero(b))
+
+
+def _modulo(a: Any, b: Any) -> Any:
+    """Python's floored modulo: the result has the divisor's sign, ``-7 % 2 == 1``."""
+    a, b = _arrow(a), _nonzero(_arrow(b))
+    if _is_int(a) and _is_int(b):
+        rest = pc.subtract(a, pc.multiply(pc.divide(a, b), b))  # Arrow truncates ints
+        flip = pc.and_(pc.not_equal(rest, 0), pc.not_equal(pc.less(rest, 0), pc.less(b, 0)))
+        return pc.if_else(flip, pc.add(rest, b), rest)
+    return pc.subtract(a, pc.multiply(pc.floor(pc.divide(a, b)), b))
+
+
 _ARITH: dict[type, Callable] = {
-    ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide,
-    ast.Mod: lambda a, b: pc.subtract(a, pc.multiply(pc.floor(pc.divide(a, b)), b)),
+    ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: _divide,
+    ast.Mod: _modulo,
 }  # fmt: skip
 _PY_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
              ast.Div: operator.truediv, ast.Mod: operator.mod}  # fmt: skip
@@ -129,8 +164,12 @@ class _Eval(ast.NodeVisitor):
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         left, right = self.visit(node.left), self.visit(node.right)
-        if not _is_array(left) and not _is_array(right) and not isinstance(left, pa.Scalar):
-            return _PY_ARITH[type(node.op)](left, right)
+        if not any(isinstance(v, pa.Array | pa.ChunkedArray | pa.Scalar) for v in (left, right)):
+            try:
+                return _PY_ARITH[type(node.op)](left, right)
+            except ZeroDivisionError:
+                return None
+        left, right = _utc(left), _utc(right)
         return _ARITH[type(node.op)](left, right)
 
     def visit_Compare(self, node: ast.Compare) -> Any:
@@ -143,18 +182,19 @@ class _Eval(ast.NodeVisitor):
                     raise ConfigError(
                         "`in` needs a list of values, e.g. region in ['eu-west', 'us-east']"
                     )
-                hit = (
-                    pc.is_in(left, value_set=pa.array(right)) if _is_array(left) else left in right
-                )
                 if _is_array(left):
+                    column, values = value_set(left, right)
+                    hit = pc.is_in(column, value_set=values)
                     hit = pc.if_else(pc.is_null(left), pa.scalar(None, pa.bool_()), hit)
+                else:
+                    hit = left in right
                 step = pc.invert(hit) if isinstance(op, ast.NotIn) else hit
             elif isinstance(op, ast.Is | ast.IsNot):
                 if right is not None:
                     raise ConfigError("`is` compares with None only (x is None, x is not None)")
                 step = pc.is_null(left) if isinstance(op, ast.Is) else pc.is_valid(left)
             else:
-                step = _COMPARE[type(op)](left, right)
+                step = _COMPARE[type(op)](_utc(left), _utc(right))
             out = step if out is None else pc.and_kleene(out, step)
             left = right
         return out
@@ -165,6 +205,15 @@ class _Eval(ast.NodeVisitor):
 
 def _is_array(value: Any) -> bool:
     return isinstance(value, pa.Array | pa.ChunkedArray)
+
+
+def _utc(value: Any) -> Any:
+    """Time columns as timestamp[us, UTC] (naive ones taken as UTC, dates at midnight), so
+    they compare with ``now`` whatever unit or zone the source wrote them in."""
+    temporal = _is_array(value) and (
+        pa.types.is_timestamp(value.type) or pa.types.is_date(value.type)
+    )
+    return arrow.to_utc(value)[0] if temporal and value.type != arrow.UTC_US else value
 
 
 def _as_bool(value: Any) -> Any:

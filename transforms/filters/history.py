@@ -84,11 +84,14 @@ class OptOutFilter(Filter):
             finally:
                 store.close()
             if reg.num_rows:
-                program, channel = reg.column("program"), reg.column("channel")
-                applies = pc.and_(
-                    pc.or_(pc.is_null(program), pc.equal(program, self.context.program)),
-                    pc.is_null(channel),
+                # A null program means "every program": Kleene logic, or `null == p` would
+                # make the whole condition null and drop exactly the global opt-outs.
+                program = pc.cast(reg.column("program"), pa.string())
+                applies = pc.and_kleene(
+                    pc.or_kleene(pc.is_null(program), pc.equal(program, self.context.program)),
+                    pc.is_null(reg.column("channel")),
                 )
+                applies = pc.fill_null(applies, False)
                 ids.append(
                     arrow.as_text(reg.column("customer_id").filter(applies).combine_chunks())
                 )
@@ -166,9 +169,9 @@ class FrequencyCapFilter(Filter):
                     ["program", "customer_id", "subject_id"]
                 )
             )
-        con = arrow.duck()
-        asks = arrow.query(con, "SELECT DISTINCT * FROM a", a=pa.concat_tables(parts))
-        con.close()
+        asks = arrow.query(
+            arrow.local_duck(), "SELECT DISTINCT * FROM a", a=pa.concat_tables(parts)
+        )
         self._keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
         self._counts = KeyedCounts(asks, self._keys)
         # The candidate's own outbox rows (this program, this key) are not *earlier* asks:

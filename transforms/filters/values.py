@@ -9,18 +9,13 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ceap.plugins import filters
-from transforms.filters.base import Filter, Verdict, column
+from transforms.filters.base import Filter, Verdict, column, value_set
 
 
-def _value_set(values: list[Any], like: pa.Array) -> pa.Array:
-    """The config's values in the column's type (``[1, 2]`` against a text column works)."""
-    kind = like.type
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    try:
-        return pa.array(values, kind)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return pc.cast(pa.array([str(v) for v in values]), kind)
+def _is_in(values: pa.Array, items: list[Any]) -> pa.Array:
+    """``values`` is one of ``items`` (in the column's type: ``[1, 2]`` matches text ids)."""
+    column, wanted = value_set(values, items)
+    return pc.is_in(column, value_set=wanted)
 
 
 class ExcludeValuesOptions(BaseModel):
@@ -38,7 +33,7 @@ class ExcludeValuesFilter(Filter):
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         values = column(batch, self.options.column, self.type_name)
-        hit = pc.is_in(values, value_set=_value_set(self.options.values, values))
+        hit = _is_in(values, self.options.values)
         reason = self.options.reason or f"{self.options.column} is an excluded value"
         return Verdict(pc.invert(hit), reason)
 
@@ -84,12 +79,12 @@ class GeographicFilter(Filter):
         apply(pc.is_valid(where), f"{o.column} unknown")
         if o.allow:
             apply(
-                pc.is_in(where, value_set=_value_set(o.allow, where)),
+                _is_in(where, o.allow),
                 f"{o.column} not in target regions",
             )
         if o.deny:
             apply(
-                pc.invert(pc.is_in(where, value_set=_value_set(o.deny, where))),
+                pc.invert(_is_in(where, o.deny)),
                 f"{o.column} is a denied region",
             )
         if o.match_column:

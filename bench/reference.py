@@ -1,0 +1,53 @@
+"""The seed ``reviews`` program's funnel as one DuckDB query: the independent reference
+that bench/batch.py times against and the tests compare with row for row.
+
+It mirrors configs/reviews.yaml on a fresh store (no opt-out registry, nothing sent yet).
+"""
+
+from __future__ import annotations
+
+REVIEWS_SQL = """
+WITH d AS (SELECT * FROM read_parquet('{wh}/deliveries/*.parquet')),
+good AS (SELECT * FROM d WHERE customer_id IS NOT NULL AND delivered_at IS NOT NULL),
+j AS (
+  SELECT g.customer_id, g.product_id AS subject_id, g.delivered_at AS event_time,
+         c.trust_score, c.opted_out, c.region, c.engagement_score, p.category
+  FROM good g
+  LEFT JOIN read_parquet('{wh}/customers/*.parquet') c USING (customer_id)
+  LEFT JOIN read_parquet('{wh}/products/*.parquet') p ON g.product_id = p.product_id),
+contacts AS (SELECT * FROM read_parquet('{wh}/contacts/*.parquet')),
+subject_asks AS (
+  SELECT customer_id, subject_id FROM contacts
+  WHERE program = 'reviews' AND contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 365 DAY
+  GROUP BY ALL),
+all_asks AS (
+  SELECT customer_id FROM contacts WHERE contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY
+  GROUP BY ALL HAVING count(DISTINCT (program, subject_id)) >= 3),
+acted AS (SELECT DISTINCT customer_id, subject_id FROM read_parquet('{wh}/responses/*.parquet')
+          WHERE program = 'reviews'),
+kept AS (
+  SELECT j.* FROM j
+  WHERE event_time >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY
+    AND trust_score >= 0.3
+    AND opted_out IS NOT TRUE
+    AND (category IS NULL OR category NOT IN ('adult', 'tobacco'))
+    AND NOT EXISTS (SELECT 1 FROM subject_asks s WHERE s.customer_id = j.customer_id AND s.subject_id = j.subject_id)
+    AND NOT EXISTS (SELECT 1 FROM all_asks a WHERE a.customer_id = j.customer_id)
+    AND NOT EXISTS (SELECT 1 FROM acted r WHERE r.customer_id = j.customer_id AND r.subject_id = j.subject_id)
+    AND engagement_score >= 0.1),
+best AS (SELECT * FROM kept QUALIFY row_number() OVER (
+           PARTITION BY customer_id, subject_id ORDER BY engagement_score DESC, event_time DESC) = 1)
+SELECT customer_id, subject_id, engagement_score AS score
+FROM best ORDER BY engagement_score DESC, event_time DESC, customer_id, subject_id LIMIT {top_n}
+"""
+
+
+def reviews_reference(warehouse: str, now: str, top_n: int = 50_000):
+    """Runs the reference query; returns a DuckDB relation's rows (customer, subject, score)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return con.execute(REVIEWS_SQL.format(wh=warehouse, now=now, top_n=top_n)).fetchall()
+    finally:
+        con.close()
