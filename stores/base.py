@@ -89,7 +89,7 @@ class CandidateStore:
 
     # -- reads ---------------------------------------------------------------------------
     def table(self, name: str) -> pa.Table:
-        """A whole table (candidates, outbox, dead_letters, runs) for reports and tests."""
+        """A whole table (candidates, outbox, dead_letters, runs, opt_outs, responses)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -81,6 +81,9 @@ ON CONFLICT (program, customer_id, subject_id, channel) DO NOTHING
 """
 
 
+_TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
+
+
 class SqliteStore(CandidateStore):
     """Args:
     path: the database file (default ``$CEAP_HOME/ceap.db``); created with its tables.
@@ -154,17 +157,15 @@ class SqliteStore(CandidateStore):
         )
 
     # -- lookups -------------------------------------------------------------------------
-    def _query(self, sql: str, params: tuple = (), names: list[str] | None = None) -> pa.Table:
+    def _query(self, sql: str, params: tuple = ()) -> pa.Table:
         cur = self._conn.execute(sql, params)
-        names = names or [d[0] for d in cur.description]
+        names = [d[0] for d in cur.description]
         rows = cur.fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
-        return pa.table(
-            {
-                n: pa.array(list(c), pa.string() if not rows else None)
-                for n, c in zip(names, columns, strict=True)
-            }
-        )
+        if rows:
+            columns = list(zip(*rows, strict=True))
+            return pa.table({n: pa.array(list(c)) for n, c in zip(names, columns, strict=True)})
+        # Empty results keep their types, so callers can concatenate them with full ones.
+        return pa.table({n: pa.array([], _TYPES.get(n, pa.string())) for n in names})
 
     def live_keys(self, program: str, now: datetime) -> pa.Table:
         return self._query(

@@ -88,7 +88,8 @@ class _EnrichFn(beam.DoFn):
             f"SELECT b.* EXCLUDE (_ceap_join){', ' + added if added else ''} "
             "FROM b LEFT JOIN lookup l ON b._ceap_join = l._ceap_key"
         )
-        yield from arrow.query(self._con, sql, b=left).to_batches()
+        # One batch out per batch in: DuckDB returns small chunks, and later steps cost per batch.
+        yield from arrow.query(self._con, sql, b=left).combine_chunks().to_batches()
 
     def teardown(self) -> None:
         con = getattr(self, "_con", None)

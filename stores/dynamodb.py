@@ -1,0 +1,496 @@
+"""The cloud store: the CandidateStore contract on DynamoDB, with SqliteStore's semantics.
+
+Spec: ``dynamodb://<table-prefix>?region=..&endpoint_url=..&consistent=true`` (endpoint also
+from ``$CEAP_DYNAMODB_ENDPOINT``; ``create=false`` skips creating missing tables). Credentials
+come from boto3's default chain (environment, profile, role), never from the spec.
+
+Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plain attributes):
+
+- ``candidates``: customer_id / ``program#subject_id``: the Serving API reads a customer's
+  candidates with one Query. ``ttl`` = expires_at in epoch seconds lets DynamoDB delete
+  expired rows; reads still compare expires_at, as deletion lags by up to days.
+- ``outbox``: customer_id / ``program#subject_id#channel``: a customer's contacts (frequency
+  caps) are one Query. Due rows: the sparse GSI ``due`` (partition ``due`` = crc32(customer_id)
+  % 16 as ``00``..``15``, sort send_after) holds pending rows only: a dispatcher Queries the
+  16 shards for ``send_after <= now`` and REMOVEs ``due`` when a row leaves pending. Sharded
+  because one ``pending`` partition would be hot.
+- ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
+  (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
+
+Program, stage and channel names must not contain ``#`` (a key's last part may). Pipeline
+snapshots (live_keys, contacts, opt_outs, cached_scores, table) are filtered Scans.
+
+Writes read the keys first (BatchGetItem, consistent). Keys not there yet are written with
+BatchWriteItem, 25 a request, retrying UnprocessedItems. Candidates already there, which the
+Serving API also writes (consumed, expired), are changed one by one (8 threads) with
+UpdateItem/PutItem guarded by the predicate of SQLite's upsert branch taken for the row read:
+when the row changed meanwhile, the write fails, the row is read again and the branch chosen
+anew, so a response's ``consumed`` is never overwritten. (Transactions would guard batches
+too, at twice the write cost; AWS advises against them for bulk loads.) The race left: two
+writers creating the same new key at once, where the later Put replaces the earlier row whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import boto3
+import pyarrow as pa
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+
+from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
+
+_OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
+# table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
+COLUMNS = {
+    "candidates": [*CANDIDATE_COLUMNS, "updated_at"],
+    "outbox": [*_OUTBOX_INSERT, "updated_at", "sent_at", "lease_owner", "lease_until",
+               "next_attempt_at"],
+    "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
+    "opt_outs": ["customer_id", "program", "channel", "created_at"],
+    "responses": ["program", "customer_id", "subject_id", "response", "created_at"],
+    "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel", "error"],
+}  # fmt: skip
+SERVING_COLUMNS = [
+    "program", "subject_type", "subject_id", "action", "score", "model_id", "treatment",
+    "context", "created_at", "expires_at", "deliver_after", "status",
+]  # fmt: skip
+_MUTABLE = ["subject_type", "action", "context", "score", "model_id", "treatment", "deliver_after"]
+_TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
+_PARTITION = {"dead_letters": "program", "runs": "run_id"}  # the others: customer_id
+# SQLite's upsert branches as conditions on the stored row (:new_created: the incoming row's)
+_KEEP = "#status = :live AND #expires_at > :new_created"
+_RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
+DUE_SHARDS = 16
+_ATTEMPTS = 10  # rounds of unprocessed items / of conditional writes losing a race
+_THREADS = 8  # concurrent conditional writes (boto3 clients are thread-safe)
+_SER, _DE = TypeSerializer(), TypeDeserializer()
+
+
+def _sk(*parts: str) -> str:
+    return "#".join(parts)
+
+
+def _number(value: Any) -> Any:
+    """DynamoDB numbers are Decimals; repr() is the shortest text that round-trips a float.
+    NaN becomes null (as SQLite stores it), a bool 0/1."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) else Decimal(repr(value))
+    return value
+
+
+def _item(record: dict[str, Any]) -> dict[str, Any]:
+    """A typed DynamoDB item; null fields are left out (so ``attribute_exists`` = not null)."""
+    typed = {k: _number(v) for k, v in record.items()}
+    return {k: _SER.serialize(v) for k, v in typed.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _DE.deserialize(v) for k, v in item.items()}
+
+
+def _value(name: str, value: Any) -> Any:
+    """A stored Decimal as the Python number SQLite gives (float score, int counters)."""
+    if not isinstance(value, Decimal):
+        return value
+    return float(value) if _TYPES.get(name) == pa.float64() else int(value)
+
+
+def _arrow(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+    arrays = [
+        pa.array([_value(c, r.get(c)) for r in records], _TYPES.get(c, pa.string()))
+        for c in columns
+    ]
+    return pa.table(arrays, names=columns)
+
+
+def _expressions(request: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Adds exactly the ``#name`` / ``:value`` placeholders the request's expressions use
+    (DynamoDB rejects unused ones; ``#`` because status, ttl, time ... are reserved words)."""
+    text = " ".join(v for k, v in request.items() if k.endswith("Expression"))
+    if names := set(re.findall(r"#(\w+)", text)):
+        request["ExpressionAttributeNames"] = {f"#{n}": n for n in names}
+    if used := set(re.findall(r":(\w+)", text)):
+        request["ExpressionAttributeValues"] = {
+            f":{k}": _SER.serialize(_number(values[k])) for k in used
+        }
+    return request
+
+
+def _epoch(ts: str | None) -> int | None:
+    return int(datetime.fromisoformat(ts).timestamp()) if ts else None
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))  # jitter
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _key(record: dict, table: str = "candidates") -> tuple[str, str]:
+    return record[_PARTITION.get(table, "customer_id")], record["sk"]
+
+
+def _key_item(record: dict, table: str = "candidates") -> dict[str, Any]:
+    partition = _PARTITION.get(table, "customer_id")
+    return _item({partition: record[partition], "sk": record["sk"]})
+
+
+def _rounds(records: list[dict]) -> list[list[dict]]:
+    """Round n holds each key's n-th record: one BatchWriteItem may not name an item twice,
+    and SQLite applies repeated keys in input order."""
+    rounds: list[list[dict]] = []
+    seen: dict[tuple, int] = {}
+    for r in records:
+        n = seen[_key(r)] = seen.get(_key(r), -1) + 1
+        rounds.extend([] for _ in range(n + 1 - len(rounds)))
+        rounds[n].append(r)
+    return rounds
+
+
+class DynamoDBStore(CandidateStore):
+    """Args:
+    prefix: prepended to every table name (``ceap_`` gives ``ceap_candidates`` ...).
+    region: AWS region (default: boto3's, from the environment).
+    endpoint_url: a DynamoDB-compatible endpoint (DynamoDB Local, moto) instead of AWS.
+    consistent: strongly consistent snapshots and queries (twice the read cost); the
+        read-modify-write paths always read consistently.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "",
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        consistent: bool = False,
+    ) -> None:
+        self.prefix, self.consistent = prefix, consistent
+        config = Config(retries={"max_attempts": 10, "mode": "standard"})
+        self._client = boto3.client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+        self._errors = self._client.exceptions
+
+    @classmethod
+    def from_spec(cls, spec: str) -> DynamoDBStore:
+        """``dynamodb://<prefix>?region=..&endpoint_url=..&consistent=true&create=false``."""
+        from ceap.errors import ConfigError
+
+        parts = urlsplit(spec)
+        params = dict(parse_qsl(parts.query))
+        unknown = sorted(set(params) - {"region", "endpoint_url", "consistent", "create"})
+        if parts.scheme != "dynamodb" or unknown:
+            raise ConfigError(
+                f"bad store {spec!r} (unknown {unknown}); expected dynamodb://"
+                "<table-prefix>?region=..&endpoint_url=..&consistent=true"
+            )
+        truthy = ("1", "true", "yes")
+        store = cls(
+            prefix=parts.netloc + parts.path.lstrip("/"),
+            region=params.get("region"),
+            endpoint_url=params.get("endpoint_url") or os.environ.get("CEAP_DYNAMODB_ENDPOINT"),
+            consistent=params.get("consistent", "").lower() in truthy,
+        )
+        if params.get("create", "true").lower() in truthy:
+            store.create_tables()
+        return store
+
+    def name(self, table: str) -> str:
+        return f"{self.prefix}{table}"
+
+    def create_tables(self) -> None:
+        """Creates the missing tables, waits until they are active, enables the TTL."""
+        pages = self._client.get_paginator("list_tables").paginate()
+        existing = {n for page in pages for n in page["TableNames"]}
+        created = [t for t in COLUMNS if self.name(t) not in existing]
+        for table in created:
+            keys = {_PARTITION.get(table, "customer_id"): "HASH"}
+            keys |= {} if table == "runs" else {"sk": "RANGE"}
+            extra: dict[str, Any] = {}
+            if table == "outbox":
+                extra["GlobalSecondaryIndexes"] = [{
+                    "IndexName": "due", "Projection": {"ProjectionType": "ALL"},
+                    "KeySchema": [{"AttributeName": "due", "KeyType": "HASH"},
+                                  {"AttributeName": "send_after", "KeyType": "RANGE"}],
+                }]  # fmt: skip
+            attributes = [*keys, *(["due", "send_after"] if extra else [])]
+            self._client.create_table(
+                TableName=self.name(table),
+                KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys.items()],
+                AttributeDefinitions=[
+                    {"AttributeName": a, "AttributeType": "S"} for a in attributes
+                ],
+                BillingMode="PAY_PER_REQUEST",
+                **extra,
+            )
+        for table in created:
+            self._client.get_waiter("table_exists").wait(TableName=self.name(table))
+        ttl = self._client.describe_time_to_live(TableName=self.name("candidates"))
+        if ttl["TimeToLiveDescription"]["TimeToLiveStatus"] in ("DISABLED", "DISABLING"):
+            self._client.update_time_to_live(
+                TableName=self.name("candidates"),
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
+            )
+
+    # -- request helpers -------------------------------------------------------------------
+    def _read(
+        self, op: str, table: str, columns: list[str] | None, values: dict, **expr: Any
+    ) -> list[dict]:
+        """All pages of a Scan or Query (``expr``: FilterExpression, KeyConditionExpression ...)."""
+        request: dict[str, Any] = {"TableName": self.name(table), "ConsistentRead": self.consistent}
+        if columns:
+            request["ProjectionExpression"] = ", ".join(f"#{c}" for c in columns)
+        pages = self._client.get_paginator(op).paginate(**_expressions(request | expr, values))
+        return [_plain(i) for page in pages for i in page["Items"]]
+
+    def _drain(self, call: Callable[..., dict], request: dict, unprocessed: str) -> Iterator[dict]:
+        """Repeats a batch call on what DynamoDB left ``unprocessed`` (throttling), with backoff."""
+        for attempt in range(_ATTEMPTS):
+            response = call(RequestItems=request)
+            yield response
+            if not (request := response.get(unprocessed)):
+                return
+            _backoff(attempt)
+        raise RuntimeError(f"DynamoDB left {unprocessed} after {_ATTEMPTS} rounds")
+
+    def _get_many(self, table: str, records: list[dict]) -> dict[tuple, dict]:
+        """BatchGetItem (consistent) of the records' keys; the items found, by key."""
+        found: dict[tuple, dict] = {}
+        for chunk in _chunks(records, 100):
+            keys = [_key_item(r, table) for r in chunk]
+            request = {self.name(table): {"Keys": keys, "ConsistentRead": True}}
+            for response in self._drain(self._client.batch_get_item, request, "UnprocessedKeys"):
+                for item in map(_plain, response["Responses"].get(self.name(table), [])):
+                    found[_key(item, table)] = item
+        return found
+
+    def _write_many(self, table: str, requests: list[dict]) -> None:
+        """BatchWriteItem in chunks of 25."""
+        for chunk in _chunks(requests, 25):
+            request = {self.name(table): chunk}
+            list(self._drain(self._client.batch_write_item, request, "UnprocessedItems"))
+
+    def _put(self, table: str, record: dict, condition: str, values: dict) -> dict:
+        """put_item arguments: the whole item, written only if ``condition`` holds."""
+        op = {"TableName": self.name(table), "Item": _item(record)}
+        return _expressions(op | {"ConditionExpression": condition}, values)
+
+    def _update(self, table: str, key: dict, fields: dict, condition: str, values: dict) -> dict:
+        """update_item arguments: SET ``fields``, REMOVE the null ones (as SQL sets NULL)."""
+        sets = ", ".join(f"#{k} = :{k}" for k, v in fields.items() if _number(v) is not None)
+        removes = ", ".join(f"#{k}" for k, v in fields.items() if _number(v) is None)
+        expr = f"SET {sets}" + (f" REMOVE {removes}" if removes else "")
+        op = {"TableName": self.name(table), "Key": _item(key), "UpdateExpression": expr}
+        return _expressions(op | {"ConditionExpression": condition}, values | fields)
+
+    # -- pipeline writes -------------------------------------------------------------------
+    def upsert_candidates(self, candidates: pa.Table) -> int:
+        rows = candidates.select(CANDIDATE_COLUMNS).to_pylist()
+        for r in rows:
+            r.update(sk=_sk(r["program"], r["subject_id"]), updated_at=r["created_at"])
+            r["ttl"] = _epoch(r["expires_at"])
+        for batch in _rounds(rows):
+            old = self._get_many("candidates", batch)
+            fresh = [{"PutRequest": {"Item": _item(r)}} for r in batch if _key(r) not in old]
+            self._write_many("candidates", fresh)
+            there = [r for r in batch if _key(r) in old]
+            with ThreadPoolExecutor(_THREADS) as pool:  # map() re-raises the first failure
+                list(pool.map(self._upsert_existing, there, [old[_key(r)] for r in there]))
+        return len(rows)
+
+    def _upsert_existing(self, row: dict, existing: dict | None) -> None:
+        """Writes one candidate under the predicate of SQLite's branch for ``existing``; when a
+        concurrent write changed the row since (ConditionalCheckFailed), reads it again."""
+        values = {s: s for s in ("live", "consumed", "suppressed")}
+        values["new_created"] = row["created_at"]
+        for _ in range(_ATTEMPTS):
+            status = existing.get("status") if existing else None
+            if status in ("consumed", "suppressed"):
+                return  # the customer acted or was excluded: left alone
+            if existing is None:  # deleted by the TTL since it was read
+                write = self._put("candidates", row, "attribute_not_exists(#sk)", values)
+            elif status == "live" and existing.get("expires_at", "") > row["created_at"]:
+                # still live: keeps created_at, expires_at (so ttl) and updated_at
+                fields = {k: row[k] for k in _MUTABLE} | {"status": "live"}
+                key = {"customer_id": row["customer_id"], "sk": row["sk"]}
+                write = self._update("candidates", key, fields, _KEEP, values)
+            else:  # expired, or marked expired by the Serving API: starts afresh
+                write = self._put("candidates", row | {"status": "live"}, _RENEW, values)
+            try:
+                (self._client.update_item if "Key" in write else self._client.put_item)(**write)
+                return
+            except self._errors.ConditionalCheckFailedException:
+                got = self._client.get_item(
+                    TableName=self.name("candidates"), Key=_key_item(row), ConsistentRead=True
+                )
+                existing = _plain(got["Item"]) if "Item" in got else None
+        raise RuntimeError(f"candidate {_key(row)} kept changing under concurrent writes")
+
+    def _insert_new(self, table: str, records: list[dict]) -> int:
+        """INSERT ... DO NOTHING: writes the records whose key is not there yet (of repeated
+        keys the first), with BatchWriteItem. Rows already there, which the dispatcher may be
+        changing, are never written; see the module docstring for the race on new keys."""
+        first: dict[tuple, dict] = {}
+        for r in records:
+            first.setdefault(_key(r, table), r)
+        old = self._get_many(table, list(first.values()))
+        puts = [{"PutRequest": {"Item": _item(r)}} for k, r in first.items() if k not in old]
+        self._write_many(table, puts)
+        return len(records)
+
+    def enqueue_outbox(self, rows: pa.Table) -> int:
+        records = rows.select(_OUTBOX_INSERT).to_pylist()
+        for r in records:
+            r["sk"], r["updated_at"] = (
+                _sk(r["program"], r["subject_id"], r["channel"]),
+                r["created_at"],
+            )
+            if r["status"] == "pending":  # the sparse due index holds pending rows only
+                r["due"] = f"{zlib.crc32(r['customer_id'].encode()) % DUE_SHARDS:02d}"
+        return self._insert_new("outbox", records)
+
+    def write_dead_letters(self, rows: pa.Table) -> int:
+        records = rows.select(DEAD_LETTER_COLUMNS).to_pylist()
+        for r in records:
+            r["sk"] = _sk(r["stage"], r["origin"])
+        return self._insert_new("dead_letters", records)
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        record = {k: run.get(k) for k in COLUMNS["runs"]}
+        if record["funnel"] is not None:
+            record["funnel"] = json.dumps(record["funnel"])
+        self._client.put_item(TableName=self.name("runs"), Item=_item(record))
+
+    # -- lookups ---------------------------------------------------------------------------
+    def live_keys(self, program: str, now: datetime) -> pa.Table:
+        where = "#program = :program AND #status = :live AND #expires_at > :now"
+        values = {"program": program, "live": "live", "now": iso(now)}
+        columns = ["customer_id", "subject_id", "deliver_after"]
+        return _arrow(
+            self._read("scan", "candidates", columns, values, FilterExpression=where), columns
+        )
+
+    def acted_keys(self, program: str | None) -> pa.Table:
+        columns = ["program", "customer_id", "subject_id"]
+        where = {"FilterExpression": "#program = :program"} if program is not None else {}
+        found = self._read("scan", "responses", columns, {"program": program}, **where)
+        distinct = dict.fromkeys(tuple(r[c] for c in columns) for r in found)
+        return _arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns)
+
+    def contacts(self, since: datetime) -> pa.Table:
+        columns = ["program", "customer_id", "subject_id", "channel", "sent_at"]
+        where = "#status = :sent AND #sent_at >= :since"
+        values = {"sent": "sent", "since": iso(since)}
+        found = self._read("scan", "outbox", columns, values, FilterExpression=where)
+        for r in found:
+            r["contacted_at"] = r.pop("sent_at")
+        return _arrow(found, [*columns[:4], "contacted_at"])
+
+    def opt_outs(self) -> pa.Table:
+        found = self._read("scan", "opt_outs", ["customer_id", "program", "channel"], {})
+        for r in found:
+            r.update({k: None for k in ("program", "channel") if r.get(k) == "*"})
+        return _arrow(found, ["customer_id", "program", "channel"])
+
+    def cached_scores(self, program: str) -> pa.Table:
+        columns = ["customer_id", "subject_id", "score", "model_id"]
+        where = "#program = :program AND attribute_exists(#score)"
+        return _arrow(
+            self._read("scan", "candidates", columns, {"program": program}, FilterExpression=where),
+            columns,
+        )
+
+    def customer_candidates(
+        self,
+        customer_id: str,
+        program: str | None = None,
+        limit: int = 100,
+        consistent: bool = False,
+    ) -> list[dict]:
+        """A customer's live candidates, best score first, for the Serving API: one Query on
+        the partition key, sorted here (a customer has few rows). ``program`` narrows with
+        ``begins_with`` on the sort key; ``consistent`` sees a response just recorded.
+
+        Returns dicts of customer_id and SERVING_COLUMNS (DESIGN.md §6 plus status and
+        deliver_after), score a float, context the stored JSON text, as SqliteStore's rows.
+        The caller still checks expires_at: TTL deletion lags.
+        """
+        key = "#customer_id = :customer_id" + (" AND begins_with(#sk, :prefix)" if program else "")
+        values = {"customer_id": customer_id, "prefix": _sk(program or "", ""), "live": "live"}
+        request = {
+            "KeyConditionExpression": key,
+            "FilterExpression": "#status = :live",
+            "ConsistentRead": consistent or self.consistent,
+        }
+        found = self._read("query", "candidates", SERVING_COLUMNS, values, **request)
+        found.sort(key=lambda r: -r["score"] if r.get("score") is not None else math.inf)
+        return [
+            {"customer_id": customer_id} | {c: _value(c, r.get(c)) for c in SERVING_COLUMNS}
+            for r in found[:limit]
+        ]
+
+    # -- registries ------------------------------------------------------------------------
+    def add_opt_out(self, customer_id: str, program: str | None, channel: str | None) -> None:
+        from ceap.context import RunContext
+
+        record = {"customer_id": customer_id, "program": program or "*", "channel": channel or "*"}
+        record.update(
+            sk=_sk(record["program"], record["channel"]), created_at=iso(RunContext.utcnow())
+        )
+        put = self._put("opt_outs", record, "attribute_not_exists(#sk)", {})
+        with suppress(self._errors.ConditionalCheckFailedException):  # INSERT OR IGNORE
+            self._client.put_item(**put)
+
+    def remove_opt_outs(self, customer_id: str) -> int:
+        where = {"KeyConditionExpression": "#customer_id = :customer_id", "ConsistentRead": True}
+        found = self._read(
+            "query", "opt_outs", ["customer_id", "sk"], {"customer_id": customer_id}, **where
+        )
+        self._write_many("opt_outs", [{"DeleteRequest": {"Key": _item(k)}} for k in found])
+        return len(found)
+
+    def record_response(
+        self, program: str, customer_id: str, subject_id: str, response: Any
+    ) -> bool:
+        from ceap.context import RunContext
+
+        now = iso(RunContext.utcnow())
+        record = {"program": program, "customer_id": customer_id, "subject_id": subject_id}
+        record.update(
+            response=json.dumps(response), created_at=now, sk=_sk(program, subject_id, now)
+        )
+        self._client.put_item(TableName=self.name("responses"), Item=_item(record))
+        key = {"customer_id": customer_id, "sk": _sk(program, subject_id)}
+        fields = {"status": "consumed", "updated_at": now}
+        update = self._update("candidates", key, fields, "attribute_exists(#sk)", {})
+        try:  # the response stays recorded when there is no candidate, as in SQLite
+            self._client.update_item(**update)
+        except self._errors.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def table(self, name: str) -> pa.Table:
+        if name not in COLUMNS:
+            raise ValueError(f"no table {name!r}")
+        return _arrow(self._read("scan", name, None, {}), COLUMNS[name])
+
+    def close(self) -> None:
+        self._client.close()
