@@ -62,7 +62,8 @@ def to_utc(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     kind = values.type
     if pa.types.is_timestamp(kind):
         out = values if kind.tz else pc.assume_timezone(values, "UTC")
-        return out.cast(UTC_US), pa.array([True] * len(values))
+        # Truncated to microseconds: nanosecond times (pandas) would fail a safe cast.
+        return out.cast(UTC_US, safe=False), pa.array([True] * len(values))
     if pa.types.is_date(kind):
         return values.cast(pa.timestamp("us")).cast(UTC_US), pa.array([True] * len(values))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):

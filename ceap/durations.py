@@ -18,13 +18,21 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
     """Parses ``3d``, ``1h30m``, ``45`` (seconds) or a timedelta; raises ValueError."""
+    try:
+        return _parse(value)
+    except OverflowError:
+        # pydantic reports ValueErrors with the key's path; an OverflowError would escape
+        raise ValueError(f"{value!r} is too long a duration") from None
+
+
+def _parse(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 15m, 1h, 3d")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not value >= 0:  # negative or NaN
+            raise ValueError(f"a duration is a number of seconds >= 0, not {value!r}")
         return timedelta(seconds=value)
     text = str(value).strip().lower().replace(" ", "")
     if text.isdigit():

@@ -56,7 +56,12 @@ class Registry(Generic[T]):
             return self._classes[name]
         for ep in entry_points(group=self.group):
             if ep.name == name:
-                cls = ep.load()
+                try:
+                    cls = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin is a config error
+                    raise PluginError(
+                        f"{self.kind} {name!r}: entry point {ep.value!r} does not load: {exc}"
+                    ) from exc
                 self._check(name, cls)
                 cls.type_name = name
                 self._classes[name] = cls

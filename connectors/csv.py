@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ceap.plugins import connectors
 from connectors.base import BATCH_ROWS, ERROR_COLUMN, Connector
-from connectors.files import list_files, open_file
+from connectors.files import is_local, list_files, open_file
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -44,33 +44,41 @@ class CsvConnector(Connector):
     def read_split(
         self, split: str, columns: Sequence[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
-        with open_file(split) as handle:
+        parse = pcsv.ParseOptions(delimiter=self.options.delimiter)
+        names = _header(split, parse)
+        wanted = [c for c in names if c in columns] if columns else names
+        with _open(split) as handle:
             raw = pcsv.read_csv(
                 handle,
-                parse_options=pcsv.ParseOptions(delimiter=self.options.delimiter),
+                parse_options=parse,
                 convert_options=pcsv.ConvertOptions(
-                    column_types=_all_strings(split, self.options.delimiter),
+                    column_types=dict.fromkeys(names, pa.string()),
+                    include_columns=wanted,
                     null_values=self.options.null_values,
                     strings_can_be_null=True,
                 ),
             )
-        table, errors = infer_types(raw)
-        if columns:
-            table = table.select([c for c in table.column_names if c in columns])
+        # Only the wanted columns are typed, so a bad cell elsewhere marks no row.
+        table, errors = infer_types(raw.select(wanted))
         if errors is not None:
             table = table.append_column(ERROR_COLUMN, errors)
         yield from table.to_batches(max_chunksize=BATCH_ROWS)
 
 
-def _all_strings(path: str, delimiter: str) -> dict[str, pa.DataType]:
-    with open_file(path) as handle:
-        header = pcsv.read_csv(
-            handle,
-            read_options=pcsv.ReadOptions(block_size=1 << 16),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter),
-            convert_options=pcsv.ConvertOptions(include_columns=None),
-        ).column_names
-    return dict.fromkeys(header, pa.string())
+def _open(path: str):
+    """The file's text bytes: local ``.gz`` files are decompressed here; Beam's filesystems
+    already decompress by extension."""
+    handle = open_file(path)
+    gzipped = path.endswith(".gz") and is_local(path)
+    return pa.CompressedInputStream(handle, "gzip") if gzipped else handle
+
+
+def _header(path: str, parse: pcsv.ParseOptions) -> list[str]:
+    """The column names, from the first block only (not a second read of the whole file)."""
+    with _open(path) as handle:
+        return pcsv.open_csv(
+            handle, read_options=pcsv.ReadOptions(block_size=1 << 16), parse_options=parse
+        ).schema.names
 
 
 def infer_types(table: pa.Table) -> tuple[pa.Table, pa.Array | None]:
@@ -98,26 +106,33 @@ def _type_column(values: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
     text = values.to_pandas()
     lowered = text.str.strip().str.lower()
     bools = lowered.isin(_TRUE | _FALSE)
-    if bools[present].all():
-        return pa.array(
-            lowered.map(lambda v: v in _TRUE if v is not None else None), pa.bool_()
-        ), None
+    # A column of only 0 and 1 is a number (a count, a quantity), as pandas and DuckDB read it.
+    if bools[present].all() and not lowered[present].isin({"0", "1"}).all():
+        truth = lowered.isin(_TRUE).to_numpy()
+        return pa.array(truth, pa.bool_(), mask=~present), None  # empty cells stay null
     if text[present].str.match(r"^\s*[+-]?0\d").any():
         return values, None  # zero-padded codes (ids, zip codes) stay text
     numbers = pd.to_numeric(text, errors="coerce")
     parsed = numbers.notna().to_numpy() & present
     if parsed.sum() >= MIN_SHARE * n:
         bad = present & ~parsed
-        all_int = (numbers[parsed] == np.floor(numbers[parsed])).all() and not text[
-            parsed
-        ].str.contains(r"[.eE]").any()
-        arr = pa.array(numbers.where(parsed, None), pa.float64(), from_pandas=True)
-        if all_int:
-            arr = pc.cast(arr, pa.int64())
-        return arr, bad
+        if not text[parsed].str.contains(r"[.eEnN]").any():  # integers as written
+            try:
+                return _integers(values, parsed), bad
+            except pa.ArrowInvalid:
+                pass  # beyond int64: floats
+        floats = numbers.astype("float64").where(parsed)
+        return pa.array(floats, pa.float64(), from_pandas=True), bad
     times = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
     parsed = times.notna().to_numpy() & present
     if parsed.sum() >= MIN_SHARE * n:
         arr = pa.array(times, pa.timestamp("us", tz="UTC"), from_pandas=True)
         return arr, present & ~parsed
     return values, None
+
+
+def _integers(values: pa.Array, parsed: np.ndarray) -> pa.Array:
+    """Integer cells parsed from their text: exact beyond 2**53, where floats are not."""
+    text = pc.if_else(pa.array(parsed), values, pa.scalar(None, pa.string()))
+    text = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"^\+", "")
+    return pc.cast(text, pa.int64())

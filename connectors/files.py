@@ -22,7 +22,9 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
     if is_local(path):
         local = path.removeprefix("file://")
         if os.path.isdir(local):
-            found = [str(p) for p in Path(local).rglob("*") if p.is_file() and p.suffix in suffixes]
+            found = [  # by name, not suffix: ``.csv.gz`` is two suffixes
+                str(p) for p in Path(local).rglob("*") if p.is_file() and p.name.endswith(suffixes)
+            ]
         else:
             found = [p for p in glob.glob(local, recursive=True) if os.path.isfile(p)]
     else:

@@ -101,7 +101,9 @@ def build_pipeline(
     enriched = candidates | "Enrich" >> Enrich(program.enrich, program.program)
     kept = enriched | "Filters" >> ApplyFilters(specs[early:], labels[early:], ctx)
     scored = kept | "Score" >> Score(program.scoring, ctx)
-    ranked = scored.scored | "Rank" >> Rank(program.ranking, program.program)
+    ranked = scored.scored | "Rank" >> Rank(
+        program.ranking, program.program, program.fields.context
+    )
     _ = ranked | "Store" >> WriteCandidates(program, ctx)
     letters = (valid.dead_letter, scored.dead_letter) | "CollectDeadLetters" >> beam.Flatten()
     _ = letters | "DeadLetters" >> WriteDeadLetters(ctx)
@@ -123,7 +125,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         t0 = time.perf_counter()
         result = build_pipeline(program, ctx, PipelineOptions(beam_args)).run()
         result.wait_until_finish()
-        funnel = Funnel.from_result(program.program, result)
+        funnel = Funnel.from_result(program.program, result, program.filter_labels())
         funnel.seconds = time.perf_counter() - t0
         store.record_run(
             {

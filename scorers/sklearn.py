@@ -8,6 +8,7 @@ scikit-learn's, numpy's or listed in ``options.trusted``.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from pathlib import Path
@@ -22,7 +23,15 @@ from ceap.home import ceap_home
 from ceap.plugins import scorers
 from scorers.base import Scorer
 
-SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.")
+
+
+def _safe_type(name: str) -> bool:
+    """scikit-learn's, numpy's and scipy's types, and builtin *types* (int, dict), but never
+    a builtin function (eval, exec, open, getattr): a model could call it on its input."""
+    if name.startswith("builtins."):
+        return isinstance(getattr(builtins, name.removeprefix("builtins."), None), type)
+    return name.startswith(SAFE_PREFIXES)
 
 
 class SklearnOptions(BaseModel):
@@ -71,9 +80,7 @@ def load_verified(path: Path, pinned: str | None, trusted: list[str]):
     if actual != expected:
         raise ModelError(f"model {path}: sha256 {actual} does not match the expected {expected}")
     untrusted = [
-        t
-        for t in sio.get_untrusted_types(file=path)
-        if not t.startswith(SAFE_PREFIXES) and t not in trusted
+        t for t in sio.get_untrusted_types(file=path) if not _safe_type(t) and t not in trusted
     ]
     if untrusted:
         raise ModelError(f"model {path} contains types that are not trusted: {untrusted}")

@@ -93,10 +93,16 @@ class SqliteStore(CandidateStore):
     def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path else sqlite_path()
         if read_only:
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            self._conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # Beam may tear a DoFn down on another thread than the one that set it up; one
+            # DoFn instance is never used by two threads at once, so this is safe.
+            self._conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)

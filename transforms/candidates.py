@@ -76,6 +76,13 @@ def to_candidates(
     for key in KEYS:
         source = getattr(fields, key)
         values = _column(batch, source, key)
+        if pa.types.is_floating(values.type):
+            # pandas writes integer ids with nulls as float64: 42.0 is the id "42", 4.2 is bad.
+            integral = pc.fill_null(pc.equal(values, pc.floor(values)), True).to_numpy(
+                zero_copy_only=False
+            )
+            fail(~integral, f"{key} column {source!r}: not a whole number")
+            values = pc.cast(pc.if_else(pa.array(integral), values, None), pa.int64())
         if not arrow.is_key_type(values.type):
             fail(
                 np.ones(n, bool),

@@ -61,17 +61,19 @@ class Funnel:
         }  # fmt: skip
 
     @classmethod
-    def from_result(cls, program: str, result) -> Funnel:
-        """Reads the committed counters of a finished pipeline."""
+    def from_result(cls, program: str, result, filter_order: list[str] | None = None) -> Funnel:
+        """Reads the committed counters of a finished pipeline; filters listed in chain order."""
         query = result.metrics().query(MetricsFilter().with_namespace(namespace(program)))
         totals: dict[str, int] = defaultdict(int)
         for c in query["counters"]:
             value = c.committed if c.committed is not None else c.attempted
             totals[c.key.metric.name] += int(value or 0)
-        return cls.from_counts(program, totals)
+        return cls.from_counts(program, totals, filter_order)
 
     @classmethod
-    def from_counts(cls, program: str, totals: dict[str, int]) -> Funnel:
+    def from_counts(
+        cls, program: str, totals: dict[str, int], filter_order: list[str] | None = None
+    ) -> Funnel:
         f = cls(program)
         for name, value in sorted(totals.items()):
             stage, *rest = name.split(SEP)
@@ -97,27 +99,38 @@ class Funnel:
                 f.fallback += value
             elif stage == "shadow_read":
                 f.shadow_read += value
+        if filter_order:
+            rank = {label: i for i, label in enumerate(filter_order)}
+            f.filtered = dict(
+                sorted(f.filtered.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][1]))
+            )
         return f
 
     def render(self) -> str:
-        lines = [f"funnel [{self.program}]", f"  rows read             {self.read:>12,}"]
-        for stage, n in sorted(self.dead_letters.items()):
-            lines.append(f"  dead letters ({stage}) {n:>12,}")
-        for (flt, reason), n in self.filtered.items():
-            lines.append(f"  filtered {flt}: {reason}  {n:,}")
-        lines.append(f"  below min_score       {self.below_min_score:>12,}")
-        for reason, n in sorted(self.ranked_out.items()):
-            lines.append(f"  ranked out ({reason})  {n:,}")
-        lines.append(f"  candidates            {self.candidates:>12,}")
-        for model, n in sorted(self.scored.items()):
-            lines.append(f"  scored by {model}: {n:,}")
+        """The summary printed at the end of a run: outcomes first (they add up to the rows
+        read), then what happened to the candidates (scored, stored, queued)."""
+        outcomes: list[tuple[str, int]] = []
+        outcomes += [
+            (f"dead letter ({stage})", n) for stage, n in sorted(self.dead_letters.items())
+        ]
+        outcomes += [(f"filtered {flt}: {reason}", n) for (flt, reason), n in self.filtered.items()]
+        outcomes.append(("below min_score", self.below_min_score))
+        outcomes += [(f"ranked out ({reason})", n) for reason, n in sorted(self.ranked_out.items())]
+        outcomes.append(("candidates", self.candidates))
+        details = [(f"scored by {model}", n) for model, n in sorted(self.scored.items())]
         if self.fallback:
-            lines.append(f"  scored from cache (fallback) {self.fallback:,}")
-        lines.append(f"  stored                {self.stored:>12,}")
-        for (channel, status), n in sorted(self.queued.items()):
-            lines.append(f"  queued {channel} ({status}) {n:,}")
+            details.append(("scored from cache (fallback)", self.fallback))
+        details.append(("stored", self.stored))
+        details += [
+            (f"queued {channel} ({status})", n)
+            for (channel, status), n in sorted(self.queued.items())
+        ]
         if self.shadow_read:
-            lines.append(f"  shadow source rows read {self.shadow_read:,}")
+            details.append(("shadow source rows read", self.shadow_read))
+        width = max(len(label) for label, _ in [("rows read", 0), *outcomes, *details]) + 2
+        lines = [f"funnel [{self.program}]", f"  {'rows read':<{width}}{self.read:>12,}"]
+        lines += [f"    {label:<{width - 2}}{n:>12,}" for label, n in outcomes]
         verdict = "adds up" if self.check() else f"DOES NOT ADD UP ({self.accounted:,} accounted)"
-        lines.append(f"  {verdict}")
+        lines.append(f"  {'(' + verdict + ')':<{width}}")
+        lines += [f"  {label:<{width}}{n:>12,}" for label, n in details]
         return "\n".join(lines)

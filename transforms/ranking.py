@@ -125,17 +125,43 @@ class _Emit(beam.DoFn):
             yield from acc.table.combine_chunks().to_batches(max_chunksize=BATCH_ROWS)
 
 
-class Rank(beam.PTransform):
-    """PCollection[RecordBatch] (scored) -> PCollection[RecordBatch] (the candidates)."""
+RANKED_COLUMNS = [
+    "customer_id",
+    "subject_id",
+    "event_time",
+    "score",
+    "model_id",
+    "treatment",
+    "timezone",
+]
 
-    def __init__(self, ranking: RankingConfig, program: str) -> None:
+
+def _project(batch: pa.RecordBatch, keep: list[str]) -> pa.RecordBatch:
+    return batch.select([c for c in keep if c in batch.schema.names])
+
+
+class Rank(beam.PTransform):
+    """PCollection[RecordBatch] (scored) -> PCollection[RecordBatch] (the candidates).
+
+    Args:
+      ranking: the program's ``ranking:`` block.
+      program: the program's name (counters).
+      carry: further columns the sinks need (the context columns).
+    """
+
+    def __init__(
+        self, ranking: RankingConfig, program: str, carry: list[str] | None = None
+    ) -> None:
         super().__init__()
         self._ranking = ranking
         self._program = program
+        self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or [])))
 
     def expand(self, scored):
         return (
             scored
+            # Only what the sinks need crosses the shuffle: less to sort, concat and pickle.
+            | "Project" >> beam.Map(_project, self._keep)
             | "Bucket" >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per]))
             | "TopN" >> beam.CombinePerKey(TopN(self._ranking))
             | "Emit" >> beam.ParDo(_Emit(self._program))

@@ -52,6 +52,12 @@ class Filter:
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         raise NotImplementedError
 
+    def reads(self) -> set[str] | None:
+        """The candidate columns this filter reads, or None when unknown. A filter that
+        reads no enriched column may run before enrichment (an optimisation only: the
+        funnel is the same, since enrichment never removes rows)."""
+        return None
+
     def split(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.Array]:
         """Returns (kept rows, removed rows, the removed rows' reasons)."""
         verdict = self.evaluate(batch)
@@ -92,11 +98,14 @@ def value_set(values: pa.Array, items: list[Any]) -> tuple[pa.Array, pa.Array]:
     if pa.types.is_integer(kind) and any(
         isinstance(v, float) and not v.is_integer() for v in numbers
     ):
-        return pc.cast(values, pa.float64()), pa.array(numbers, pa.float64())
+        values, kind, items = pc.cast(values, pa.float64()), pa.float64(), numbers
     kept = []
     for v in items:
         try:
             kept.append(pc.cast(pa.scalar(v), kind).as_py())
         except (pa.ArrowException, TypeError, ValueError):
             continue
-    return values, pa.array(kept, kind)
+    wanted = pa.array(kept, kind)
+    if pa.types.is_floating(values.type):  # hashing tells -0.0 from 0.0; `==` does not
+        values, wanted = pc.add(values, 0.0), pc.add(wanted, 0.0)
+    return values, wanted

@@ -157,13 +157,16 @@ class _Eval(ast.NodeVisitor):
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
         value = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            return pc.invert(_as_bool(value)) if _is_array(value) else not value
+            value = _as_bool(value)
+            return not value if isinstance(value, bool) else pc.invert(value)  # null stays null
         if isinstance(node.op, ast.USub):
-            return pc.negate(value) if _is_array(value) else -value
+            return None if value is None else pc.negate(value) if _is_array(value) else -value
         return value
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         left, right = self.visit(node.left), self.visit(node.right)
+        if left is None or right is None:
+            return None
         if not any(isinstance(v, pa.Array | pa.ChunkedArray | pa.Scalar) for v in (left, right)):
             try:
                 return _PY_ARITH[type(node.op)](left, right)
@@ -194,7 +197,11 @@ class _Eval(ast.NodeVisitor):
                     raise ConfigError("`is` compares with None only (x is None, x is not None)")
                 step = pc.is_null(left) if isinstance(op, ast.Is) else pc.is_valid(left)
             else:
-                step = _COMPARE[type(op)](_utc(left), _utc(right))
+                step = (
+                    pa.scalar(None, pa.bool_())
+                    if left is None or right is None
+                    else _COMPARE[type(op)](_utc(left), _utc(right))
+                )
             out = step if out is None else pc.and_kleene(out, step)
             left = right
         return out
@@ -217,6 +224,8 @@ def _utc(value: Any) -> Any:
 
 
 def _as_bool(value: Any) -> Any:
+    if value is None:
+        return pa.scalar(None, pa.bool_())
     if _is_array(value) and not pa.types.is_boolean(value.type):
         raise ConfigError(f"a {value.type} column is used as a condition; compare it with a value")
     return value
@@ -256,6 +265,9 @@ class ExpressionFilter(Filter):
 
     def setup(self) -> None:
         self._expr = Expression(self.options.keep)
+
+    def reads(self) -> set[str]:
+        return Expression(self.options.keep).columns
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         if not hasattr(self, "_expr"):

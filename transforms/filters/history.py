@@ -47,9 +47,16 @@ def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
             pc.fill_null(pc.greater_equal(times, pa.scalar(since, arrow.UTC_US)), False)
         )
     names = {ref.customer_column: "customer_id", ref.subject_column: "subject_id"}
-    return pa.table(
-        {new: arrow.as_text(table.column(old).combine_chunks()) for old, new in names.items()}
+    out = {new: arrow.as_text(table.column(old).combine_chunks()) for old, new in names.items()}
+    # Each fact's program, so an ask found both in the outbox and in the warehouse (which
+    # keeps a copy of what was sent) counts once; rows of a table without a program column
+    # are this program's when one is asked for, else of an unknown one.
+    out["program"] = (
+        arrow.as_text(table.column(ref.program_column).combine_chunks())
+        if ref.program_column
+        else pa.array([program or "history:*"] * table.num_rows, pa.string())
     )
+    return pa.table(out)
 
 
 # --- opt_out -------------------------------------------------------------------------------
@@ -163,12 +170,7 @@ class FrequencyCapFilter(Filter):
         parts = [sent]
         if o.history is not None:
             hist = _history(o.history, program, since)
-            label = pa.array([f"history:{program or '*'}"] * hist.num_rows, pa.string())
-            parts.append(
-                hist.append_column("program", label).select(
-                    ["program", "customer_id", "subject_id"]
-                )
-            )
+            parts.append(hist.select(["program", "customer_id", "subject_id"]))
         asks = arrow.query(
             arrow.local_duck(), "SELECT DISTINCT * FROM a", a=pa.concat_tables(parts)
         )
@@ -227,7 +229,7 @@ class DedupFilter(Filter):
         finally:
             store.close()
         if o.history is not None:
-            hist = _history(o.history, ctx.program)
+            hist = _history(o.history, ctx.program).select(["customer_id", "subject_id"])
             acted = (
                 hist
                 if acted is None or not acted.num_rows
@@ -247,11 +249,11 @@ class DedupFilter(Filter):
         keys = ["customer_id", "subject_id"]
         keep = np.ones(n, dtype=bool)
         reasons = np.full(n, None, dtype=object)
-        if self._acted is not None:
+        if self._acted is not None and self._acted.size:
             hit = self._acted.lookup(batch, keys) > 0
             reasons[hit] = "already acted on this subject"
             keep &= ~hit
-        if self._live is not None:
+        if self._live is not None and self._live.size:
             due = pc.add(
                 batch.column("event_time"), pa.scalar(self.context.deliver_delay, pa.duration("us"))
             )

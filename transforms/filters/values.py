@@ -31,6 +31,9 @@ class ExcludeValuesFilter(Filter):
 
     Options = ExcludeValuesOptions
 
+    def reads(self) -> set[str]:
+        return {self.options.column}
+
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         values = column(batch, self.options.column, self.type_name)
         hit = _is_in(values, self.options.values)
@@ -61,6 +64,9 @@ class GeographicFilter(Filter):
     """Targets locations; a row whose location is unknown (null) cannot be targeted: removed."""
 
     Options = GeographicOptions
+
+    def reads(self) -> set[str]:
+        return {c for c in (self.options.column, self.options.match_column) if c}
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         o = self.options

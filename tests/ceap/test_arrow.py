@@ -1,0 +1,46 @@
+"""Time columns of any shape become timestamp[us, UTC]."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+
+from ceap.arrow import UTC_US, as_text, to_utc
+
+T = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def check(values: pa.Array, times: list, ok: list) -> None:
+    out, good = to_utc(values)
+    assert out.type == UTC_US
+    assert out.to_pylist() == times
+    assert good.to_pylist() == ok
+
+
+def test_timestamps_in_any_unit_and_zone():
+    check(pa.array([T, None], pa.timestamp("s", tz="UTC")), [T, None], [True, True])
+    naive = pa.array([T.replace(tzinfo=None)], pa.timestamp("ms"))  # naive is taken as UTC
+    check(naive, [T], [True])
+    paris = pa.array([T], pa.timestamp("us", tz="Europe/Paris"))
+    check(paris, [T], [True])
+
+
+def test_nanoseconds_are_truncated_not_an_error():
+    ns = pa.array([int(T.timestamp()) * 10**9 + 123_456_789], pa.timestamp("ns"))
+    check(ns, [T.replace(microsecond=123_456)], [True])
+
+
+def test_dates_text_and_other_types():
+    check(pa.array([date(2024, 3, 1)], pa.date32()), [T.replace(hour=0)], [True])
+    check(
+        pa.array(["2024-03-01T11:00:00+01:00", "not a time", None, "2024-03-01T10:00:00Z"]),
+        [T, None, None, T],
+        [True, False, True, True],
+    )
+    check(pa.array([1, None]), [None, None], [False, True])
+
+
+def test_keys_as_text():
+    assert as_text(pa.array([1, None, 3])).to_pylist() == ["1", None, "3"]
+    assert as_text(pa.array(["a", "a"]).dictionary_encode()).to_pylist() == ["a", "a"]

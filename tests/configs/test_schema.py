@@ -1,0 +1,243 @@
+"""The program config contract (DESIGN.md §4): inline YAML in, a ProgramConfig or a
+ConfigError naming the file and the path to the bad key out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ceap.errors import ConfigError
+from configs.schema import load_program, parse_program, program_paths, read_yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+MINIMAL = """
+program: demo
+action: review
+subject_type: product
+source:
+  - type: parquet
+    options: {path: data/warehouse/deliveries}
+fields: {customer_id: customer_id, subject_id: product_id}
+scoring:
+  models:
+    - {id: m1, type: column, options: {column: engagement_score}}
+"""
+
+
+def parse(text: str):
+    return parse_program(read_yaml(text), "x.yaml")
+
+
+def with_(extra: str, base: str = MINIMAL) -> str:
+    """The minimal config with top-level blocks added or replaced."""
+    data = read_yaml(base)
+    data.update(read_yaml(extra))
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    message = str(info.value)
+    assert message.startswith("x.yaml: "), message
+    return message
+
+
+def test_minimal_config_gets_its_defaults():
+    program = parse(MINIMAL)
+    assert program.program == "demo"
+    assert program.source[0].traffic == 100
+    assert program.scoring.models[0].traffic == 100
+    assert program.scoring.models[0].options.column == "engagement_score"
+    assert program.scoring.fallback == "skip"
+    assert program.ranking.per == "program"
+    assert program.store.ttl == timedelta(days=30)
+    assert program.filters == [] and program.channels == []
+
+
+def test_a_single_source_mapping_is_a_list_of_one():
+    program = parse(with_("source: {type: parquet, options: {path: some/dir}}"))
+    assert len(program.source) == 1
+    assert program.source[0].options.path == "some/dir"
+    assert program.source[0].traffic == 100
+
+
+def test_bad_filter_option_names_the_index_and_key():
+    message = error_of(
+        with_("""
+filters:
+  - {type: expression, options: {keep: "trust_score > 0.3"}}
+  - {type: frequency_cap, options: {max: 0, window: 30d}}
+""")
+    )
+    assert "filters[1].options.max" in message
+    assert "greater than or equal to 1" in message
+
+
+def test_unknown_scorer_type_lists_the_known_ones():
+    message = error_of(with_("scoring: {models: [{id: m1, type: xgboosted, options: {}}]}"))
+    assert "scoring.models[0].type" in message
+    assert "'xgboosted'" in message and "column" in message and "sklearn" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ("colour: red", "colour"),
+        (
+            "scoring: {models: [{id: m1, type: column, options: {column: x}}], minscore: 1}",
+            "scoring.minscore",
+        ),
+        ("channels: [{type: email, delay: 1d, sendat: '10:00'}]", "channels[0].sendat"),
+        ("filters: [{type: dedup, options: {live: true, lve: false}}]", "filters[0].options.lve"),
+    ],
+)
+def test_unknown_keys_are_rejected_with_their_path(extra, path):
+    message = error_of(with_(extra))
+    assert f"{path}: unknown key" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        (
+            "filters: [{type: frequency_cap, options: {max: 1, window: 3x}}]",
+            "filters[0].options.window",
+        ),
+        ("store: {ttl: 3x}", "store.ttl"),
+        ("channels: [{type: email, delay: 3x}]", "channels[0].delay"),
+    ],
+)
+def test_bad_durations_name_the_key_and_the_value(extra, path):
+    message = error_of(with_(extra))
+    assert path in message
+    assert "'3x' is not a duration" in message
+
+
+def test_an_overlong_duration_is_a_config_error_not_a_crash():
+    assert "store.ttl: Value error, '9999999999d' is too long" in error_of(
+        with_("store: {ttl: 9999999999d}")
+    )
+
+
+@pytest.mark.parametrize("send_at", ["25:00", "10", "9:00", "10:60"])
+def test_bad_send_at(send_at):
+    message = error_of(with_(f"channels: [{{type: email, send_at: '{send_at}'}}]"))
+    assert "channels[0].send_at" in message and "HH:MM" in message
+
+
+def test_traffic_shares_must_sum_to_100():
+    message = error_of(
+        with_("""
+scoring:
+  models:
+    - {id: a, type: column, options: {column: x}, traffic: 60}
+    - {id: b, type: column, options: {column: x}, traffic: 30}
+""")
+    )
+    assert "scoring.models" in message and "sum to 100, got 90" in message
+
+    message = error_of(
+        with_("""
+source:
+  - {type: parquet, options: {path: a}, traffic: 50}
+  - {type: parquet, options: {path: b}}
+""")
+    )
+    assert "source" in message and "needs `traffic:`" in message
+
+
+def test_shadow_sources_take_no_traffic_share():
+    program = parse(
+        with_("""
+source:
+  - {type: parquet, options: {path: a}}
+  - {type: csv, options: {path: b}, shadow: true}
+""")
+    )
+    assert [s.options.path for s in program.primary_sources] == ["a"]
+    assert program.source[0].traffic == 100 and program.source[1].traffic is None
+
+
+def test_two_filters_of_the_same_type_get_distinct_labels():
+    program = parse(
+        with_("""
+filters:
+  - {type: expression, options: {keep: "a > 1"}}
+  - {type: expression, options: {keep: "b > 1"}}
+  - {type: dedup, name: no_repeats}
+""")
+    )
+    assert program.filter_labels() == ["0:expression", "1:expression", "no_repeats"]
+
+
+def test_duplicate_filter_names_are_rejected():
+    message = error_of(
+        with_("""
+filters:
+  - {type: expression, name: trust, options: {keep: "a > 1"}}
+  - {type: expression, name: trust, options: {keep: "b > 1"}}
+""")
+    )
+    assert "names must be unique" in message and "trust" in message
+
+
+def test_enrich_on_key_stays_a_string_key():
+    """YAML 1.1 reads ``on``/``yes``/``no`` as booleans; the contract's ``on:`` must survive."""
+    program = parse(
+        with_("""
+enrich:
+  - type: parquet
+    key: subject_id
+    on: product_id
+    options: {path: data/warehouse/products}
+    columns: [category, no]
+""")
+    )
+    assert program.enrich[0].on == "product_id"
+    assert program.enrich[0].columns == ["category", "no"]
+
+
+def test_duplicate_model_ids_and_channels_are_rejected():
+    assert "model ids must be unique" in error_of(
+        with_("""
+scoring:
+  models:
+    - {id: a, type: column, options: {column: x}, traffic: 50}
+    - {id: a, type: column, options: {column: y}, traffic: 50}
+""")
+    )
+    assert "each channel type may appear once" in error_of(
+        with_("channels: [{type: email}, {type: email}]")
+    )
+
+
+def test_missing_required_blocks_and_bad_names():
+    assert "fields: Field required" in error_of(MINIMAL.replace("fields:", "flds:"))
+    assert "program: String should match pattern" in error_of(
+        MINIMAL.replace("program: demo", "program: Demo-1")
+    )
+    assert "expected a mapping" in str(
+        pytest.raises(ConfigError, parse_program, [1], "x.yaml").value
+    )
+
+
+def test_load_program_reports_bad_yaml_with_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("program: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_program(path)
+    with pytest.raises(ConfigError, match="no such program config"):
+        load_program(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("path", program_paths(CONFIG_DIR), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    program = load_program(path)
+    assert program.program
+    assert len(set(program.filter_labels())) == len(program.filters)

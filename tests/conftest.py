@@ -1,0 +1,46 @@
+"""Fixtures shared by the unit tests: a fixed run time and a run context whose store is a
+real SQLite file in the test's own directory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from ceap.context import RunContext
+from stores.base import CANDIDATE_COLUMNS, iso, open_store
+
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ctx(tmp_path) -> RunContext:
+    """The ``reviews`` program at ``NOW``, with its own empty SQLite store."""
+    return RunContext(program="reviews", now=NOW, store="sqlite:///" + str(tmp_path / "ceap.db"))
+
+
+@pytest.fixture
+def store(ctx):
+    """The context's store, open for the test to seed (opt-outs, outbox, responses)."""
+    s = open_store(ctx.store)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def add_candidates(store, ctx):
+    """Writes candidates of ``ctx.program`` through the store's own upsert: each row is a
+    dict of the fields that matter to the test, the rest defaulted."""
+
+    def add(*rows: dict) -> None:
+        defaults = {
+            "program": ctx.program, "subject_type": "product", "action": "review",
+            "context": "{}", "score": 0.5, "model_id": "m", "treatment": "m",
+            "created_at": iso(NOW - timedelta(days=1)), "expires_at": iso(NOW + timedelta(days=29)),
+            "deliver_after": iso(NOW - timedelta(days=9)), "status": "live",
+        }  # fmt: skip
+        full = [{**defaults, **r} for r in rows]
+        store.upsert_candidates(pa.table({c: [r[c] for r in full] for c in CANDIDATE_COLUMNS}))
+
+    return add

@@ -1,0 +1,134 @@
+"""``Score`` in a TestPipeline: experiment arms on every row, min_score, and model failures
+as dead letters or, with ``fallback: cached``, the store's last score for the key."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from configs.schema import parse_program, read_yaml
+from scorers.base import Scorer
+from scorers.experiments import assign
+from transforms.funnel import Funnel
+from transforms.scoring import Score
+
+
+class FailingScorer(Scorer):
+    """A model whose every call fails (a dead endpoint, a corrupt model)."""
+
+    def score(self, batch):
+        raise RuntimeError("model endpoint unreachable")
+
+
+FAILING = f"{__name__}:FailingScorer"
+
+
+def scoring(models: str, extra: str = ""):
+    program = parse_program(
+        read_yaml(f"""
+program: reviews
+action: review
+subject_type: product
+source: {{type: parquet, options: {{path: unused}}}}
+fields: {{customer_id: customer_id, subject_id: subject_id}}
+scoring:
+  models: {models}
+  {extra}
+"""),
+        "reviews.yaml",
+    )
+    return program.scoring
+
+
+def batch_of(n: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "subject_id": [f"p{i}" for i in range(n)],
+            "propensity": [i / n for i in range(n)],
+        }
+    )
+
+
+def rows(scored):
+    return scored | "Rows" >> beam.FlatMap(
+        lambda b: [
+            (r["customer_id"], r["score"], r["model_id"], r["treatment"]) for r in b.to_pylist()
+        ]
+    )
+
+
+def test_arms_are_recorded_and_min_score_is_counted(ctx):
+    config = scoring(
+        """
+    - {id: rule_a, type: column, options: {column: propensity}, traffic: 50, treatment: control}
+    - {id: rule_b, type: column, options: {column: propensity}, traffic: 50}""",
+        "min_score: 0.25",
+    )
+    batch = batch_of(40)
+    arms = assign("reviews", batch.column("customer_id"), [50, 50])
+    assert 10 < arms.sum() < 30  # both arms are exercised
+    expected = [
+        (f"c{i}", i / 40, *(("rule_a", "control") if arm == 0 else ("rule_b", "rule_b")))
+        for i, arm in enumerate(arms)
+        if i / 40 >= 0.25
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create([batch]) | Score(config, ctx)
+        assert_that(rows(out.scored), equal_to(expected), label="Scored")
+        assert_that(out.dead_letter, equal_to([]), label="NoDeadLetters")
+    funnel = Funnel.from_result("reviews", p.result)
+    assert funnel.below_min_score == 10
+    assert funnel.scored == {"rule_a": int((arms == 0).sum()), "rule_b": int((arms == 1).sum())}
+
+
+def test_a_failing_model_dead_letters_its_rows_with_the_reason(ctx):
+    config = scoring(
+        f"""
+    - {{id: rule, type: column, options: {{column: propensity}}, traffic: 50}}
+    - {{id: broken, type: "{FAILING}", traffic: 50}}"""
+    )
+    batch = batch_of(20)
+    arms = assign("reviews", batch.column("customer_id"), [50, 50])
+    good = [(f"c{i}", i / 20, "rule", "rule") for i, a in enumerate(arms) if a == 0]
+    bad = [f"c{i}" for i, a in enumerate(arms) if a == 1]
+    reason = "model broken failed: RuntimeError: model endpoint unreachable"
+    with TestPipeline() as p:
+        out = p | beam.Create([batch]) | Score(config, ctx)
+        assert_that(rows(out.scored), equal_to(good), label="Scored")
+        letters = out.dead_letter | beam.FlatMap(
+            lambda t: [
+                (json.loads(r["row"])["customer_id"], r["stage"], r["reason"], r["origin"])
+                for r in t.to_pylist()
+            ]
+        )
+        assert_that(
+            letters,
+            equal_to([(c, "score", reason, f"score:{c}|p{c[1:]}") for c in bad]),
+            label="DeadLetters",
+        )
+    funnel = Funnel.from_result("reviews", p.result)
+    assert funnel.dead_letters == {"score": len(bad)}
+    assert funnel.scored == {"rule": len(good)}
+
+
+def test_fallback_cached_uses_the_stored_score_for_the_key(ctx, add_candidates):
+    add_candidates({"customer_id": "c1", "subject_id": "p1", "score": 0.42, "model_id": "old_v0"})
+    add_candidates({"customer_id": "c2", "subject_id": "other", "score": 0.9})  # another key
+    config = scoring(f'[{{id: broken, type: "{FAILING}"}}]', "fallback: cached")
+    with TestPipeline() as p:
+        out = p | beam.Create([batch_of(3)]) | Score(config, ctx)
+        assert_that(rows(out.scored), equal_to([("c1", 0.42, "old_v0", "broken")]), label="Scored")
+        reasons = out.dead_letter | beam.FlatMap(lambda t: t.column("reason").to_pylist())
+        assert_that(
+            reasons,
+            equal_to(["model broken failed: RuntimeError: model endpoint unreachable"] * 2),
+            label="Dead",
+        )
+    funnel = Funnel.from_result("reviews", p.result)
+    assert funnel.fallback == 1
+    assert funnel.dead_letters == {"score": 2}
