@@ -59,6 +59,9 @@ def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
     return pa.table(out)
 
 
+KEYS = ["customer_id", "subject_id"]
+
+
 # --- opt_out -------------------------------------------------------------------------------
 
 
@@ -162,6 +165,7 @@ class FrequencyCapFilter(Filter):
         store = open_store(ctx.store)
         try:
             sent = store.contacts(since)
+            live = store.live_keys(ctx.program, ctx.now)
         finally:
             store.close()
         sent = pa.table({c: _text(sent, c) for c in ("program", "customer_id", "subject_id")})
@@ -176,11 +180,13 @@ class FrequencyCapFilter(Filter):
         )
         self._keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
         self._counts = KeyedCounts(asks, self._keys)
-        # The candidate's own outbox rows (this program, this key) are not *earlier* asks:
-        # the outbox holds one row per key, so they can never cause a second message, and
-        # counting them would make a re-run of the same batch rank differently.
+        # A re-run of the same event meets its own sent message: that ask is this candidate,
+        # not an earlier one (and counting it would make the re-run rank differently). Only
+        # when the key is live for the very same event (same deliver_after) is it discounted;
+        # a later event for the same subject is capped by it like any other contact.
         own = sent.filter(pc.equal(sent.column("program"), ctx.program)) if sent.num_rows else sent
-        self._own = KeyedCounts(own, ["customer_id", "subject_id"])
+        self._own = KeyedCounts(own, KEYS)
+        self._same_event = KeyedCounts(live, [*KEYS, "deliver_after"]) if self._own.size else None
         self._reason = (
             f"frequency cap: {o.max}+ contacts in {format_duration(o.window)} ({o.scope})"
         )
@@ -189,8 +195,24 @@ class FrequencyCapFilter(Filter):
         if not hasattr(self, "_counts"):
             self.setup()
         counts = self._counts.lookup(batch, self._keys)
-        counts = counts - (self._own.lookup(batch, ["customer_id", "subject_id"]) > 0)
+        if self._same_event is not None:
+            own = self._own.lookup(batch, KEYS) > 0
+            if own.any():
+                same = self._same_event.lookup(
+                    with_deliver_after(batch, self.context.deliver_delay), [*KEYS, "deliver_after"]
+                )
+                counts = counts - (own & (same > 0))
         return Verdict(counts < self.options.max, self._reason)
+
+
+def with_deliver_after(batch: pa.RecordBatch, delay) -> pa.RecordBatch:
+    """The batch with the ``deliver_after`` text its candidates would be stored with: how a
+    live candidate is recognised as the same event rather than a new one."""
+    due = pc.add(batch.column("event_time"), pa.scalar(delay, pa.duration("us")))
+    text = pc.strftime(
+        pc.cast(due, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
+    )
+    return batch.append_column("deliver_after", text)
 
 
 def _text(table: pa.Table, name: str) -> pa.Array:
@@ -254,18 +276,8 @@ class DedupFilter(Filter):
             reasons[hit] = "already acted on this subject"
             keep &= ~hit
         if self._live is not None and self._live.size:
-            due = pc.add(
-                batch.column("event_time"), pa.scalar(self.context.deliver_delay, pa.duration("us"))
-            )
-            text = pc.strftime(
-                pc.cast(due, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
-            )
-            same_event = (
-                self._live.lookup(
-                    batch.append_column("deliver_after", text), [*keys, "deliver_after"]
-                )
-                > 0
-            )
+            stamped = with_deliver_after(batch, self.context.deliver_delay)
+            same_event = self._live.lookup(stamped, [*keys, "deliver_after"]) > 0
             hit = (self._live_any.lookup(batch, keys) > 0) & ~same_event & keep
             reasons[hit] = "already a live candidate"
             keep &= ~hit

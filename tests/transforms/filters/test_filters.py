@@ -285,6 +285,24 @@ def test_frequency_cap_an_ask_in_outbox_and_history_counts_once(ctx, store, tmp_
         assert split(FrequencyCapFilter(options, ctx), candidates(("c1", "p9")))[0] == []
 
 
+def test_frequency_cap_discounts_a_sent_message_only_for_its_own_event(ctx, store, add_candidates):
+    """Re-running the batch that produced a sent message must not cap that very candidate,
+    but a later event for the same subject (another delivery) is capped by it."""
+    sent(store, ("reviews", "c1", "p1", "email"))
+    add_candidates(
+        {"customer_id": "c1", "subject_id": "p1", "deliver_after": iso(NOW - timedelta(days=1))}
+    )
+    f = FrequencyCapFilter({"max": 1, "window": "30d", "scope": "subject"}, ctx)
+
+    same_event = candidates(("c1", "p1"))  # event_time NOW - 1 day, as stored
+    assert split(f, same_event)[0] == ["c1"]
+
+    later = same_event.set_column(
+        2, "event_time", pa.array([NOW - timedelta(hours=2)], pa.timestamp("us", tz="UTC"))
+    )
+    assert split(f, later)[1] == [("c1", "frequency cap: 1+ contacts in 30d (subject)")]
+
+
 # --- dedup ---------------------------------------------------------------------------------
 
 
