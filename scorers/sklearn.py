@@ -76,16 +76,16 @@ def load_verified(path: Path, pinned: str | None, trusted: list[str]):
         raise ModelError(
             f"model {path} is unverified: pin options.sha256 or keep its registry metadata {meta.name}"
         )
-    actual = sha256_of(path)
+    # Read once: the bytes that were hashed are the bytes that are loaded (no swap between).
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelError(f"model {path}: sha256 {actual} does not match the expected {expected}")
-    untrusted = [
-        t for t in sio.get_untrusted_types(file=path) if not _safe_type(t) and t not in trusted
-    ]
+    found = sio.get_untrusted_types(data=data)
+    untrusted = [t for t in found if not _safe_type(t) and t not in trusted]
     if untrusted:
         raise ModelError(f"model {path} contains types that are not trusted: {untrusted}")
-    allowed = list(sio.get_untrusted_types(file=path))
-    return sio.load(path, trusted=allowed)
+    return sio.loads(data, trusted=list(found))
 
 
 def feature_matrix(batch: pa.RecordBatch, features: list[str], model_id: str) -> np.ndarray:
