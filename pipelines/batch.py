@@ -16,7 +16,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap.context import RunContext
-from ceap.plugins import connectors, filters
+from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
 from scorers.experiments import bounds, buckets
 from stores.base import iso, open_store
@@ -49,14 +49,44 @@ def _traffic_share(program: str, index: int, shares: list[float]):
     return keep
 
 
-def read_sources(p: beam.Pipeline, program: ProgramConfig) -> beam.PCollection:
+CANONICAL = {"customer_id", "subject_id", "event_time"}
+
+
+def source_columns(program: ProgramConfig, ctx: RunContext) -> list[str] | None:
+    """The source columns the program uses, or None (read all) when a filter or model
+    cannot say which it reads. Columns that enrichment brings are not read from the source
+    (enrichment replaces them); ``timezone`` is read when present, for ``send_at``."""
+    used: set[str] = set(program.fields.context) | {"timezone"}
+    for spec in program.filters:
+        reads = filters.get(spec.type)(spec.options, ctx).reads()
+        if reads is None:
+            return None
+        used |= reads
+    for m in program.scoring.models:
+        reads = scorers.get(m.type)(m.options, m.id, ctx).reads()
+        if reads is None:
+            return None
+        used |= reads
+    if any(not spec.columns for spec in program.enrich):
+        return None
+    used |= {spec.key for spec in program.enrich}
+    used -= {c for spec in program.enrich for c in spec.columns}
+    f = program.fields
+    mapped = {"customer_id": f.customer_id, "subject_id": f.subject_id, "event_time": f.event_time}
+    columns = {mapped.get(c) or c for c in used if not (c == "event_time" and not f.event_time)}
+    columns |= {f.customer_id, f.subject_id} | ({f.event_time} if f.event_time else set())
+    return sorted(columns)
+
+
+def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> beam.PCollection:
     """Reads the primary sources (split by traffic share) and counts shadow ones."""
     primaries: list[SourceConfig] = program.primary_sources
+    columns = source_columns(program, ctx)
     shares = [s.traffic for s in primaries]
     streams = []
     for i, source in enumerate(program.source):
         label = f"Read[{source.name or f'{i}:{source.type}'}]"
-        rows = p | label >> connectors.get(source.type)(source.options).read()
+        rows = p | label >> connectors.get(source.type)(source.options).read(columns)
         if source.shadow:
             name = program.program
             _ = rows | f"Shadow[{i}]" >> beam.Map(
@@ -91,7 +121,7 @@ def build_pipeline(
     program: ProgramConfig, ctx: RunContext, options: PipelineOptions | None = None
 ) -> beam.Pipeline:
     p = beam.Pipeline(options=options or PipelineOptions([]))
-    rows = read_sources(p, program)
+    rows = read_sources(p, program, ctx)
     valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx)
     early = prefilter_count(program, ctx) if program.enrich else 0
     specs, labels = program.filters, program.filter_labels()

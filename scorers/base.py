@@ -39,6 +39,11 @@ class Scorer:
     def setup(self) -> None:
         """Loads the model (once per worker). Raise ModelError on a bad or unverified file."""
 
+    def reads(self) -> set[str] | None:
+        """The candidate columns the model reads, or None when unknown (then every source
+        column is read; naming them lets the source read only what the program uses)."""
+        return None
+
     def score(self, batch: pa.RecordBatch) -> np.ndarray:
         """One float per row (NaN where the model has no score for the row)."""
         raise NotImplementedError

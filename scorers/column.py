@@ -21,6 +21,9 @@ class ColumnOptions(BaseModel):
 class ColumnScorer(Scorer):
     Options = ColumnOptions
 
+    def reads(self) -> set[str]:
+        return {self.options.column}
+
     def score(self, batch: pa.RecordBatch) -> np.ndarray:
         name = self.options.column
         if name not in batch.schema.names:

@@ -105,6 +105,9 @@ def feature_matrix(batch: pa.RecordBatch, features: list[str], model_id: str) ->
 class SklearnScorer(Scorer):
     Options = SklearnOptions
 
+    def reads(self) -> set[str]:
+        return set(self.options.features)
+
     def setup(self) -> None:
         o = self.options
         self._model = load_verified(resolve_model_path(o.path), o.sha256, o.trusted)

@@ -85,6 +85,9 @@ class OptOutFilter(Filter):
 
     Options = OptOutOptions
 
+    def reads(self) -> set[str]:
+        return {"customer_id", *([self.options.column] if self.options.column else [])}
+
     def setup(self) -> None:
         ids: list[pa.Array] = []
         if self.options.registry:
@@ -157,6 +160,9 @@ class FrequencyCapFilter(Filter):
     channels it went through; the outbox counts what it sent in the window."""
 
     Options = FrequencyCapOptions
+
+    def reads(self) -> set[str]:
+        return {"customer_id", "subject_id", "event_time"}
 
     def setup(self) -> None:
         o, ctx = self.options, self.context
@@ -237,6 +243,9 @@ class DedupOptions(BaseModel):
 @filters.register("dedup")
 class DedupFilter(Filter):
     Options = DedupOptions
+
+    def reads(self) -> set[str]:
+        return {"customer_id", "subject_id", "event_time"}
 
     def setup(self) -> None:
         o, ctx = self.options, self.context

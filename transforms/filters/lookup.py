@@ -70,8 +70,11 @@ class KeyedCounts:
             **{f"k{i}": arrow.as_text(batch.column(c)) for i, c in enumerate(columns)},
         })  # fmt: skip
         on = " AND ".join(f"b.k{i} = c.k{i}" for i in range(len(columns)))
-        sql = f"SELECT b._i, coalesce(c.n, 0) AS n FROM b LEFT JOIN counts c ON {on} ORDER BY b._i"
-        return arrow.query(self._con, sql, b=left).column("n").to_numpy()
+        # Only the matches come back (no sort, no row per miss); numpy scatters them.
+        hits = arrow.query(self._con, f"SELECT b._i, c.n FROM b JOIN counts c ON {on}", b=left)
+        out = np.zeros(n, dtype=np.int64)
+        out[hits.column("_i").to_numpy()] = hits.column("n").to_numpy()
+        return out
 
     def close(self) -> None:
         self._con.close()
