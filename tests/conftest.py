@@ -3,6 +3,7 @@ real SQLite file in the test's own directory."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -44,3 +45,22 @@ def add_candidates(store, ctx):
         store.upsert_candidates(pa.table({c: [r[c] for r in full] for c in CANDIDATE_COLUMNS}))
 
     return add
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's AWS server on loopback (a free port), with fake credentials, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.setenv(name, "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_CONFIG_FILE", "/dev/null")  # no profile of the machine leaks in
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        env.delenv("AWS_PROFILE", raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()  # port 0: the OS picks a free port, get_host_and_port() tells which
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+        server.stop()

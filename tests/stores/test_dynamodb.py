@@ -24,24 +24,6 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            env.setenv(name, "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.setenv("AWS_CONFIG_FILE", "/dev/null")  # no profile of the machine leaks in
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        env.delenv("AWS_PROFILE", raising=False)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()  # port 0: the OS picks a free port, get_host_and_port() tells which
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-        server.stop()
-
-
 def dynamodb(endpoint: str) -> DynamoDBStore:
     """A store on fresh tables: every test gets its own prefix on the shared server."""
     prefix = f"t{uuid4().hex[:10]}_"
