@@ -73,7 +73,7 @@ def main() -> int:
         "SELECT customer_id, subject_id, score FROM candidates ORDER BY score DESC, customer_id, subject_id"
     ).fetchall()
     store.close()
-    same = sorted((c, s) for c, s, _ in got) == sorted((c, s) for c, s, _ in expected)
+    same = sorted((c, s) for c, s, _ in got) == sorted((r[0], r[1]) for r in expected)
 
     rows = funnel.read
     print(funnel.render())

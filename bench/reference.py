@@ -1,7 +1,8 @@
 """The seed ``reviews`` program's funnel as one DuckDB query: the independent reference
 that bench/batch.py times against and the tests compare with row for row.
 
-It mirrors configs/reviews.yaml on a fresh store (no opt-out registry, nothing sent yet).
+It mirrors configs/reviews.yaml on a fresh store (no opt-out registry, nothing sent yet);
+the e2e tests compare the CLI's store with it row for row.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ j AS (
 contacts AS (SELECT * FROM read_parquet('{wh}/contacts/*.parquet')),
 subject_asks AS (
   SELECT customer_id, subject_id FROM contacts
-  WHERE program = 'reviews' AND contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 365 DAY
+  WHERE program = '{program}' AND contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 365 DAY
   GROUP BY ALL),
 all_asks AS (
   SELECT customer_id FROM contacts WHERE contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY
   GROUP BY ALL HAVING count(DISTINCT (program, subject_id)) >= 3),
 acted AS (SELECT DISTINCT customer_id, subject_id FROM read_parquet('{wh}/responses/*.parquet')
-          WHERE program = 'reviews'),
+          WHERE program = '{program}'),
 kept AS (
   SELECT j.* FROM j
   WHERE event_time >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY
@@ -37,17 +38,21 @@ kept AS (
     AND engagement_score >= 0.1),
 best AS (SELECT * FROM kept QUALIFY row_number() OVER (
            PARTITION BY customer_id, subject_id ORDER BY engagement_score DESC, event_time DESC) = 1)
-SELECT customer_id, subject_id, engagement_score AS score
+SELECT customer_id, subject_id, engagement_score AS score,
+       strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS deliver_after, region, category
 FROM best ORDER BY engagement_score DESC, event_time DESC, customer_id, subject_id LIMIT {top_n}
 """
 
 
-def reviews_reference(warehouse: str, now: str, top_n: int = 50_000):
-    """Runs the reference query; returns a DuckDB relation's rows (customer, subject, score)."""
+def reviews_reference(warehouse: str, now: str, top_n: int = 50_000, program: str = "reviews"):
+    """Runs the reference query: rows of (customer, subject, score, deliver_after, region,
+    category), best first, as the store should hold them."""
     import duckdb
 
     con = duckdb.connect()
     try:
-        return con.execute(REVIEWS_SQL.format(wh=warehouse, now=now, top_n=top_n)).fetchall()
+        return con.execute(
+            REVIEWS_SQL.format(wh=warehouse, now=now, top_n=top_n, program=program)
+        ).fetchall()
     finally:
         con.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from bench.reference import reviews_reference
 from ceap.sample import generate_warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,44 +78,6 @@ channels:
   - {{type: in_app}}
 """
 
-EXPECTED_SQL = """
-WITH d AS (SELECT * FROM read_parquet('{wh}/deliveries/*.parquet')),
-good AS (SELECT * FROM d WHERE customer_id IS NOT NULL AND delivered_at IS NOT NULL),
-j AS (
-  SELECT g.customer_id, g.product_id AS subject_id, g.delivered_at AS event_time,
-         c.trust_score, c.opted_out, c.region, c.engagement_score, p.category
-  FROM good g
-  LEFT JOIN read_parquet('{wh}/customers/*.parquet') c USING (customer_id)
-  LEFT JOIN read_parquet('{wh}/products/*.parquet') p ON g.product_id = p.product_id),
-contacts AS (SELECT * FROM read_parquet('{wh}/contacts/*.parquet')),
-subject_asks AS (
-  SELECT customer_id, subject_id, count(DISTINCT (program, subject_id)) AS n FROM contacts
-  WHERE program = 'my_reviews' AND contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 365 DAY
-  GROUP BY ALL),
-all_asks AS (
-  SELECT customer_id, count(DISTINCT (program, subject_id)) AS n FROM contacts
-  WHERE contacted_at >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY GROUP BY ALL),
-acted AS (SELECT DISTINCT customer_id, subject_id FROM read_parquet('{wh}/responses/*.parquet')
-          WHERE program = 'my_reviews'),
-kept AS (
-  SELECT j.* FROM j
-  WHERE event_time >= TIMESTAMPTZ '{now}' - INTERVAL 30 DAY
-    AND (trust_score >= 0.3 AND NOT opted_out) IS TRUE
-    AND (category IS NULL OR category NOT IN ('adult', 'tobacco'))
-    AND NOT EXISTS (SELECT 1 FROM subject_asks s WHERE s.customer_id = j.customer_id
-                    AND s.subject_id = j.subject_id AND s.n >= 1)
-    AND NOT EXISTS (SELECT 1 FROM all_asks a WHERE a.customer_id = j.customer_id AND a.n >= 3)
-    AND NOT EXISTS (SELECT 1 FROM acted r WHERE r.customer_id = j.customer_id
-                    AND r.subject_id = j.subject_id)
-    AND engagement_score >= 0.1),
-best AS (SELECT * FROM kept QUALIFY row_number() OVER (
-           PARTITION BY customer_id, subject_id ORDER BY engagement_score DESC, event_time DESC) = 1)
-SELECT customer_id, subject_id, engagement_score AS score,
-       strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS deliver_after,
-       region, category
-FROM best ORDER BY engagement_score DESC, event_time DESC, customer_id, subject_id LIMIT {top_n}
-"""
-
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Path:
@@ -149,7 +112,9 @@ def test_store_matches_independent_computation_and_reruns_change_nothing(warehou
     assert first.returncode == 0, first.stderr
     assert "adds up" in first.stdout
 
-    expected = duckdb.sql(EXPECTED_SQL.format(wh=warehouse, now=NOW, top_n=TOP_N)).fetchall()
+    # The same funnel as the seed reviews program, written independently in SQL (the YAML
+    # above says it differently: one combined expression, its own program name).
+    expected = reviews_reference(str(warehouse), NOW, TOP_N, program="my_reviews")
     with sqlite3.connect(home / "ceap.db") as con:
         got = con.execute(
             "SELECT customer_id, subject_id, score, deliver_after, context FROM candidates "
