@@ -19,6 +19,9 @@ from pathlib import Path
 SAMPLE_ROOT = Path("data/warehouse")
 SAMPLE_ROWS = 20_000
 SUBCOMMANDS = ("serve", "dispatch", "export", "train", "emit", "generate")
+STREAMING_EXAMPLE = (
+    'python run.py emit --program video_ratings --event \'{"customer_id": "C00000001", ...}\''
+)
 
 
 def _quiet_logs() -> None:
@@ -136,6 +139,91 @@ def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def run_streaming_mode(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from ceap import stopping
+    from ceap.context import RunContext
+    from ceap.errors import CeapError
+    from ceap.home import default_config_dir
+    from ceap.programs import load_by_name
+    from pipelines.streaming import run_streaming
+
+    if args.program == "all":
+        print("ceap: streaming runs one program per process (--program NAME)", file=sys.stderr)
+        return 2
+    config_dir = Path(args.config_dir or default_config_dir())
+    try:
+        program = load_by_name(args.program, config_dir)
+    except CeapError as exc:
+        print(f"ceap: program {args.program} cannot run: {exc}", file=sys.stderr)
+        return 1
+    ctx = RunContext(
+        program=program.program, now=_parse_now(args.now), store=args.store, config_dir=str(config_dir),
+        deliver_delay=program.events.delay if program.events else timedelta(0), streaming=True,
+    )  # fmt: skip
+    stopping.install()
+    print(f"ceap: streaming {program.program} from {program.events.type if program.events else '?'}; "
+          "Ctrl-C drains and stops", file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        funnel = run_streaming(program, ctx, beam_args)
+    except Exception as exc:  # noqa: BLE001 - reported with its root cause
+        print(f"ceap: program {program.program} failed: {_root_cause(exc)}", file=sys.stderr)
+        return 1
+    print(funnel.render())
+    return 0
+
+
+def run_emit(argv: list[str]) -> int:
+    """Appends events to a program's embedded event log (demos, tests, local producers)."""
+    import json
+
+    from ceap.errors import CeapError
+    from ceap.home import default_config_dir
+    from ceap.plugins import connectors
+    from ceap.programs import load_by_name
+
+    parser = argparse.ArgumentParser(prog="run.py emit", description=run_emit.__doc__)
+    parser.add_argument("--program", required=True)
+    parser.add_argument("--event", help="one JSON object")
+    parser.add_argument("--file", help="a file of JSON lines (or one JSON array); '-' for stdin")
+    parser.add_argument("--config-dir", "--config_dir", dest="config_dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        program = load_by_name(args.program, Path(args.config_dir or default_config_dir()))
+    except CeapError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return 1
+    if program.events is None or program.events.type != "event_log":
+        kind = program.events.type if program.events else "no events: block"
+        print(
+            f"ceap: emit writes to the embedded event_log; program {program.program} reads {kind}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.event is not None:
+        text = args.event
+    elif args.file and args.file != "-":
+        text = Path(args.file).read_text()
+    else:
+        text = sys.stdin.read()
+    try:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            events = json.loads(stripped)
+        else:
+            events = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        if not all(isinstance(e, dict) for e in events):
+            raise ValueError("every event must be a JSON object")
+    except ValueError as exc:
+        print(
+            f"ceap: not valid events ({exc}); expected a JSON object per line, e.g. {STREAMING_EXAMPLE}",
+            file=sys.stderr,
+        )
+        return 1
+    positions = connectors.get("event_log")(program.events.options).log().append(events)
+    print(f"emitted {len(positions)} event(s) to {program.events.options.path}")
+    return 0
+
+
 def run_generate(argv: list[str]) -> int:
     from ceap.sample import generate_warehouse
 
@@ -164,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
         if command == "generate":
             return run_generate(rest)
+        if command == "emit":
+            return run_emit(rest)
         print(f"ceap: `run.py {command}` is not available in this version yet", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(
@@ -176,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.program:
         parser.error("--program is required (a program name, or 'all')")
     if args.mode == "streaming":
-        print("ceap: streaming mode is not available in this version yet", file=sys.stderr)
-        return 2
+        return run_streaming_mode(args, beam_args)
     return run_batch(args, beam_args)
 
 

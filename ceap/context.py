@@ -17,6 +17,9 @@ class RunContext:
     config_dir: str = "configs"
     deliver_delay: timedelta = timedelta(0)
     """The program's cooling period: deliver_after = event_time + this."""
+    streaming: bool = False
+    """Streaming runs keep each event's log position through the graph and record one
+    outcome per event (the ledger that makes restarts exactly-once)."""
     extras: dict = field(default_factory=dict)
 
     @staticmethod

@@ -45,6 +45,9 @@ class SourceConfig(Component):
 class EventsConfig(Component):
     delay: Duration = timedelta(0)
     """Cooling period: the candidate may be delivered this long after its event."""
+    dedup_window: Duration = timedelta(days=1)
+    """A repeat of an event (same ``fields.event_id``, else same customer, subject and
+    event time) seen again within this window is dropped as a duplicate."""
 
 
 class FieldsConfig(Strict):
@@ -54,6 +57,9 @@ class FieldsConfig(Strict):
     subject_id: str
     event_time: str | None = None
     """Column holding the event's time; the run time when absent."""
+    event_id: str | None = None
+    """Streaming: the event's own id, used to drop repeated events (default: customer,
+    subject and event time together)."""
     context: list[str] = Field(default_factory=list)
     """Columns carried on the candidate (after enrichment, so enriched ones may be named)."""
 

@@ -69,8 +69,14 @@ class Connector:
         return pa.concat_tables(tables, promote_options="permissive")
 
     # -- streaming (see pipelines/streaming.py) ------------------------------------------
-    def read_events(self) -> beam.PTransform:
-        """PBegin -> unbounded PCollection of event dicts; streaming sources override this."""
+    def read_events(self, start: int = 0, on_batch=None) -> beam.PTransform:
+        """PBegin -> unbounded PCollection[pa.RecordBatch] of events, each row with its
+        position in ``ORIGIN_COLUMN``; streaming sources override this.
+
+        Args:
+          start: the position to resume from (the first event not fully accounted for).
+          on_batch: ``on_batch(first_position, end_position, count)`` before each batch.
+        """
         raise NotImplementedError(f"connector {self.type_name!r} is not a streaming source")
 
     def split_label(self, split: Any) -> str:

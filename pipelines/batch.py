@@ -18,15 +18,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from ceap.context import RunContext
 from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
+from pipelines.graph import candidate_graph
 from scorers.experiments import bounds, buckets
 from stores.base import iso, open_store
-from transforms.candidates import ToCandidates
-from transforms.enrichment import Enrich
-from transforms.filters.chain import ApplyFilters
 from transforms.funnel import Funnel, counter
-from transforms.ranking import Rank
-from transforms.scoring import Score
-from transforms.sinks import WriteCandidates, WriteDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -102,41 +97,12 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
     return streams | "Sources" >> beam.Flatten()
 
 
-def prefilter_count(program: ProgramConfig, ctx: RunContext) -> int:
-    """How many leading filters read no enriched column, so they may run before the joins
-    (fewer rows to join; the funnel is identical because enrichment removes no rows)."""
-    if any(not spec.columns for spec in program.enrich):
-        return 0  # "all columns": what enrichment adds is unknown until run time
-    enriched = {c for spec in program.enrich for c in spec.columns}
-    count = 0
-    for spec in program.filters:
-        reads = filters.get(spec.type)(spec.options, ctx).reads()
-        if reads is None or reads & enriched:
-            break
-        count += 1
-    return count
-
-
 def build_pipeline(
     program: ProgramConfig, ctx: RunContext, options: PipelineOptions | None = None
 ) -> beam.Pipeline:
     p = beam.Pipeline(options=options or PipelineOptions([]))
     rows = read_sources(p, program, ctx)
-    valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx)
-    early = prefilter_count(program, ctx) if program.enrich else 0
-    specs, labels = program.filters, program.filter_labels()
-    candidates = valid.candidates
-    if early:
-        candidates = candidates | "Prefilter" >> ApplyFilters(specs[:early], labels[:early], ctx)
-    enriched = candidates | "Enrich" >> Enrich(program.enrich, program.program)
-    kept = enriched | "Filters" >> ApplyFilters(specs[early:], labels[early:], ctx)
-    scored = kept | "Score" >> Score(program.scoring, ctx)
-    ranked = scored.scored | "Rank" >> Rank(
-        program.ranking, program.program, program.fields.context
-    )
-    _ = ranked | "Store" >> WriteCandidates(program, ctx)
-    letters = (valid.dead_letter, scored.dead_letter) | "CollectDeadLetters" >> beam.Flatten()
-    _ = letters | "DeadLetters" >> WriteDeadLetters(ctx)
+    candidate_graph(rows, program, ctx)
     return p
 
 

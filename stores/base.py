@@ -51,6 +51,18 @@ class CandidateStore:
     def record_run(self, run: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    # -- streaming ledger (one outcome per event; see transforms/outcomes.py) -------------
+    def record_outcomes(self, program: str, outcomes: pa.Table) -> int:
+        """Records event outcomes; the first outcome of a position wins (replays add none)."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
+
+    def record_stream_batch(self, program: str, start: int, end: int, size: int) -> None:
+        """Records a micro-batch the source emitted: positions [start, end), ``size`` events."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
+
+    def resume_position(self, program: str) -> int:
+        raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
+
     # -- pipeline lookups (snapshots taken once per worker) ------------------------------
     def live_keys(self, program: str, now: datetime) -> pa.Table:
         """(customer_id, subject_id, deliver_after) of live, unexpired candidates of the program."""

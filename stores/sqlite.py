@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS responses (
     response TEXT, created_at TEXT NOT NULL,
     PRIMARY KEY (program, customer_id, subject_id, created_at)
 );
+CREATE TABLE IF NOT EXISTS event_outcomes (
+    program TEXT NOT NULL, position INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT,
+    customer_id TEXT, subject_id TEXT, identity TEXT, time TEXT NOT NULL,
+    PRIMARY KEY (program, position)
+);
+CREATE INDEX IF NOT EXISTS event_outcomes_identity ON event_outcomes (program, identity, time);
+CREATE TABLE IF NOT EXISTS stream_batches (
+    program TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, size INTEGER NOT NULL,
+    read_at TEXT NOT NULL, PRIMARY KEY (program, start)
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, program TEXT NOT NULL, mode TEXT NOT NULL, started_at TEXT,
     finished_at TEXT, status TEXT, funnel TEXT, error TEXT
@@ -162,6 +172,73 @@ class SqliteStore(CandidateStore):
             [tuple(values)],
         )
 
+    # -- streaming ledger ----------------------------------------------------------------
+    def record_outcomes(self, program: str, outcomes: pa.Table) -> int:
+        from ceap.context import RunContext
+
+        now = iso(RunContext.utcnow())
+        names = ("position", "outcome", "reason", "customer_id", "subject_id", "identity")
+        cols = [
+            outcomes.column(c).to_pylist()
+            if c in outcomes.column_names
+            else [None] * outcomes.num_rows
+            for c in names
+        ]
+        rows = [(program, *r, now) for r in zip(*cols, strict=True)]
+        return self._write(
+            "INSERT OR IGNORE INTO event_outcomes (program, position, outcome, reason, customer_id, "
+            "subject_id, identity, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def seen_events(self, program: str, identities: list[str], since: datetime) -> dict[str, int]:
+        """identity -> position of events already accounted for since ``since``."""
+        seen: dict[str, int] = {}
+        for i in range(0, len(identities), 900):
+            chunk = identities[i : i + 900]
+            marks = ", ".join("?" * len(chunk))
+            for identity, position in self._conn.execute(
+                f"SELECT identity, min(position) FROM event_outcomes WHERE program = ? AND time >= ? "
+                f"AND identity IN ({marks}) GROUP BY identity",
+                (program, iso(since), *chunk),
+            ):
+                seen[identity] = position
+        return seen
+
+    def record_stream_batch(self, program: str, start: int, end: int, size: int) -> None:
+        from ceap.context import RunContext
+
+        self._write(
+            "INSERT OR IGNORE INTO stream_batches (program, start, end, size, read_at) VALUES (?, ?, ?, ?, ?)",
+            [(program, start, end, size, iso(RunContext.utcnow()))],
+        )
+
+    def resume_position(self, program: str) -> int:
+        """Where a restarted stream reads from: the start of the first batch that was read
+        but not fully accounted for (its events are replayed; sinks are idempotent), else
+        the end of the last batch."""
+        rows = self._conn.execute(
+            "SELECT b.start, b.end, b.size, (SELECT count(*) FROM event_outcomes o "
+            "WHERE o.program = b.program AND o.position >= b.start AND o.position < b.end) "
+            "FROM stream_batches b WHERE b.program = ? ORDER BY b.start",
+            (program,),
+        ).fetchall()
+        position = 0
+        for start, end, size, done in rows:
+            if done < size:
+                return start
+            position = end
+        return position
+
+    def unaccounted_events(self, program: str) -> int:
+        """Events read but without an outcome yet (a drain waits for zero)."""
+        row = self._conn.execute(
+            "SELECT coalesce(sum(size), 0) - (SELECT count(*) FROM event_outcomes WHERE program = ?) "
+            "FROM stream_batches WHERE program = ?",
+            (program, program),
+        ).fetchone()
+        return int(row[0])
+
     # -- lookups -------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple = ()) -> pa.Table:
         cur = self._conn.execute(sql, params)
@@ -239,7 +316,10 @@ class SqliteStore(CandidateStore):
         return cur.rowcount > 0
 
     def table(self, name: str) -> pa.Table:
-        if name not in ("candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses"):
+        if name not in (
+            "candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses",
+            "event_outcomes", "stream_batches",
+        ):  # fmt: skip
             raise ValueError(f"no table {name!r}")
         return self._query(f"SELECT * FROM {name}")  # noqa: S608 - name is whitelisted
 

@@ -75,7 +75,7 @@ def to_candidates(
     out: dict[str, pa.Array] = {}
     for key in KEYS:
         source = getattr(fields, key)
-        values = _column(batch, source, key)
+        values = _column(batch, source, key, ctx.streaming)
         if pa.types.is_floating(values.type):
             # pandas writes integer ids with nulls as float64: 42.0 is the id "42", 4.2 is bad.
             integral = pc.fill_null(pc.equal(values, pc.floor(values)), True).to_numpy(
@@ -97,7 +97,7 @@ def to_candidates(
         out[key] = values
 
     if fields.event_time:
-        raw = _column(batch, fields.event_time, "event_time")
+        raw = _column(batch, fields.event_time, "event_time", ctx.streaming)
         times, ok = arrow.to_utc(raw)
         fail(
             ~ok.to_numpy(zero_copy_only=False),
@@ -116,8 +116,11 @@ def to_candidates(
     bad_mask = np.not_equal(reasons, None)
     rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN,)}
     table = pa.RecordBatch.from_pydict({**out, **rest})
+    # Batch runs drop the row positions once bad rows are out; streaming runs keep them:
+    # they identify each event in the outcome ledger.
+    drop = [ORIGIN_COLUMN] if ORIGIN_COLUMN in names and not ctx.streaming else []
     if not bad_mask.any():
-        return table.drop_columns([ORIGIN_COLUMN]) if ORIGIN_COLUMN in names else table, None
+        return table.drop_columns(drop), None
     keep = pa.array(~bad_mask)
     split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
     bad_rows = batch.filter(pa.array(bad_mask))
@@ -130,13 +133,12 @@ def to_candidates(
     letters = dead_letters(
         ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.now
     )
-    good = table.filter(keep)
-    if ORIGIN_COLUMN in good.schema.names:
-        good = good.drop_columns([ORIGIN_COLUMN])
-    return good, letters
+    return table.filter(keep).drop_columns(drop), letters
 
 
-def _column(batch: pa.RecordBatch, name: str, role: str) -> pa.Array:
+def _column(batch: pa.RecordBatch, name: str, role: str, streaming: bool = False) -> pa.Array:
+    if name not in batch.schema.names and streaming:
+        return pa.nulls(batch.num_rows, pa.string())  # an event without the field: a bad event
     if name not in batch.schema.names:
         visible = [c for c in batch.schema.names if not c.startswith("_ceap_")]
         raise ConfigError(

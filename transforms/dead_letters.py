@@ -14,6 +14,8 @@ import pyarrow as pa
 from stores.base import iso
 
 DEAD_LETTER = "dead_letter"
+RAW = "_ceap_raw"
+"""The text of an event that could not be parsed (set by streaming sources)."""
 """Tag name of every stage's failure output."""
 
 
@@ -26,8 +28,15 @@ def dead_letters(
     now: datetime,
 ) -> pa.Table:
     """Builds the dead-letter records for the offending rows (few by nature: per-row Python)."""
-    payload = rows.drop_columns([c for c in rows.schema.names if c.startswith("_ceap_")])
-    records = [json.dumps(r, default=str, sort_keys=True) for r in payload.to_pylist()]
+    payload = rows.drop_columns(
+        [c for c in rows.schema.names if c.startswith("_ceap_") and c != RAW]
+    )
+    records = []
+    for r in payload.to_pylist():
+        raw = r.pop(RAW, None)
+        if raw is not None:  # an event that was not JSON: keep its text as it came
+            r["raw"] = raw
+        records.append(json.dumps(r, default=str, sort_keys=True))
     n = len(records)
     return pa.table({
         "program": [program] * n, "stage": [stage] * n, "reason": reasons, "row": records,

@@ -10,14 +10,18 @@ the ranking group, so memory stays bounded by top_n x groups and buckets run in 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
+from ceap.context import RunContext
 from configs.schema import RankingConfig
-from connectors.base import BATCH_ROWS
+from connectors.base import BATCH_ROWS, ORIGIN_COLUMN
 from transforms.funnel import counter
+from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
 
 GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
 BUCKETS = 8
@@ -65,26 +69,33 @@ class TopN(beam.CombineFn):
         return self._compact(acc) if acc.table is not None else acc
 
     def _compact(self, acc: _Acc) -> _Acc:
-        """Collapses duplicate keys, then keeps the top rows of each group."""
-        con = arrow.local_duck()
-        before = acc.table.num_rows
+        table, duplicates, cut = rank_table(acc.table, self._top_n, self._group)
+        acc.table, acc.duplicates, acc.cut = table, acc.duplicates + duplicates, acc.cut + cut
+        return acc
+
+
+def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
+    """Collapses duplicate keys, then keeps the top rows of each group; returns the kept
+    rows and how many went as duplicates and as below top_n."""
+    con = arrow.local_duck()
+    before = table.num_rows
+    table = arrow.query(
+        con,
+        f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
+        t=table,
+    )
+    duplicates = before - table.num_rows
+    cut = 0
+    if top_n is not None:
+        before = table.num_rows
+        part = f"PARTITION BY {arrow.quote(group)} " if group else ""
         table = arrow.query(
             con,
-            f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
-            t=acc.table,
+            f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(top_n)}",
+            t=table,
         )
-        acc.duplicates += before - table.num_rows
-        if self._top_n is not None:
-            before = table.num_rows
-            part = f"PARTITION BY {arrow.quote(self._group)} " if self._group else ""
-            table = arrow.query(
-                con,
-                f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(self._top_n)}",
-                t=table,
-            )
-            acc.cut += before - table.num_rows
-        acc.table = table
-        return acc
+        cut = before - table.num_rows
+    return table, duplicates, cut
 
 
 def _concat(a: pa.Table | None, b: pa.Table) -> pa.Table:
@@ -140,29 +151,68 @@ def _project(batch: pa.RecordBatch, keep: list[str]) -> pa.RecordBatch:
     return batch.select([c for c in keep if c in batch.schema.names])
 
 
+class RankOutputs(NamedTuple):
+    ranked: beam.PCollection
+    outcome: beam.PCollection
+
+
+class _RankEachFn(beam.DoFn):
+    """Streaming: each micro-batch ranked on its own (a global ranking would wait for a
+    window to close; asks are reactive), recording the rows it drops."""
+
+    def __init__(self, ranking: RankingConfig, keep: list[str], context: RunContext) -> None:
+        self._ranking = ranking
+        self._keep = keep
+        self._ctx = context
+
+    def process(self, batch: pa.RecordBatch):
+        table = pa.Table.from_batches([_project(batch, self._keep)])
+        ranked, duplicates, cut = rank_table(
+            table, self._ranking.top_n, GROUP_COLUMN[self._ranking.per]
+        )
+        program = self._ctx.program
+        if duplicates:
+            counter(program, "ranked_out", "duplicate key").inc(duplicates)
+        if cut:
+            counter(program, "ranked_out", "below top_n").inc(cut)
+        if duplicates or cut:
+            kept = pc.is_in(table.column(ORIGIN_COLUMN), value_set=ranked.column(ORIGIN_COLUMN))
+            yield from emit_outcomes(self._ctx, table.filter(pc.invert(kept)), "ranked_out")
+        if ranked.num_rows:
+            counter(program, "candidates").inc(ranked.num_rows)
+            yield from ranked.combine_chunks().to_batches(max_chunksize=BATCH_ROWS)
+
+
 class Rank(beam.PTransform):
-    """PCollection[RecordBatch] (scored) -> PCollection[RecordBatch] (the candidates).
+    """PCollection[RecordBatch] (scored) -> RankOutputs(candidates, outcome records).
 
     Args:
       ranking: the program's ``ranking:`` block.
-      program: the program's name (counters).
+      context: the run (program name; streaming ranks each micro-batch on its own).
       carry: further columns the sinks need (the context columns).
     """
 
     def __init__(
-        self, ranking: RankingConfig, program: str, carry: list[str] | None = None
+        self, ranking: RankingConfig, context: RunContext, carry: list[str] | None = None
     ) -> None:
         super().__init__()
         self._ranking = ranking
-        self._program = program
-        self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or [])))
+        self._ctx = context
+        extra = [ORIGIN_COLUMN, IDENTITY_COLUMN] if context.streaming else []
+        self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or []) + extra))
 
-    def expand(self, scored):
-        return (
+    def expand(self, scored) -> RankOutputs:
+        if self._ctx.streaming:
+            out = scored | "RankEach" >> beam.ParDo(
+                _RankEachFn(self._ranking, self._keep, self._ctx)
+            ).with_outputs(OUTCOME, main="ranked")
+            return RankOutputs(out.ranked, out[OUTCOME])
+        ranked = (
             scored
             # Only what the sinks need crosses the shuffle: less to sort, concat and pickle.
             | "Project" >> beam.Map(_project, self._keep)
             | "Bucket" >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per]))
             | "TopN" >> beam.CombinePerKey(TopN(self._ranking))
-            | "Emit" >> beam.ParDo(_Emit(self._program))
+            | "Emit" >> beam.ParDo(_Emit(self._ctx.program))
         )
+        return RankOutputs(ranked, ranked.pipeline | "NoOutcomes" >> beam.Create([]))

@@ -17,11 +17,13 @@ import pyarrow as pa
 from ceap.context import RunContext
 from ceap.plugins import scorers
 from configs.schema import ScoringConfig
+from connectors.base import ORIGIN_COLUMN
 from scorers.experiments import assign
 from stores.base import open_store
 from transforms.dead_letters import DEAD_LETTER, dead_letters
 from transforms.filters.lookup import KeyedCounts
 from transforms.funnel import counter
+from transforms.outcomes import OUTCOME, emit_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,15 @@ class _ScoreFn(beam.DoFn):
         out = out.append_column("treatment", pa.array(treatments, pa.string()))
         if failed.any():
             bad = out.filter(pa.array(failed))
-            origins = [
-                f"score:{c}|{s}"
-                for c, s in zip(
+            if ORIGIN_COLUMN in bad.schema.names:  # streaming: the event's log position
+                origins = [f"event#{p}" for p in bad.column(ORIGIN_COLUMN).to_pylist()]
+            else:
+                keys = zip(
                     bad.column("customer_id").to_pylist(),
                     bad.column("subject_id").to_pylist(),
                     strict=True,
                 )
-            ]
+                origins = [f"score:{c}|{s}" for c, s in keys]
             counter(program, "dead_letter", "score").inc(len(origins))
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
@@ -107,6 +110,7 @@ class _ScoreFn(beam.DoFn):
             below = keep & ~passing
             if below.any():
                 counter(program, "below_min_score").inc(int(below.sum()))
+                yield from emit_outcomes(ctx, out.filter(pa.array(below)), "below_min_score")
             keep &= passing
         if keep.all():
             yield out
@@ -157,5 +161,5 @@ class Score(beam.PTransform):
 
     def expand(self, candidates):
         return candidates | "Models" >> beam.ParDo(_ScoreFn(self._scoring, self._ctx)).with_outputs(
-            DEAD_LETTER, main="scored"
+            DEAD_LETTER, OUTCOME, main="scored"
         )

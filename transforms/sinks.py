@@ -8,6 +8,8 @@ the opt-out registry (for all programs, this one, or that channel) are written a
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -19,6 +21,7 @@ from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
 from stores.base import CANDIDATE_COLUMNS, iso, open_store
 from transforms.funnel import counter
+from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import due_times
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -33,6 +36,10 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
     n = batch.num_rows
     names = batch.schema.names
     missing = [c for c in program.fields.context if c not in names]
+    if missing and ctx.streaming:  # events are schemaless: a field an event lacks is null
+        for name in missing:
+            batch = batch.append_column(name, pa.nulls(n, pa.string()))
+        missing = []
     if missing:
         raise ConfigError(
             f"fields.context: no column(s) {missing} on the candidate after enrichment"
@@ -121,6 +128,7 @@ class _WriteFn(beam.DoFn):
         name = self._program.program
         records = candidate_records(batch, self._program, self._ctx)
         counter(name, "stored").inc(self._store.upsert_candidates(records))
+        yield from emit_outcomes(self._ctx, batch, "candidate")
         for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
             self._store.enqueue_outbox(rows)
             channel = rows.column("channel")[0].as_py()
@@ -139,7 +147,25 @@ class WriteCandidates(beam.PTransform):
         self._ctx = context
 
     def expand(self, ranked):
-        return ranked | "Upsert" >> beam.ParDo(_WriteFn(self._program, self._ctx))
+        written = ranked | "Upsert" >> beam.ParDo(_WriteFn(self._program, self._ctx)).with_outputs(
+            OUTCOME, main="written"
+        )
+        return written[OUTCOME]
+
+
+def json_rows(letters: pa.Table) -> list[dict]:
+    """The offending rows of dead letters, parsed back (ids as text, when they were any)."""
+    out = []
+    for text in letters.column("row").to_pylist():
+        row = json.loads(text)
+        out.append(
+            {
+                k: (str(v) if v is not None else None)
+                for k, v in row.items()
+                if k in ("customer_id", "subject_id")
+            }
+        )
+    return out
 
 
 class _DeadLetterFn(beam.DoFn):
@@ -151,6 +177,17 @@ class _DeadLetterFn(beam.DoFn):
 
     def process(self, letters: pa.Table):
         self._store.write_dead_letters(letters)
+        if self._ctx.streaming:
+            # Streaming origins end in the event's log position: record its outcome too.
+            positions = [int(o.rsplit("#", 1)[1]) for o in letters.column("origin").to_pylist()]
+            rows = json_rows(letters)
+            yield pa.table({
+                "position": pa.array(positions, pa.int64()),
+                "outcome": pa.array(["dead_letter"] * len(positions), pa.string()),
+                "reason": letters.column("reason"),
+                "customer_id": pa.array([r.get("customer_id") for r in rows], pa.string()),
+                "subject_id": pa.array([r.get("subject_id") for r in rows], pa.string()),
+            })  # fmt: skip
 
     def teardown(self) -> None:
         if hasattr(self, "_store"):

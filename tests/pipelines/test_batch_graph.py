@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap.context import RunContext
 from configs.schema import load_program, program_paths
-from pipelines.batch import build_pipeline, prefilter_count
+from pipelines.batch import build_pipeline
+from pipelines.graph import prefilter_count
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = program_paths(ROOT / "configs")

@@ -1,7 +1,15 @@
 """``ApplyFilters``: the program's filters in order, one labelled step each
-(``Filter[<name>]`` or ``Filter[<index>:<type>]``), counting every removal by reason."""
+(``Filter[<name>]`` or ``Filter[<index>:<type>]``), counting every removal by reason.
+
+In streaming runs the filters also refresh what they looked up (opt-outs, live keys,
+contacts) every ``REFRESH_SECONDS``, so an opt-out made through the API is honoured by the
+running stream, and removed events are recorded in the outcome ledger.
+"""
 
 from __future__ import annotations
+
+import time
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -11,6 +19,14 @@ from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import FilterConfig
 from transforms.funnel import counter
+from transforms.outcomes import OUTCOME, emit_outcomes
+
+REFRESH_SECONDS = 1.0
+
+
+class FilterOutputs(NamedTuple):
+    kept: beam.PCollection
+    outcome: beam.PCollection
 
 
 class _FilterFn(beam.DoFn):
@@ -22,29 +38,48 @@ class _FilterFn(beam.DoFn):
     def setup(self) -> None:
         self._filter = filters.get(self._spec.type)(self._spec.options, self._ctx)
         self._filter.setup()
+        self._loaded = time.monotonic()
+
+    def start_bundle(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._ctx.streaming and time.monotonic() - self._loaded > REFRESH_SECONDS:
+            self._filter.setup()
+            self._loaded = time.monotonic()
 
     def process(self, batch: pa.RecordBatch):
+        self._refresh()  # a streaming bundle lasts as long as the stream: refresh within it
         kept, removed, reasons = self._filter.split(batch)
         if removed.num_rows:
-            counts = pc.value_counts(pc.fill_null(reasons, "removed"))
-            for item in counts.to_pylist():
+            reasons = pc.fill_null(reasons, "removed")
+            for item in pc.value_counts(reasons).to_pylist():
                 counter(self._ctx.program, "filtered", self._label, item["values"]).inc(
                     item["counts"]
                 )
+            labelled = pc.binary_join_element_wise(self._label, reasons, ": ")
+            yield from emit_outcomes(self._ctx, removed, "filtered", labelled)
         if kept.num_rows:
             yield kept
 
 
 class ApplyFilters(beam.PTransform):
+    """PCollection[RecordBatch] -> FilterOutputs(kept batches, outcome records)."""
+
     def __init__(self, specs: list[FilterConfig], labels: list[str], context: RunContext) -> None:
         super().__init__()
         self._specs = specs
         self._labels = labels
         self._ctx = context
 
-    def expand(self, candidates):
+    def expand(self, candidates) -> FilterOutputs:
+        removed = []
         for spec, label in zip(self._specs, self._labels, strict=True):
-            candidates = candidates | f"Filter[{label}]" >> beam.ParDo(
+            step = candidates | f"Filter[{label}]" >> beam.ParDo(
                 _FilterFn(spec, label, self._ctx)
-            )
-        return candidates
+            ).with_outputs(OUTCOME, main="kept")
+            candidates = step.kept
+            removed.append(step[OUTCOME])
+        if not removed:
+            return FilterOutputs(candidates, candidates.pipeline | "NoOutcomes" >> beam.Create([]))
+        return FilterOutputs(candidates, removed | "Outcomes" >> beam.Flatten())

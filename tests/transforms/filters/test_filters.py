@@ -380,12 +380,8 @@ filters:
         category=["books", "books", "adult", "toys"],
     )  # fmt: skip
     with TestPipeline() as p:
-        kept = (
-            p
-            | beam.Create([first, second])
-            | "Filters" >> ApplyFilters(specs, labels, ctx)
-            | beam.FlatMap(lambda b: b["customer_id"].to_pylist())
-        )
+        filtered = p | beam.Create([first, second]) | "Filters" >> ApplyFilters(specs, labels, ctx)
+        kept = filtered.kept | beam.FlatMap(lambda b: b["customer_id"].to_pylist())
         assert_that(kept, equal_to(["c1", "c7"]), label="Kept")
     funnel = Funnel.from_result("reviews", p.result)
     assert funnel.filtered == {
@@ -406,12 +402,10 @@ filters:
   - type: dedup
 """)
     with TestPipeline() as p:
-        kept = (
-            p
-            | beam.Create([candidates(*BATCH)])
-            | "Filters" >> ApplyFilters(specs, labels, ctx)
-            | beam.FlatMap(lambda b: b["customer_id"].to_pylist())
+        filtered = (
+            p | beam.Create([candidates(*BATCH)]) | "Filters" >> ApplyFilters(specs, labels, ctx)
         )
+        kept = filtered.kept | beam.FlatMap(lambda b: b["customer_id"].to_pylist())
         assert_that(kept, equal_to(["c3", "c5"]), label="Kept")
     funnel = Funnel.from_result("reviews", p.result)
     assert funnel.filtered == {

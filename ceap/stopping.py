@@ -1,0 +1,35 @@
+"""A graceful stop for long-running (streaming) runs: SIGINT/SIGTERM set a flag; sources
+stop reading, what is in flight drains through the graph, and the run ends cleanly."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+_stop = threading.Event()
+
+
+def requested() -> bool:
+    return _stop.is_set()
+
+
+def request() -> None:
+    _stop.set()
+
+
+def reset() -> None:
+    _stop.clear()
+
+
+def install(message: str = "ceap: stopping: draining what is in flight") -> None:
+    """Turns the first SIGINT/SIGTERM into a graceful stop (a second one ends at once)."""
+    import sys
+
+    def handler(signum, frame) -> None:
+        if _stop.is_set():
+            raise KeyboardInterrupt
+        print(message, file=sys.stderr, flush=True)
+        _stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

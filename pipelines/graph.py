@@ -1,0 +1,69 @@
+"""The one graph both modes share: candidates -> enrichment -> filters -> scoring -> ranking ->
+store + outbox, with every stage's failures flowing to the dead-letter sink.
+
+Batch and streaming differ only in where rows come from (``pipelines/batch.py``,
+``pipelines/streaming.py``) and in what happens to per-event outcomes: a streaming run
+records one per event in the ledger, a batch run counts them.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from ceap.context import RunContext
+from ceap.plugins import filters
+from configs.schema import ProgramConfig
+from transforms.candidates import ToCandidates
+from transforms.dedup_events import DedupEvents
+from transforms.enrichment import Enrich
+from transforms.filters.chain import ApplyFilters
+from transforms.ranking import Rank
+from transforms.scoring import Score
+from transforms.sinks import WriteCandidates, WriteDeadLetters
+
+
+def prefilter_count(program: ProgramConfig, ctx: RunContext) -> int:
+    """How many leading filters read no enriched column, so they may run before the joins
+    (fewer rows to join; the funnel is identical because enrichment removes no rows)."""
+    if any(not spec.columns for spec in program.enrich):
+        return 0  # "all columns": what enrichment adds is unknown until run time
+    enriched = {c for spec in program.enrich for c in spec.columns}
+    count = 0
+    for spec in program.filters:
+        reads = filters.get(spec.type)(spec.options, ctx).reads()
+        if reads is None or reads & enriched:
+            break
+        count += 1
+    return count
+
+
+def candidate_graph(
+    rows: beam.PCollection, program: ProgramConfig, ctx: RunContext
+) -> list[beam.PCollection]:
+    """Applies the program to source rows (Arrow batches); returns the PCollections of
+    per-event outcome records (empty in batch runs)."""
+    valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx)
+    candidates = valid.candidates
+    outcomes = []
+    if ctx.streaming:
+        window = program.events.dedup_window if program.events else None
+        fresh = candidates | "DedupEvents" >> DedupEvents(program.fields, window, ctx)
+        candidates = fresh.fresh
+        outcomes.append(fresh.outcome)
+    early = prefilter_count(program, ctx) if program.enrich else 0
+    specs, labels = program.filters, program.filter_labels()
+    if early:
+        pre = candidates | "Prefilter" >> ApplyFilters(specs[:early], labels[:early], ctx)
+        candidates = pre.kept
+        outcomes.append(pre.outcome)
+    enriched = candidates | "Enrich" >> Enrich(program.enrich, program.program)
+    kept = enriched | "Filters" >> ApplyFilters(specs[early:], labels[early:], ctx)
+    scored = kept.kept | "Score" >> Score(program.scoring, ctx)
+    ranked = scored.scored | "Rank" >> Rank(program.ranking, ctx, program.fields.context)
+    stored = ranked.ranked | "Store" >> WriteCandidates(program, ctx)
+    # Two dead-letter sinks rather than a Flatten: the streaming graph must stay one fused
+    # stage (the FnApiRunner materialises a Flatten's inputs until their stage ends).
+    dead = valid.dead_letter | "DeadLetters" >> WriteDeadLetters(ctx)
+    failed = scored.dead_letter | "ScoreDeadLetters" >> WriteDeadLetters(ctx)
+    outcomes += [kept.outcome, scored.outcome, ranked.outcome, stored, dead, failed]
+    return outcomes

@@ -1,0 +1,87 @@
+"""``DedupEvents``: drops repeated streaming events (at-least-once upstreams resend).
+
+An event's identity is ``fields.event_id`` when the program names one, else its customer,
+subject and event time together. A repeat is an event whose identity was already
+accounted for at *another* log position within ``events.dedup_window``: the outcome
+ledger is the durable memory, so a restart forgets nothing, and a replay of the same
+position (after a crash) is not a repeat but the same event, processed idempotently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap import arrow
+from ceap.context import RunContext
+from configs.schema import FieldsConfig
+from connectors.base import ORIGIN_COLUMN
+from stores.base import open_store
+from transforms.funnel import counter
+from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
+
+
+def identities(batch: pa.RecordBatch, fields: FieldsConfig) -> pa.Array:
+    if fields.event_id and fields.event_id in batch.schema.names:
+        return arrow.as_text(batch.column(fields.event_id))
+    times = pc.strftime(
+        pc.cast(batch.column("event_time"), pa.timestamp("us", tz="UTC")),
+        format="%Y-%m-%dT%H:%M:%S",
+    )
+    return pc.binary_join_element_wise(
+        batch.column("customer_id"), batch.column("subject_id"), times, "|"
+    )
+
+
+class _DedupFn(beam.DoFn):
+    def __init__(self, fields: FieldsConfig, window: timedelta, context: RunContext) -> None:
+        self._fields = fields
+        self._window = window
+        self._ctx = context
+
+    def setup(self) -> None:
+        self._store = open_store(self._ctx.store)
+
+    def process(self, batch: pa.RecordBatch):
+        keys = identities(batch, self._fields)
+        batch = batch.append_column(IDENTITY_COLUMN, keys)
+        values = keys.to_pylist()
+        positions = batch.column(ORIGIN_COLUMN).to_numpy()
+        since = RunContext.utcnow() - self._window
+        seen = self._store.seen_events(self._ctx.program, list(set(values)), since)
+        repeat = np.zeros(batch.num_rows, dtype=bool)
+        first: dict[str, int] = {}
+        for i, (key, pos) in enumerate(zip(values, positions, strict=True)):
+            earlier = seen.get(key)
+            if (earlier is not None and earlier != pos) or key in first:
+                repeat[i] = True
+            else:
+                first[key] = pos
+        if repeat.any():
+            counter(self._ctx.program, "filtered", "events", "duplicate event").inc(
+                int(repeat.sum())
+            )
+            yield from emit_outcomes(
+                self._ctx, batch.filter(pa.array(repeat)), "duplicate", "duplicate event"
+            )
+        if not repeat.all():
+            yield batch.filter(pa.array(~repeat)) if repeat.any() else batch
+
+    def teardown(self) -> None:
+        if hasattr(self, "_store"):
+            self._store.close()
+
+
+class DedupEvents(beam.PTransform):
+    """PCollection[RecordBatch] -> (fresh events, outcome records) tagged ``OUTCOME``."""
+
+    def __init__(self, fields: FieldsConfig, window: timedelta, context: RunContext) -> None:
+        super().__init__()
+        self._fn = _DedupFn(fields, window, context)
+
+    def expand(self, batches):
+        return batches | "Drop" >> beam.ParDo(self._fn).with_outputs(OUTCOME, main="fresh")
