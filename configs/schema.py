@@ -45,6 +45,9 @@ class SourceConfig(Component):
 class EventsConfig(Component):
     delay: Duration = timedelta(0)
     """Cooling period: the candidate may be delivered this long after its event."""
+    max_lateness: Duration | None = None
+    """An event whose time is further than this behind the clock is rejected as late (its
+    ask would come too long after the fact); none by default."""
     dedup_window: Duration = timedelta(days=1)
     """A repeat of an event (same ``fields.event_id``, else same customer, subject and
     event time) seen again within this window is dropped as a duplicate."""

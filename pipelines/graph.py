@@ -8,6 +8,8 @@ records one per event in the ledger, a batch run counts them.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import apache_beam as beam
 
 from ceap.context import RunContext
@@ -46,8 +48,10 @@ def candidate_graph(
     candidates = valid.candidates
     outcomes = []
     if ctx.streaming:
-        window = program.events.dedup_window if program.events else None
-        fresh = candidates | "DedupEvents" >> DedupEvents(program.fields, window, ctx)
+        events = program.events
+        window = events.dedup_window if events else timedelta(days=1)
+        lateness = events.max_lateness if events else None
+        fresh = candidates | "DedupEvents" >> DedupEvents(program.fields, window, ctx, lateness)
         candidates = fresh.fresh
         outcomes.append(fresh.outcome)
     early = prefilter_count(program, ctx) if program.enrich else 0

@@ -1,4 +1,5 @@
-"""``DedupEvents``: drops repeated streaming events (at-least-once upstreams resend).
+"""``DedupEvents``: drops repeated streaming events (at-least-once upstreams resend) and,
+with ``events.max_lateness``, events that arrive too late to ask about.
 
 An event's identity is ``fields.event_id`` when the program names one, else its customer,
 subject and event time together. A repeat is an event whose identity was already
@@ -38,15 +39,34 @@ def identities(batch: pa.RecordBatch, fields: FieldsConfig) -> pa.Array:
 
 
 class _DedupFn(beam.DoFn):
-    def __init__(self, fields: FieldsConfig, window: timedelta, context: RunContext) -> None:
+    def __init__(
+        self,
+        fields: FieldsConfig,
+        window: timedelta,
+        context: RunContext,
+        max_lateness: timedelta | None,
+    ) -> None:
         self._fields = fields
         self._window = window
         self._ctx = context
+        self._lateness = max_lateness
 
     def setup(self) -> None:
         self._store = open_store(self._ctx.store)
 
     def process(self, batch: pa.RecordBatch):
+        if self._lateness is not None:
+            cutoff = pa.scalar(RunContext.utcnow() - self._lateness, pa.timestamp("us", tz="UTC"))
+            late = pc.fill_null(pc.less(batch.column("event_time"), cutoff), False)
+            if pc.any(late).as_py():
+                n = pc.sum(late).as_py()
+                counter(self._ctx.program, "filtered", "events", "late event").inc(n)
+                yield from emit_outcomes(
+                    self._ctx, batch.filter(late), "filtered", "events: late event"
+                )
+                batch = batch.filter(pc.invert(late))
+                if not batch.num_rows:
+                    return
         keys = identities(batch, self._fields)
         batch = batch.append_column(IDENTITY_COLUMN, keys)
         values = keys.to_pylist()
@@ -66,7 +86,7 @@ class _DedupFn(beam.DoFn):
                 int(repeat.sum())
             )
             yield from emit_outcomes(
-                self._ctx, batch.filter(pa.array(repeat)), "duplicate", "duplicate event"
+                self._ctx, batch.filter(pa.array(repeat)), "duplicate", "events: duplicate event"
             )
         if not repeat.all():
             yield batch.filter(pa.array(~repeat)) if repeat.any() else batch
@@ -79,9 +99,12 @@ class _DedupFn(beam.DoFn):
 class DedupEvents(beam.PTransform):
     """PCollection[RecordBatch] -> (fresh events, outcome records) tagged ``OUTCOME``."""
 
-    def __init__(self, fields: FieldsConfig, window: timedelta, context: RunContext) -> None:
+    def __init__(
+        self, fields: FieldsConfig, window: timedelta, context: RunContext,
+        max_lateness: timedelta | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self._fn = _DedupFn(fields, window, context)
+        self._fn = _DedupFn(fields, window, context, max_lateness)
 
     def expand(self, batches):
         return batches | "Drop" >> beam.ParDo(self._fn).with_outputs(OUTCOME, main="fresh")

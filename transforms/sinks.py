@@ -9,6 +9,7 @@ the opt-out registry (for all programs, this one, or that channel) are written a
 from __future__ import annotations
 
 import json
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -20,6 +21,7 @@ from ceap.context import RunContext
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
 from stores.base import CANDIDATE_COLUMNS, iso, open_store
+from transforms.filters.chain import REFRESH_SECONDS
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import due_times
@@ -123,17 +125,23 @@ class _WriteFn(beam.DoFn):
     def setup(self) -> None:
         self._store = open_store(self._ctx.store)
         self._opt_outs = self._store.opt_outs()
+        self._loaded = time.monotonic()
 
     def process(self, batch: pa.RecordBatch):
+        if self._ctx.streaming and time.monotonic() - self._loaded > REFRESH_SECONDS:
+            self._opt_outs = self._store.opt_outs()  # an opt-out made meanwhile counts at once
+            self._loaded = time.monotonic()
         name = self._program.program
         records = candidate_records(batch, self._program, self._ctx)
         counter(name, "stored").inc(self._store.upsert_candidates(records))
-        yield from emit_outcomes(self._ctx, batch, "candidate")
         for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
             self._store.enqueue_outbox(rows)
             channel = rows.column("channel")[0].as_py()
             for item in pc.value_counts(rows.column("status")).to_pylist():
                 counter(name, "queued", channel, item["values"]).inc(item["counts"])
+        # Last, after every effect is durable: a crash before this replays the batch
+        # (idempotently); a crash after finds it accounted for.
+        yield from emit_outcomes(self._ctx, batch, "candidate")
 
     def teardown(self) -> None:
         if hasattr(self, "_store"):

@@ -1,0 +1,115 @@
+"""End to end: ``run.py --mode streaming`` as a subprocess, fed through the event log,
+killed with SIGKILL mid-stream, restarted, then stopped with SIGINT. Every event must end
+as exactly one outcome (candidate or a recorded rejection), none twice, and the
+candidates must be exactly the events' distinct keys that pass the filter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from connectors.event_log import EventLog
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = """
+program: ratings
+action: rate
+subject_type: video
+events: {{type: event_log, options: {{path: {log}}}, delay: 10m}}
+fields: {{customer_id: customer_id, subject_id: video_id, event_time: completed_at}}
+filters:
+  - {{type: expression, options: {{keep: "watched_pct > 0.8"}}}}
+scoring: {{models: [{{id: m, type: column, options: {{column: watched_pct}}}}]}}
+channels: [{{type: in_app}}]
+"""
+
+
+def start(home: Path, configs: Path) -> subprocess.Popen:
+    env = {**os.environ, "CEAP_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--program", "ratings", "--mode", "streaming",
+         "--config-dir", str(configs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def ledger_size(home: Path) -> int:
+    try:
+        with sqlite3.connect(home / "ceap.db") as con:
+            return con.execute("SELECT count(*) FROM event_outcomes").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_for(home: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while ledger_size(home) < n:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, f"only {ledger_size(home)} of {n} events accounted"
+        time.sleep(0.05)
+
+
+def events(first: int, count: int) -> list[dict]:
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    return [
+        {"customer_id": f"c{i % 97}", "video_id": f"v{i}", "completed_at": at, "watched_pct": 0.5 + (i % 5) / 10}
+        for i in range(first, first + count)
+    ]  # fmt: skip
+
+
+def test_kill_restart_and_drain_account_for_every_event_once(tmp_path):
+    log, home, configs = tmp_path / "log", tmp_path / "home", tmp_path / "configs"
+    configs.mkdir()
+    (configs / "ratings.yaml").write_text(PROGRAM.format(log=log))
+    event_log = EventLog(log)
+    sent: list[dict] = []
+
+    def feed() -> None:  # events keep arriving before, during and after the crash
+        for chunk in range(12):
+            batch = events(chunk * 100, 100)
+            event_log.append(batch)
+            sent.extend(batch)
+            time.sleep(0.03)
+
+    proc = start(home, configs)
+    warm_up = events(5000, 1)  # the stream is up once its first event is accounted for
+    event_log.append(warm_up)
+    sent.extend(warm_up)
+    wait_for(home, 1, proc)
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    wait_for(home, 150, proc)
+    proc.send_signal(signal.SIGKILL)  # mid-stream: no drain, no goodbye
+    proc.wait(timeout=10)
+    feeder.join()
+    at_crash = ledger_size(home)
+    assert at_crash < 1201, "the crash must leave events unaccounted"
+    print("accounted at the crash:", at_crash)
+
+    resend = sent[:50]  # an upstream at-least-once retry: the same events again
+    event_log.append(resend)
+    proc = start(home, configs)
+    wait_for(home, 1251, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "draining" in err and "funnel [ratings]" in out
+
+    with sqlite3.connect(home / "ceap.db") as con:
+        outcomes = con.execute("SELECT position, outcome FROM event_outcomes").fetchall()
+        candidates = set(con.execute("SELECT customer_id, subject_id FROM candidates").fetchall())
+        outbox = con.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    positions = [p for p, _ in outcomes]
+    assert len(positions) == len(set(positions)) == 1251  # each event exactly once
+    kinds = [o for _, o in outcomes]
+    assert kinds.count("duplicate") == 50
+    expected = {(e["customer_id"], e["video_id"]) for e in sent if e["watched_pct"] > 0.8}
+    assert candidates == expected
+    assert kinds.count("candidate") == len(expected) and outbox == len(expected)
