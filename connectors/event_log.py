@@ -35,6 +35,10 @@ from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN, Connector
 from transforms.dead_letters import RAW
 
 SEGMENT = 1 << 40
+BUNDLE_SECONDS = 30.0
+"""How long the reader keeps one bundle open, polling, before handing back to the runner:
+restarting a bundle of the fused stage pauses it ~150 ms (measured: 1 s bundles put p99 at
+~140 ms, 10 s at ~85 ms). Exactly-once rests on the outcome ledger, not on bundle ends."""
 END = 1 << 62
 
 
@@ -176,7 +180,9 @@ class TailLog(beam.DoFn, RestrictionProvider):
         tracker=beam.DoFn.RestrictionParam(),
         watermark=beam.DoFn.WatermarkEstimatorParam(WalltimeWatermarkEstimator.default_provider()),
     ):
-        deadline = time.monotonic() + 0.25
+        # Poll inside the bundle for a while: in the fused streaming stage a bundle that
+        # ends and restarts costs more than the wait itself.
+        deadline = time.monotonic() + BUNDLE_SECONDS
         start = tracker.current_restriction().start
         while time.monotonic() < deadline:
             if stopping.requested():
@@ -184,17 +190,18 @@ class TailLog(beam.DoFn, RestrictionProvider):
                 return
             lines, end = self._log.read(start, self._max)
             if not lines:
-                if end > start and not tracker.try_claim(end - 1):  # skipped to a new segment
+                if end > start and not tracker.try_claim(end - 1):  # moved to a new segment
                     return
                 start = end
-                break
+                time.sleep(self._poll)
+                continue
             if not tracker.try_claim(end - 1):
                 return
             if self._on_batch is not None:
                 self._on_batch(lines[0][0], end, len(lines))
             yield lines_to_batch(lines, self._path)
             start = end
-        tracker.defer_remainder(Duration.of(self._poll))
+        tracker.defer_remainder(Duration.of(0))
 
     # -- the restriction: positions from the start to the end of time ----------------------
     def initial_restriction(self, element: Any) -> OffsetRange:

@@ -63,23 +63,26 @@ class CandidateStore:
     def resume_position(self, program: str) -> int:
         raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
 
-    # -- pipeline lookups (snapshots taken once per worker) ------------------------------
-    def live_keys(self, program: str, now: datetime) -> pa.Table:
+    # -- pipeline lookups: snapshots taken once per worker in batch runs; in streaming runs
+    # restricted to the customers of each micro-batch (``customers=``), so always current.
+    def live_keys(
+        self, program: str, now: datetime, customers: list[str] | None = None
+    ) -> pa.Table:
         """(customer_id, subject_id, deliver_after) of live, unexpired candidates of the program."""
         raise NotImplementedError
 
-    def acted_keys(self, program: str | None) -> pa.Table:
+    def acted_keys(self, program: str | None, customers: list[str] | None = None) -> pa.Table:
         """(program, customer_id, subject_id) the customer responded to."""
         raise NotImplementedError
 
-    def contacts(self, since: datetime) -> pa.Table:
+    def contacts(self, since: datetime, customers: list[str] | None = None) -> pa.Table:
         """(program, customer_id, subject_id, channel, contacted_at) actually sent since.
 
         Queued rows are not contacts yet: counting them would make a re-run of the same
         batch rank differently; the dispatcher enforces caps again at send time."""
         raise NotImplementedError
 
-    def opt_outs(self) -> pa.Table:
+    def opt_outs(self, customers: list[str] | None = None) -> pa.Table:
         """(customer_id, program, channel); null program/channel means all."""
         raise NotImplementedError
 

@@ -380,35 +380,38 @@ class DynamoDBStore(CandidateStore):
         self._client.put_item(TableName=self.name("runs"), Item=_item(record))
 
     # -- lookups ---------------------------------------------------------------------------
-    def live_keys(self, program: str, now: datetime) -> pa.Table:
+    def live_keys(
+        self, program: str, now: datetime, customers: list[str] | None = None
+    ) -> pa.Table:
         where = "#program = :program AND #status = :live AND #expires_at > :now"
         values = {"program": program, "live": "live", "now": iso(now)}
         columns = ["customer_id", "subject_id", "deliver_after"]
-        return _arrow(
-            self._read("scan", "candidates", columns, values, FilterExpression=where), columns
-        )
+        found = self._read("scan", "candidates", columns, values, FilterExpression=where)
+        return _only(_arrow(found, columns), customers)
 
-    def acted_keys(self, program: str | None) -> pa.Table:
+    def acted_keys(self, program: str | None, customers: list[str] | None = None) -> pa.Table:
         columns = ["program", "customer_id", "subject_id"]
         where = {"FilterExpression": "#program = :program"} if program is not None else {}
         found = self._read("scan", "responses", columns, {"program": program}, **where)
         distinct = dict.fromkeys(tuple(r[c] for c in columns) for r in found)
-        return _arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns)
+        return _only(
+            _arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns), customers
+        )
 
-    def contacts(self, since: datetime) -> pa.Table:
+    def contacts(self, since: datetime, customers: list[str] | None = None) -> pa.Table:
         columns = ["program", "customer_id", "subject_id", "channel", "sent_at"]
         where = "#status = :sent AND #sent_at >= :since"
         values = {"sent": "sent", "since": iso(since)}
         found = self._read("scan", "outbox", columns, values, FilterExpression=where)
         for r in found:
             r["contacted_at"] = r.pop("sent_at")
-        return _arrow(found, [*columns[:4], "contacted_at"])
+        return _only(_arrow(found, [*columns[:4], "contacted_at"]), customers)
 
-    def opt_outs(self) -> pa.Table:
+    def opt_outs(self, customers: list[str] | None = None) -> pa.Table:
         found = self._read("scan", "opt_outs", ["customer_id", "program", "channel"], {})
         for r in found:
             r.update({k: None for k in ("program", "channel") if r.get(k) == "*"})
-        return _arrow(found, ["customer_id", "program", "channel"])
+        return _only(_arrow(found, ["customer_id", "program", "channel"]), customers)
 
     def cached_scores(self, program: str) -> pa.Table:
         columns = ["customer_id", "subject_id", "score", "model_id"]
@@ -494,3 +497,15 @@ class DynamoDBStore(CandidateStore):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _only(table: pa.Table, customers: list[str] | None) -> pa.Table:
+    """The rows of these customers (all when None): the streaming filters' point lookups.
+    A scan then a filter: correct, not yet the per-customer Query it could be."""
+    if customers is None:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(
+        pc.is_in(table.column("customer_id"), value_set=pa.array(customers, pa.string()))
+    )

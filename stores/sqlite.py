@@ -250,31 +250,51 @@ class SqliteStore(CandidateStore):
         # Empty results keep their types, so callers can concatenate them with full ones.
         return pa.table({n: pa.array([], _TYPES.get(n, pa.string())) for n in names})
 
-    def live_keys(self, program: str, now: datetime) -> pa.Table:
-        return self._query(
+    def _for_customers(self, sql: str, params: tuple, customers: list[str] | None) -> pa.Table:
+        """``sql`` (a WHERE clause already open), restricted to ``customers`` when given:
+        streaming filters look up only the customers of the micro-batch at hand."""
+        if customers is None:
+            return self._query(sql, params)
+        parts = []
+        for i in range(0, len(customers), 900):  # SQLite's bound-variable limit
+            chunk = customers[i : i + 900]
+            parts.append(
+                self._query(
+                    f"{sql} AND customer_id IN ({', '.join('?' * len(chunk))})", (*params, *chunk)
+                )
+            )
+        if not parts:
+            return self._query(f"{sql} AND 0", params)
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    def live_keys(
+        self, program: str, now: datetime, customers: list[str] | None = None
+    ) -> pa.Table:
+        return self._for_customers(
             "SELECT customer_id, subject_id, deliver_after FROM candidates "
             "WHERE program = ? AND status = 'live' AND expires_at > ?",
-            (program, iso(now)),
-        )
+            (program, iso(now)), customers,
+        )  # fmt: skip
 
-    def acted_keys(self, program: str | None) -> pa.Table:
-        sql = "SELECT DISTINCT program, customer_id, subject_id FROM responses"
+    def acted_keys(self, program: str | None, customers: list[str] | None = None) -> pa.Table:
+        sql = "SELECT DISTINCT program, customer_id, subject_id FROM responses WHERE "
         if program is None:
-            return self._query(sql)
-        return self._query(sql + " WHERE program = ?", (program,))
+            return self._for_customers(sql + "1", (), customers)
+        return self._for_customers(sql + "program = ?", (program,), customers)
 
-    def contacts(self, since: datetime) -> pa.Table:
-        return self._query(
+    def contacts(self, since: datetime, customers: list[str] | None = None) -> pa.Table:
+        return self._for_customers(
             "SELECT program, customer_id, subject_id, channel, sent_at AS contacted_at FROM outbox "
             "WHERE status = 'sent' AND sent_at >= ?",
-            (iso(since),),
-        )
+            (iso(since),), customers,
+        )  # fmt: skip
 
-    def opt_outs(self) -> pa.Table:
-        return self._query(
+    def opt_outs(self, customers: list[str] | None = None) -> pa.Table:
+        return self._for_customers(
             "SELECT customer_id, NULLIF(program, '*') AS program, NULLIF(channel, '*') AS channel "
-            "FROM opt_outs"
-        )
+            "FROM opt_outs WHERE 1",
+            (), customers,
+        )  # fmt: skip
 
     def cached_scores(self, program: str) -> pa.Table:
         return self._query(

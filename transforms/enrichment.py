@@ -14,6 +14,7 @@ import logging
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from apache_beam.utils import shared
 
@@ -26,10 +27,19 @@ log = logging.getLogger(__name__)
 
 
 class _Lookup:
-    """A weak-referenceable holder for a shared lookup table."""
+    """A weak-referenceable holder for a shared lookup table, with a hash index on its key
+    built on first use by small batches (streaming)."""
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
+        self._index: pd.Index | None = None
+
+    def positions(self, keys: pa.Array) -> pa.Array:
+        """Row of each key in the table (null where absent)."""
+        if self._index is None:
+            self._index = pd.Index(self.table.column("_ceap_key").to_pylist())
+        found = self._index.get_indexer(keys.to_pylist())
+        return pa.array(found, pa.int64(), mask=found < 0)
 
 
 def load_lookup(spec: EnrichConfig) -> pa.Table:
@@ -82,6 +92,13 @@ class _EnrichFn(beam.DoFn):
             raise ConfigError(f"enrich: the candidate has no column {key!r} to join on")
         keep = [c for c in batch.schema.names if c not in self._columns]
         keys = arrow.as_text(batch.column(key))
+        if batch.num_rows < arrow.SMALL_BATCH:
+            rows = self._lookup.table.select(self._columns).take(self._lookup.positions(keys))
+            out = batch.select(keep)
+            for name in self._columns:
+                out = out.append_column(name, rows.column(name).combine_chunks())
+            yield out
+            return
         left = pa.Table.from_batches([batch.select(keep)]).append_column("_ceap_join", keys)
         added = ", ".join(f"l.{arrow.quote(c)}" for c in self._columns)
         sql = (

@@ -77,6 +77,8 @@ class TopN(beam.CombineFn):
 def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
     """Collapses duplicate keys, then keeps the top rows of each group; returns the kept
     rows and how many went as duplicates and as below top_n."""
+    if table.num_rows < arrow.SMALL_BATCH:
+        return _rank_small(table, top_n, group)
     con = arrow.local_duck()
     before = table.num_rows
     table = arrow.query(
@@ -96,6 +98,34 @@ def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[p
         )
         cut = before - table.num_rows
     return table, duplicates, cut
+
+
+def _rank_small(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
+    """``rank_table`` for a few rows (streaming micro-batches), in the same total order."""
+    order = table.sort_by(
+        [("score", "descending"), ("event_time", "descending"), ("customer_id", "ascending"),
+         ("subject_id", "ascending")],
+        null_placement="at_end",
+    )  # fmt: skip
+    customers, subjects = (
+        order.column("customer_id").to_pylist(),
+        order.column("subject_id").to_pylist(),
+    )
+    groups = order.column(group).to_pylist() if group else [None] * order.num_rows
+    seen: set[tuple] = set()
+    taken: dict = {}
+    keep, duplicates, cut = [], 0, 0
+    for i, (c, s, g) in enumerate(zip(customers, subjects, groups, strict=True)):
+        if (c, s) in seen:
+            duplicates += 1
+            continue
+        seen.add((c, s))
+        if top_n is not None and taken.get(g, 0) >= top_n:
+            cut += 1
+            continue
+        taken[g] = taken.get(g, 0) + 1
+        keep.append(i)
+    return order.take(pa.array(keep, pa.int64())), duplicates, cut
 
 
 def _concat(a: pa.Table | None, b: pa.Table) -> pa.Table:

@@ -8,6 +8,7 @@ the opt-out registry (for all programs, this one, or that channel) are written a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -46,12 +47,11 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
         raise ConfigError(
             f"fields.context: no column(s) {missing} on the candidate after enrichment"
         )
-    if program.fields.context:
-        pack = ", ".join(f"{arrow.quote(c)} := {arrow.quote(c)}" for c in program.fields.context)
-        sql = f"SELECT to_json(struct_pack({pack}))::VARCHAR AS j FROM b"
-        context = arrow.query(arrow.local_duck(), sql, b=batch).column("j").combine_chunks()
-    else:
-        context = pa.array(["{}"] * n, pa.string())
+    context = (
+        _context_json(batch.select(program.fields.context))
+        if program.fields.context
+        else pa.array(["{}"] * n, pa.string())
+    )
     delay = program.events.delay if program.events else None
     deliver = batch.column("event_time")
     if delay:
@@ -97,7 +97,31 @@ def outbox_records(
     return out
 
 
+def _context_json(columns: pa.RecordBatch) -> pa.Array:
+    """Each row's context as compact JSON; times in the store's ISO format."""
+    for i, field in enumerate(columns.schema):
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            times, _ = arrow.to_utc(columns.column(i))
+            columns = columns.set_column(i, field.name, _iso(times))
+    if columns.num_rows < arrow.SMALL_BATCH:
+        return pa.array(
+            [
+                json.dumps(r, separators=(",", ":"), ensure_ascii=False, default=str)
+                for r in columns.to_pylist()
+            ],
+            pa.string(),
+        )
+    pack = ", ".join(f"{arrow.quote(c)} := {arrow.quote(c)}" for c in columns.schema.names)
+    sql = f"SELECT to_json(struct_pack({pack}))::VARCHAR AS j FROM b"
+    return arrow.query(arrow.local_duck(), sql, b=columns).column("j").combine_chunks()
+
+
 def _digest(keys: pa.Array) -> pa.Array:
+    """sha256 hex of each key (the outbox idempotency key)."""
+    if len(keys) < arrow.SMALL_BATCH:
+        return pa.array(
+            [hashlib.sha256(k.encode()).hexdigest() for k in keys.to_pylist()], pa.string()
+        )
     table = arrow.query(arrow.local_duck(), "SELECT sha256(k) AS h FROM t", t=pa.table({"k": keys}))
     return table.column("h").combine_chunks()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +32,35 @@ class HistoryTable(TableRef):
     """When set, only rows of this program count (scope ``program``/``subject``)."""
     time_column: str | None = None
     """When set, only rows inside the filter's window count."""
+
+
+class _Cached:
+    """Warehouse history tables are static for a run: read once per filter instance, so a
+    streaming refresh (every second) reloads only the store's snapshots."""
+
+    def _history(
+        self, ref: HistoryTable, program: str | None, since=None, customers=None
+    ) -> pa.Table:
+        cache = self.__dict__.setdefault("_history_cache", {})
+        key = (id(ref), program, since)
+        if key not in cache:
+            cache[key] = _history(ref, program, since)
+        table = cache[key]
+        if customers is None:
+            return table
+        if ("index", key) not in cache:  # customer -> row positions, built once
+            ids = pd.Series(table.column("customer_id").to_pylist(), dtype=object)
+            cache[("index", key)] = ids.groupby(ids).indices if len(ids) else {}
+        index = cache[("index", key)]
+        rows = [index[c] for c in customers if c in index]
+        return table.take(pa.array(np.concatenate(rows) if rows else np.array([], np.int64)))
+
+    def _customers(self, batch: pa.RecordBatch) -> list[str] | None:
+        """Streaming: the micro-batch's customers, looked up fresh in the store for every
+        batch (an opt-out or a send counts at once). Batch runs: None (one snapshot)."""
+        if not self.context.streaming:
+            return None
+        return pc.unique(arrow.as_text(batch.column("customer_id"))).drop_null().to_pylist()
 
 
 def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
@@ -76,7 +106,7 @@ class OptOutOptions(BaseModel):
 
 
 @filters.register("opt_out")
-class OptOutFilter(Filter):
+class OptOutFilter(_Cached, Filter):
     """Removes customers opted out of this program or of everything, on every channel.
 
     Channel-only opt-outs do not remove the candidate: its outbox row for that channel is
@@ -89,11 +119,15 @@ class OptOutFilter(Filter):
         return {"customer_id", *([self.options.column] if self.options.column else [])}
 
     def setup(self) -> None:
+        if not self.context.streaming:
+            self._load(None)
+
+    def _load(self, customers: list[str] | None) -> None:
         ids: list[pa.Array] = []
         if self.options.registry:
             store = open_store(self.context.store)
             try:
-                reg = store.opt_outs()
+                reg = store.opt_outs(customers)
             finally:
                 store.close()
             if reg.num_rows:
@@ -109,20 +143,23 @@ class OptOutFilter(Filter):
                     arrow.as_text(reg.column("customer_id").filter(applies).combine_chunks())
                 )
         if self.options.history is not None:
-            ref = self.options.history
-            table = ref.read(
-                [ref.customer_column, *([ref.program_column] if ref.program_column else [])]
-            )
-            if ref.program_column:
-                table = table.filter(
-                    pc.equal(table.column(ref.program_column), self.context.program)
+            cache = self.__dict__.setdefault("_history_cache", {})
+            if "opted" not in cache:  # static warehouse data: read once
+                ref = self.options.history
+                table = ref.read(
+                    [ref.customer_column, *([ref.program_column] if ref.program_column else [])]
                 )
-            ids.append(arrow.as_text(table.column(ref.customer_column).combine_chunks()))
+                if ref.program_column:
+                    table = table.filter(
+                        pc.equal(table.column(ref.program_column), self.context.program)
+                    )
+                cache["opted"] = arrow.as_text(table.column(ref.customer_column).combine_chunks())
+            ids.append(cache["opted"])
         self._opted = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if not hasattr(self, "_opted"):
-            self.setup()
+        if self.context.streaming or not hasattr(self, "_opted"):
+            self._load(self._customers(batch))
         n = batch.num_rows
         keep = np.ones(n, dtype=bool)
         reasons = np.full(n, None, dtype=object)
@@ -155,7 +192,7 @@ class FrequencyCapOptions(BaseModel):
 
 
 @filters.register("frequency_cap")
-class FrequencyCapFilter(Filter):
+class FrequencyCapFilter(_Cached, Filter):
     """Caps asks per customer: a contact is one ask (program, subject), whatever the number of
     channels it went through; the outbox counts what it sent in the window."""
 
@@ -165,13 +202,17 @@ class FrequencyCapFilter(Filter):
         return {"customer_id", "subject_id", "event_time"}
 
     def setup(self) -> None:
+        if not self.context.streaming:
+            self._load(None)
+
+    def _load(self, customers: list[str] | None) -> None:
         o, ctx = self.options, self.context
         since = ctx.now - o.window
         program = None if o.scope == "all" else ctx.program
         store = open_store(ctx.store)
         try:
-            sent = store.contacts(since)
-            live = store.live_keys(ctx.program, ctx.now)
+            sent = store.contacts(since, customers)
+            live = store.live_keys(ctx.program, ctx.now, customers)
         finally:
             store.close()
         sent = pa.table({c: _text(sent, c) for c in ("program", "customer_id", "subject_id")})
@@ -179,11 +220,9 @@ class FrequencyCapFilter(Filter):
             sent = sent.filter(pc.equal(sent.column("program"), program))
         parts = [sent]
         if o.history is not None:
-            hist = _history(o.history, program, since)
+            hist = self._history(o.history, program, since, customers)
             parts.append(hist.select(["program", "customer_id", "subject_id"]))
-        asks = arrow.query(
-            arrow.local_duck(), "SELECT DISTINCT * FROM a", a=pa.concat_tables(parts)
-        )
+        asks = _distinct(pa.concat_tables(parts))
         self._keys = ["customer_id", "subject_id"] if o.scope == "subject" else ["customer_id"]
         self._counts = KeyedCounts(asks, self._keys)
         # A re-run of the same event meets its own sent message: that ask is this candidate,
@@ -198,8 +237,8 @@ class FrequencyCapFilter(Filter):
         )
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if not hasattr(self, "_counts"):
-            self.setup()
+        if self.context.streaming or not hasattr(self, "_counts"):
+            self._load(self._customers(batch))
         counts = self._counts.lookup(batch, self._keys)
         if self._same_event is not None:
             own = self._own.lookup(batch, KEYS) > 0
@@ -219,6 +258,14 @@ def with_deliver_after(batch: pa.RecordBatch, delay) -> pa.RecordBatch:
         pc.cast(due, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
     )
     return batch.append_column("deliver_after", text)
+
+
+def _distinct(table: pa.Table) -> pa.Table:
+    if table.num_rows < arrow.SMALL_BATCH:
+        return pa.Table.from_pylist(
+            list({tuple(r.values()): r for r in table.to_pylist()}.values()), schema=table.schema
+        )
+    return arrow.query(arrow.local_duck(), "SELECT DISTINCT * FROM a", a=table)
 
 
 def _text(table: pa.Table, name: str) -> pa.Array:
@@ -241,26 +288,32 @@ class DedupOptions(BaseModel):
 
 
 @filters.register("dedup")
-class DedupFilter(Filter):
+class DedupFilter(_Cached, Filter):
     Options = DedupOptions
 
     def reads(self) -> set[str]:
         return {"customer_id", "subject_id", "event_time"}
 
     def setup(self) -> None:
+        if not self.context.streaming:
+            self._load(None)
+
+    def _load(self, customers: list[str] | None) -> None:
         o, ctx = self.options, self.context
         store = open_store(ctx.store)
         try:
-            live = store.live_keys(ctx.program, ctx.now) if o.live else None
+            live = store.live_keys(ctx.program, ctx.now, customers) if o.live else None
             acted = (
-                store.acted_keys(ctx.program).select(["customer_id", "subject_id"])
+                store.acted_keys(ctx.program, customers).select(["customer_id", "subject_id"])
                 if o.acted
                 else None
             )
         finally:
             store.close()
         if o.history is not None:
-            hist = _history(o.history, ctx.program).select(["customer_id", "subject_id"])
+            hist = self._history(o.history, ctx.program, None, customers).select(
+                ["customer_id", "subject_id"]
+            )
             acted = (
                 hist
                 if acted is None or not acted.num_rows
@@ -274,8 +327,8 @@ class DedupFilter(Filter):
         self._live_any = KeyedCounts(live, keys) if live is not None else None
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if not hasattr(self, "_live"):
-            self.setup()
+        if self.context.streaming or not hasattr(self, "_live"):
+            self._load(self._customers(batch))
         n = batch.num_rows
         keys = ["customer_id", "subject_id"]
         keep = np.ones(n, dtype=bool)
