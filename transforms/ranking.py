@@ -102,11 +102,10 @@ def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[p
 
 def _rank_small(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
     """``rank_table`` for a few rows (streaming micro-batches), in the same total order."""
-    order = table.sort_by(
-        [("score", "descending"), ("event_time", "descending"), ("customer_id", "ascending"),
-         ("subject_id", "ascending")],
-        null_placement="at_end",
-    )  # fmt: skip
+    order = table.sort_by([
+        ("score", "descending", "at_end"), ("event_time", "descending", "at_end"),
+        ("customer_id", "ascending", "at_end"), ("subject_id", "ascending", "at_end"),
+    ])  # fmt: skip
     customers, subjects = (
         order.column("customer_id").to_pylist(),
         order.column("subject_id").to_pylist(),
