@@ -23,11 +23,19 @@ def reset() -> None:
 
 def install(message: str = "ceap: stopping: draining what is in flight") -> None:
     """Turns the first SIGINT/SIGTERM into a graceful stop (a second one ends at once)."""
+    import os
     import sys
 
     def handler(signum, frame) -> None:
         if _stop.is_set():
-            raise KeyboardInterrupt
+            # A second signal: leave now. Nothing is lost: a restart replays every event
+            # not yet accounted for in the outcome ledger.
+            print(
+                "ceap: stopped without draining; a restart resumes where it left off",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(130)
         print(message, file=sys.stderr, flush=True)
         _stop.set()
 
