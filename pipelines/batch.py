@@ -19,6 +19,7 @@ from ceap.context import RunContext
 from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
 from pipelines.graph import candidate_graph
+from pipelines.options import default_runner
 from scorers.experiments import bounds, buckets
 from stores.base import iso, open_store
 from transforms.funnel import Funnel, counter
@@ -100,7 +101,8 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
 def build_pipeline(
     program: ProgramConfig, ctx: RunContext, options: PipelineOptions | None = None
 ) -> beam.Pipeline:
-    p = beam.Pipeline(options=options or PipelineOptions([]))
+    options = options or PipelineOptions([])
+    p = beam.Pipeline(runner=default_runner(options), options=options)
     rows = read_sources(p, program, ctx)
     candidate_graph(rows, program, ctx)
     return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 
 class CeapOptions(PipelineOptions):
@@ -19,3 +19,14 @@ class CeapOptions(PipelineOptions):
             "--store", default=os.environ.get("CEAP_STORE", "sqlite"),
             help="sqlite (default, $CEAP_HOME/ceap.db), sqlite:///path.db, dynamodb://prefix",
         )  # fmt: skip
+
+
+def default_runner(options: PipelineOptions):
+    """With no ``--runner``: Beam's in-process FnApiRunner (what the DirectRunner falls back
+    to here). Named explicitly so every machine runs the same engine: the DirectRunner first
+    tries to fetch and start a Prism binary, which runs streaming graphs differently."""
+    if options.view_as(StandardOptions).runner:
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()

@@ -19,6 +19,7 @@ from ceap.errors import ConfigError
 from ceap.plugins import connectors
 from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
+from pipelines.options import default_runner
 from stores.base import iso, open_store
 from transforms.funnel import Funnel
 from transforms.outcomes import WriteOutcomes
@@ -67,18 +68,6 @@ def build_streaming_pipeline(
     for i, outcome in enumerate(candidate_graph(rows, program, ctx)):
         _ = outcome | f"Outcomes[{i}]" >> WriteOutcomes(ctx)
     return p
-
-
-def default_runner(options: PipelineOptions):
-    """With no ``--runner``, the in-process FnApiRunner: it runs the fused streaming graph
-    continuously (and skips the DirectRunner's attempt to fetch a Prism binary)."""
-    from apache_beam.options.pipeline_options import StandardOptions as Std
-
-    if options.view_as(Std).runner:
-        return None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return FnApiRunner()
 
 
 def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -> Funnel:
