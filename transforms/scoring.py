@@ -84,7 +84,11 @@ class _ScoreFn(beam.DoFn):
                 errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
         if failed.any() and self._scoring.fallback == "cached":
             failed = self._fallback(batch, failed, scores, model_ids)
-        out = batch.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
+        # The model's output replaces same-named input columns (a source may carry "score").
+        out = batch.drop_columns(
+            [c for c in ("score", "model_id", "treatment") if c in batch.schema.names]
+        )
+        out = out.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
         out = out.append_column("model_id", pa.array(model_ids, pa.string()))
         out = out.append_column("treatment", pa.array(treatments, pa.string()))
         if failed.any():

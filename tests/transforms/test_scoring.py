@@ -132,3 +132,24 @@ def test_fallback_cached_uses_the_stored_score_for_the_key(ctx, add_candidates):
     funnel = Funnel.from_result("reviews", p.result)
     assert funnel.fallback == 1
     assert funnel.dead_letters == {"score": 2}
+
+
+def test_the_model_score_replaces_a_source_column_of_the_same_name(ctx):
+    """A source that already carries ``score`` (or ``model_id``, ``treatment``) must not end
+    up with the field twice: the model's output replaces it."""
+    config = scoring("[{id: m, type: column, options: {column: score}}]")
+    batch = (
+        batch_of(3)
+        .append_column("score", pa.array([0.9, 0.1, 0.5]))
+        .append_column("treatment", pa.array(["x", "y", "z"]))
+    )
+    with TestPipeline() as p:
+        out = p | beam.Create([batch]) | Score(config, ctx)
+        names = out.scored | "Names" >> beam.Map(
+            lambda b: b.schema.names.count("score") + b.schema.names.count("treatment")
+        )
+        assert_that(names, equal_to([2]), label="Once")
+        assert_that(
+            rows(out.scored),
+            equal_to([("c0", 0.9, "m", "m"), ("c1", 0.1, "m", "m"), ("c2", 0.5, "m", "m")]),
+        )
