@@ -21,9 +21,9 @@ from ceap import arrow
 from ceap.context import RunContext
 from configs.schema import FieldsConfig
 from connectors.base import ORIGIN_COLUMN
-from stores.base import open_store
 from transforms.funnel import counter
 from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
+from transforms.store_fn import StoreDoFn
 
 
 def identities(batch: pa.RecordBatch, fields: FieldsConfig) -> pa.Array:
@@ -38,7 +38,7 @@ def identities(batch: pa.RecordBatch, fields: FieldsConfig) -> pa.Array:
     )
 
 
-class _DedupFn(beam.DoFn):
+class _DedupFn(StoreDoFn):
     def __init__(
         self,
         fields: FieldsConfig,
@@ -46,13 +46,10 @@ class _DedupFn(beam.DoFn):
         context: RunContext,
         max_lateness: timedelta | None,
     ) -> None:
+        super().__init__(context)
         self._fields = fields
         self._window = window
-        self._ctx = context
         self._lateness = max_lateness
-
-    def setup(self) -> None:
-        self._store = open_store(self._ctx.store)
 
     def process(self, batch: pa.RecordBatch):
         if self._lateness is not None:
@@ -90,10 +87,6 @@ class _DedupFn(beam.DoFn):
             )
         if not repeat.all():
             yield batch.filter(pa.array(~repeat)) if repeat.any() else batch
-
-    def teardown(self) -> None:
-        if hasattr(self, "_store"):
-            self._store.close()
 
 
 class DedupEvents(beam.PTransform):

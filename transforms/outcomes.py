@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ceap.context import RunContext
 from connectors.base import ORIGIN_COLUMN
-from stores.base import open_store
+from transforms.store_fn import StoreDoFn
 
 OUTCOME = "outcome"
 IDENTITY_COLUMN = "_ceap_event_key"
@@ -42,19 +42,9 @@ def emit_outcomes(ctx: RunContext, batch, outcome: str, reasons=None):
         yield beam.pvalue.TaggedOutput(OUTCOME, outcomes(batch, outcome, reasons))
 
 
-class _WriteOutcomesFn(beam.DoFn):
-    def __init__(self, context: RunContext) -> None:
-        self._ctx = context
-
-    def setup(self) -> None:
-        self._store = open_store(self._ctx.store)
-
+class _WriteOutcomesFn(StoreDoFn):
     def process(self, table: pa.Table):
         self._store.record_outcomes(self._ctx.program, table)
-
-    def teardown(self) -> None:
-        if hasattr(self, "_store"):
-            self._store.close()
 
 
 class WriteOutcomes(beam.PTransform):

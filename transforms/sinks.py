@@ -21,11 +21,12 @@ from ceap import arrow
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
-from stores.base import CANDIDATE_COLUMNS, iso, open_store
+from stores.base import CANDIDATE_COLUMNS, iso
 from transforms.filters.chain import REFRESH_SECONDS
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import due_times
+from transforms.store_fn import StoreDoFn
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -141,13 +142,13 @@ def _opted_out(customers: pa.Array, channel: str, program: str, opt_outs: pa.Tab
     return pc.if_else(hit, pa.scalar("opted out"), pa.scalar(None, pa.string()))
 
 
-class _WriteFn(beam.DoFn):
+class _WriteFn(StoreDoFn):
     def __init__(self, program: ProgramConfig, context: RunContext) -> None:
+        super().__init__(context)
         self._program = program
-        self._ctx = context
 
     def setup(self) -> None:
-        self._store = open_store(self._ctx.store)
+        super().setup()
         self._opt_outs = self._store.opt_outs()
         self._loaded = time.monotonic()
 
@@ -166,10 +167,6 @@ class _WriteFn(beam.DoFn):
         # Last, after every effect is durable: a crash before this replays the batch
         # (idempotently); a crash after finds it accounted for.
         yield from emit_outcomes(self._ctx, batch, "candidate")
-
-    def teardown(self) -> None:
-        if hasattr(self, "_store"):
-            self._store.close()
 
 
 class WriteCandidates(beam.PTransform):
@@ -200,13 +197,7 @@ def json_rows(letters: pa.Table) -> list[dict]:
     return out
 
 
-class _DeadLetterFn(beam.DoFn):
-    def __init__(self, context: RunContext) -> None:
-        self._ctx = context
-
-    def setup(self) -> None:
-        self._store = open_store(self._ctx.store)
-
+class _DeadLetterFn(StoreDoFn):
     def process(self, letters: pa.Table):
         self._store.write_dead_letters(letters)
         if self._ctx.streaming:
@@ -220,10 +211,6 @@ class _DeadLetterFn(beam.DoFn):
                 "customer_id": pa.array([r.get("customer_id") for r in rows], pa.string()),
                 "subject_id": pa.array([r.get("subject_id") for r in rows], pa.string()),
             })  # fmt: skip
-
-    def teardown(self) -> None:
-        if hasattr(self, "_store"):
-            self._store.close()
 
 
 class WriteDeadLetters(beam.PTransform):
