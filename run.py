@@ -254,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_generate(rest)
         if command == "emit":
             return run_emit(rest)
+        if command == "serve":
+            from serving.cli import main as serve
+
+            return serve(rest)
         print(f"ceap: `run.py {command}` is not available in this version yet", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(

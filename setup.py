@@ -40,6 +40,9 @@ setup(
         "boto3>=1.34,<2",
         "mmh3>=4,<6",
         "Jinja2>=3.1,<4",
+        "fastapi>=0.110,<1",
+        "uvicorn>=0.29,<1",
+        "prometheus-client>=0.20,<1",
     ],
     extras_require={
         "athena": ["pyathena>=3,<5"],
@@ -50,6 +53,8 @@ setup(
             "pytest-xdist>=3,<4",
             "hypothesis>=6.100,<7",
             "moto[server]>=5,<6",
+            "httpx>=0.27,<1",
+            "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
         ],
     },

@@ -498,6 +498,46 @@ class DynamoDBStore(CandidateStore):
     def close(self) -> None:
         self._client.close()
 
+    # -- Serving API reads and writes -------------------------------------------------------
+    def expire_candidate(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """Marks a live candidate expired (failed a serving re-check); False when it was not
+        live (consumed meanwhile, or deleted by the TTL)."""
+        from ceap.context import RunContext
+
+        key = {"customer_id": customer_id, "sk": _sk(program, subject_id)}
+        fields = {"status": "expired", "updated_at": iso(RunContext.utcnow())}
+        update = self._update(
+            "candidates", key, fields, "attribute_exists(#sk) AND #status = :live", {"live": "live"}
+        )
+        try:
+            self._client.update_item(**update)
+        except self._errors.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def has_response(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """One Query on the customer's partition, sort keys ``program#subject_id#...``; the
+        filter on subject_id guards against subject ids that themselves contain ``#``."""
+        values = {
+            "customer_id": customer_id, "prefix": _sk(program, subject_id, ""),
+            "subject_id": subject_id,
+        }  # fmt: skip
+        found = self._read(
+            "query", "responses", ["sk"], values,
+            KeyConditionExpression="#customer_id = :customer_id AND begins_with(#sk, :prefix)",
+            FilterExpression="#subject_id = :subject_id",
+        )  # fmt: skip
+        return bool(found)
+
+    def is_opted_out(self, customer_id: str, program: str, channel: str | None = None) -> bool:
+        """As SqliteStore.is_opted_out: one Query of the customer's (few) opt-outs."""
+        found = self._read(
+            "query", "opt_outs", ["program", "channel"], {"customer_id": customer_id},
+            KeyConditionExpression="#customer_id = :customer_id",
+        )  # fmt: skip
+        channels = {"*"} if channel is None else {"*", channel}
+        return any(r["program"] in ("*", program) and r["channel"] in channels for r in found)
+
 
 def _only(table: pa.Table, customers: list[str] | None) -> pa.Table:
     """The rows of these customers (all when None): the streaming filters' point lookups.

@@ -346,6 +346,62 @@ class SqliteStore(CandidateStore):
     def close(self) -> None:
         self._conn.close()
 
+    # -- Serving API reads and writes -----------------------------------------------------
+    def customer_candidates(
+        self, customer_id: str, program: str | None = None, limit: int = 100
+    ) -> list[dict]:
+        """A customer's live candidates, best score first (index ``candidates_by_customer``).
+
+        Returns dicts of customer_id and the serving fields (DESIGN.md §6 plus status and
+        deliver_after), context the stored JSON text, as DynamoDBStore's. The caller still
+        checks expires_at and deliver_after against its own clock.
+        """
+        sql = (
+            "SELECT customer_id, program, subject_type, subject_id, action, score, model_id, "
+            "treatment, context, created_at, expires_at, deliver_after, status FROM candidates "
+            "WHERE customer_id = ? AND status = 'live'"
+        )
+        params: tuple = (customer_id,)
+        if program is not None:
+            sql, params = sql + " AND program = ?", (*params, program)
+        cur = self._conn.execute(
+            sql + " ORDER BY score IS NULL, score DESC LIMIT ?", (*params, limit)
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def expire_candidate(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """Marks a live candidate expired (failed a serving re-check); False when it was not live."""
+        from ceap.context import RunContext
+
+        with self._transaction():
+            cur = self._conn.execute(
+                "UPDATE candidates SET status = 'expired', updated_at = ? "
+                "WHERE program = ? AND customer_id = ? AND subject_id = ? AND status = 'live'",
+                (iso(RunContext.utcnow()), program, customer_id, subject_id),
+            )
+        return cur.rowcount > 0
+
+    def has_response(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """Whether the customer already responded to this subject in this program."""
+        row = self._conn.execute(
+            "SELECT 1 FROM responses WHERE program = ? AND customer_id = ? AND subject_id = ? LIMIT 1",
+            (program, customer_id, subject_id),
+        ).fetchone()
+        return row is not None
+
+    def is_opted_out(self, customer_id: str, program: str, channel: str | None = None) -> bool:
+        """Opted out of this program (or of all) on every channel, or, given ``channel``, on
+        that channel too. A channel-only opt-out leaves the other channels deliverable."""
+        channels = ("*",) if channel is None else ("*", channel)
+        marks = ", ".join("?" * len(channels))
+        row = self._conn.execute(
+            f"SELECT 1 FROM opt_outs WHERE customer_id = ? AND program IN (?, '*') "
+            f"AND channel IN ({marks}) LIMIT 1",
+            (customer_id, program, *channels),
+        ).fetchone()
+        return row is not None
+
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout)."""

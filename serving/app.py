@@ -1,0 +1,494 @@
+"""The Serving API of DESIGN.md §6: a customer's live candidates in milliseconds.
+
+    GET    /v1/customers/{customer_id}/candidates?program=&channel=&limit=
+    POST   /v1/responses        {"program", "customer_id", "subject_id", "response"?}
+    POST   /v1/opt-outs         {"customer_id", "program"?, "channel"?}
+    DELETE /v1/opt-outs/{customer_id}
+    GET    /healthz, /metrics (Prometheus), /docs (OpenAPI)
+
+Served candidates are live, unexpired by the clock (whatever the backend's TTL sweep did),
+deliverable (deliver_after <= now), not opted out (checked on every call, so an opt-out is
+honoured at once), best score first. Candidates older than their program's ``staleness`` are
+re-checked by the eligibility checks (serving/eligibility.py) first; an ineligible one is
+marked expired in the store and omitted.
+
+Data routes need an API key (``X-API-Key: K`` or ``Authorization: Bearer K``; keys from
+``CEAP_API_KEYS``, comma-separated, or ``api_keys``): with no keys configured every data
+request is refused. Every parameter is validated (422), bodies are capped (413), and an
+unexpected error answers a bare 500 (details go to the log, never to the client).
+
+A response for a subject with no live candidate is still recorded (it feeds dedup and
+frequency caps): ``POST /v1/responses`` answers 200 with ``"consumed": false``, not 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, HTTPException, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ceap.context import RunContext
+from serving.eligibility import (
+    ELIGIBLE,
+    INELIGIBLE,
+    Eligibility,
+    EligibilityCheck,
+    Policy,
+    default_checks,
+)
+from stores.base import iso, open_store
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"  # customer and subject ids, at most 128 chars
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # program and channel names (configs/schema.py's)
+FETCH = 100  # rows read per customer: the page size cap; the filters run on these
+MAX_BODY = 16 * 1024
+MAX_RESPONSE = 4 * 1024  # the `response` payload, as JSON
+
+LATENCY = Histogram(
+    "ceap_http_request_duration_seconds", "Request latency by route", ["method", "route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)  # fmt: skip
+REQUESTS = Counter(
+    "ceap_http_requests", "Requests by route and status", ["method", "route", "status"]
+)
+
+CustomerId = Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length=128)]
+IdField = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
+NameField = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
+
+
+class CandidateOut(BaseModel):
+    program: str
+    subject_type: str
+    subject_id: str
+    action: str
+    score: float | None
+    model_id: str | None
+    treatment: str | None
+    context: dict[str, Any]
+    created_at: str
+    expires_at: str
+
+
+class CandidatesOut(BaseModel):
+    customer_id: str
+    candidates: list[CandidateOut]
+
+
+class ResponseIn(BaseModel):
+    """The customer acted on a candidate (reviewed, rated, answered)."""
+
+    model_config = ConfigDict(extra="forbid")
+    program: NameField
+    customer_id: IdField
+    subject_id: IdField
+    response: Any = None
+
+    @field_validator("response")
+    @classmethod
+    def _small(cls, value: Any) -> Any:
+        try:
+            size = len(json.dumps(value))
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("response must be plain JSON") from None
+        if size > MAX_RESPONSE:
+            raise ValueError(f"response must be at most {MAX_RESPONSE} bytes of JSON")
+        return value
+
+
+class ResponseOut(BaseModel):
+    recorded: bool
+    consumed: bool
+
+
+class OptOutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: IdField
+    program: NameField | None = None
+    """null: every program."""
+    channel: NameField | None = None
+    """null: every channel."""
+
+
+class OptOutOut(OptOutIn):
+    opted_out: bool = True
+
+
+class OptOutsRemoved(BaseModel):
+    customer_id: str
+    removed: int
+
+
+class _Stores:
+    """Per-worker store handles. SQLite: one writer connection (writes serialised by a lock)
+    and a read-only connection per thread, read inline on the event loop (an indexed read
+    takes tens of microseconds, less than a thread hop). Other backends: one client, called
+    on the thread pool (network round trips must not block the loop). Opened on first use,
+    so a closed app (lifespan shutdown) that gets a request again reopens them."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.local = spec == "sqlite" or spec.startswith("sqlite:")
+        self._writer: Any = None
+        self._lock = threading.Lock()
+        self._readers: dict[int, Any] = {}  # thread id -> read-only SqliteStore
+        self.writer  # noqa: B018 - open now: creates the SQLite file and its tables
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            self._writer = open_store(self.spec)
+        return self._writer
+
+    def reader(self) -> Any:
+        if not self.local:
+            return self.writer
+        store = self._readers.get(threading.get_ident())
+        if store is None:
+            from stores.sqlite import SqliteStore
+
+            path = str(self.writer.path.resolve())  # `sqlite:////abs` leaves a `//abs` path,
+            path = "/" + path.lstrip("/")  # which the read-only file: URI takes for a host
+            store = self._readers[threading.get_ident()] = SqliteStore(path, read_only=True)
+        return store
+
+    async def read(self, fn: Callable[[Any], Any]) -> Any:
+        if self.local:
+            return fn(self.reader())
+        return await run_in_threadpool(fn, self.writer)
+
+    async def write(self, fn: Callable[[Any], Any]) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return fn(self.writer)
+
+        return await run_in_threadpool(locked)
+
+    def close(self) -> None:
+        opened = [*self._readers.values(), self._writer]
+        self._readers, self._writer = {}, None
+        for store in filter(None, opened):
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown; the thread may be gone
+                log.debug("closing a store failed", exc_info=True)
+
+
+def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """name -> ProgramConfig of every valid config; an invalid one is logged and skipped
+    (its candidates are still served, with no staleness re-check and no channel)."""
+    from ceap.errors import CeapError
+    from ceap.home import default_config_dir
+    from configs.schema import load_program, program_paths
+
+    programs = {}
+    for path in program_paths(FilePath(config_dir or default_config_dir())):
+        try:
+            program = load_program(path)
+        except CeapError as exc:
+            log.warning("serving without program config %s: %s", path, exc)
+            continue
+        programs[program.program] = program
+    return programs
+
+
+class _Observe:
+    """ASGI middleware: latency and status per route template (never per customer id) and
+    the body size cap, also for chunked bodies with no Content-Length."""
+
+    def __init__(self, app: Any, max_body: int, keys: list[bytes]) -> None:
+        self.app, self.max_body, self.keys = app, max_body, keys
+
+    def authenticated(self, headers: dict[bytes, bytes]) -> bool:
+        """X-API-Key or Bearer against every key, each compare constant-time."""
+        given = [headers.get(b"x-api-key", b"")]
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer":
+            given.append(token.strip())
+        ok = False
+        for value in filter(None, given):
+            for key in self.keys:
+                ok |= hmac.compare_digest(value, key)
+        return ok
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
+        response = None
+        if scope["path"].startswith("/v1/") and not self.authenticated(headers):
+            response = JSONResponse({"detail": "missing or invalid API key"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        elif not length.isdigit() or int(length) > self.max_body:
+            response = JSONResponse({"detail": "request body too large"}, status_code=413)
+        if response is not None:
+            REQUESTS.labels(scope["method"], "unmatched", str(response.status_code)).inc()
+            return await response(scope, receive, send)
+        seen = [0]
+
+        async def counted() -> dict:
+            message = await receive()
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > self.max_body:
+                raise HTTPException(413, "request body too large")
+            return message
+
+        async def observed(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counted, observed)
+        finally:
+            route = scope.get("route")
+            name = route.path if route is not None else "unmatched"
+            LATENCY.labels(scope["method"], name).observe(time.perf_counter() - start)
+            REQUESTS.labels(scope["method"], name, str(status[0])).inc()
+
+
+def _api_keys(given: list[str] | None) -> list[bytes]:
+    keys = given if given is not None else os.environ.get("CEAP_API_KEYS", "").split(",")
+    return [k.strip().encode() for k in keys if k.strip()]
+
+
+def create_app(
+    store_spec: str = "sqlite",
+    config_dir: str | os.PathLike | None = None,
+    api_keys: list[str] | None = None,
+    eligibility_checks: list[EligibilityCheck] | None = None,
+    policies: dict[str, Policy] | None = None,
+    clock: Callable[[], datetime] = RunContext.utcnow,
+    max_body: int = MAX_BODY,
+) -> FastAPI:
+    """Builds the API over one store.
+
+    Args:
+        store_spec: as ``open_store`` (``sqlite``, ``sqlite:///x.db``, ``dynamodb://...``).
+        config_dir: program configs (staleness bounds, channels); default as the CLI's.
+        api_keys: accepted keys; None reads ``CEAP_API_KEYS``.
+        eligibility_checks: the re-checks of stale candidates; default opt_out and
+            already_acted on this store (add a ``CatalogueCheck`` for the subject's side).
+        policies: program -> ``serve`` | ``omit`` when a check cannot answer (default serve).
+        clock: now, as an aware UTC datetime (tests move it).
+    """
+    keys = _api_keys(api_keys)
+    if not keys:
+        log.warning("no API keys configured (CEAP_API_KEYS): every data request is refused")
+    stores = _Stores(store_spec)
+    programs = _load_programs(config_dir)
+    checks = (
+        eligibility_checks
+        if eligibility_checks is not None
+        else default_checks(stores.reader, stores.local)
+    )
+    eligibility = Eligibility(checks, policies)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        eligibility.close()
+        stores.close()
+
+    app = FastAPI(
+        title="CEAP Serving API",
+        version="1",
+        description=(__doc__ or "").split("\n\n", 2)[2],
+        lifespan=lifespan,
+    )
+    app.state.stores, app.state.eligibility, app.state.programs = stores, eligibility, programs
+    app.add_middleware(_Observe, max_body=max_body, keys=keys)
+    _document_security(app)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.get("/v1/customers/{customer_id}/candidates", response_model=CandidatesOut,
+             summary="A customer's live, eligible candidates, best first",
+             openapi_extra={"parameters": CANDIDATE_PARAMETERS})  # fmt: skip
+    async def candidates(request: Request) -> Response:
+        customer_id, program, channel, limit = _candidate_params(request.scope)
+        now_dt = clock()
+        now = iso(now_dt)
+        rows = await stores.read(lambda s: s.customer_candidates(customer_id, program, FETCH))
+        rows = [
+            r for r in rows
+            if r["status"] == "live" and r["expires_at"] > now and r["deliver_after"] <= now
+            and (channel is None or _has_channel(programs.get(r["program"]), channel))
+        ]  # fmt: skip
+        for name in {r["program"] for r in rows}:
+            if await stores.read(lambda s, p=name: s.is_opted_out(customer_id, p, channel)):
+                rows = [r for r in rows if r["program"] != name]
+        served = await _recheck(rows, limit, now_dt)
+        body = {"customer_id": customer_id, "candidates": [_public(r) for r in served]}
+        return Response(json.dumps(body), media_type="application/json")
+
+    async def _recheck(rows: list[dict], limit: int, now_dt: datetime) -> list[dict]:
+        """The first ``limit`` rows that pass; stale ones are re-checked, a slice at a time."""
+        served: list[dict] = []
+        cutoffs = {  # created before this: stale, re-checked (iso text compares as time)
+            name: iso(now_dt - p.staleness) for name, p in programs.items() if p.staleness
+        }
+        while rows and len(served) < limit:
+            batch, rows = rows[: limit - len(served)], rows[limit - len(served) :]
+            stale = [r for r in batch if r["created_at"] < cutoffs.get(r["program"], "")]
+            if eligibility.inline:  # no thread, no timer: plain awaits, no tasks to schedule
+                answers = [await eligibility.verdict(r) for r in stale]
+            else:
+                answers = await asyncio.gather(*(eligibility.verdict(r) for r in stale))
+            verdicts = {id(r): v for r, v in zip(stale, answers, strict=True)}
+            for r in batch:
+                verdict = verdicts.get(id(r))
+                if verdict == INELIGIBLE:
+                    await stores.write(
+                        lambda s, r=r: s.expire_candidate(r["program"], r["customer_id"], r["subject_id"])
+                    )  # fmt: skip
+                if verdict in (None, ELIGIBLE):
+                    served.append(r)
+        return served
+
+    @app.post("/v1/responses", response_model=ResponseOut,
+              summary="The customer acted: the candidate is consumed")  # fmt: skip
+    async def responses(body: ResponseIn) -> ResponseOut:
+        consumed = await stores.write(
+            lambda s: s.record_response(body.program, body.customer_id, body.subject_id, body.response)
+        )  # fmt: skip
+        eligibility.forget(body.customer_id)
+        return ResponseOut(recorded=True, consumed=bool(consumed))
+
+    @app.post("/v1/opt-outs", response_model=OptOutOut,
+              summary="Opt a customer out of a program and/or channel (null = all)")  # fmt: skip
+    async def opt_out(body: OptOutIn) -> OptOutOut:
+        await stores.write(lambda s: s.add_opt_out(body.customer_id, body.program, body.channel))
+        eligibility.forget(body.customer_id)
+        return OptOutOut(**body.model_dump())
+
+    @app.delete("/v1/opt-outs/{customer_id}", response_model=OptOutsRemoved,
+                summary="Remove every opt-out of a customer")  # fmt: skip
+    async def remove_opt_outs(customer_id: CustomerId) -> OptOutsRemoved:
+        removed = await stores.write(lambda s: s.remove_opt_outs(customer_id))
+        eligibility.forget(customer_id)
+        return OptOutsRemoved(customer_id=customer_id, removed=int(removed or 0))
+
+    @app.get("/healthz", summary="Liveness (no key needed)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics (no key needed)")
+    async def metrics() -> Response:
+        registry = REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several workers: sum their files
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+_PARAMS = {  # the candidates route's parameters: (where, pattern, max length)
+    "customer_id": ("path", re.compile(ID_PATTERN), 128),
+    "program": ("query", re.compile(NAME_PATTERN), 64),
+    "channel": ("query", re.compile(NAME_PATTERN), 64),
+}
+CANDIDATE_PARAMETERS = [
+    {"name": name, "in": where, "required": where == "path",
+     "schema": {"type": "string", "pattern": rx.pattern, "minLength": 1, "maxLength": size}}
+    for name, (where, rx, size) in _PARAMS.items()
+] + [{"name": "limit", "in": "query", "required": False,
+      "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}]  # fmt: skip
+
+
+def _candidate_params(scope: dict) -> tuple[str, str | None, str | None, int]:
+    """The hot route's parameters, validated by hand: FastAPI's per-parameter machinery
+    cost more than the store read. Same rules as the schema above, same 422 shape."""
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+    values = {"customer_id": scope["path_params"]["customer_id"]} | {
+        k: query.get(k) for k in ("program", "channel")
+    }
+    errors = []
+    for name, (where, rx, size) in _PARAMS.items():
+        value = values[name]
+        if value is not None and (len(value) > size or not rx.match(value)):
+            errors.append({"type": "string_pattern_mismatch", "loc": (where, name),
+                           "msg": f"must match {rx.pattern}, at most {size} characters",
+                           "input": value[:200]})  # fmt: skip
+    limit = query.get("limit", "20")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
+        errors.append({"type": "int_range", "loc": ("query", "limit"),
+                       "msg": "must be an integer from 1 to 100", "input": limit[:200]})  # fmt: skip
+    if errors:
+        raise RequestValidationError(errors)
+    return values["customer_id"], values["program"], values["channel"], int(limit)
+
+
+def _document_security(app: FastAPI) -> None:
+    """The /v1 routes need a key: said in the OpenAPI schema (the check is in _Observe, a
+    cheap header compare rather than two dependencies solved per request)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for op in operations.values():
+                    op["security"] = [{"ApiKey": []}, {"Bearer": []}]
+                    op["responses"]["401"] = {"description": "missing or invalid API key"}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _has_channel(program: Any, channel: str) -> bool:
+    return program is not None and any(c.type == channel for c in program.channels)
+
+
+def _public(row: dict) -> dict:
+    try:
+        context = json.loads(row["context"]) if isinstance(row["context"], str) else row["context"]
+    except ValueError:
+        context = None
+    return {
+        "program": row["program"], "subject_type": row["subject_type"],
+        "subject_id": row["subject_id"], "action": row["action"], "score": row["score"],
+        "model_id": row["model_id"], "treatment": row["treatment"],
+        "context": context if isinstance(context, dict) else {},
+        "created_at": row["created_at"], "expires_at": row["expires_at"],
+    }  # fmt: skip

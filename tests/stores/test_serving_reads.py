@@ -1,0 +1,105 @@
+"""The store methods the Serving API reads and writes through, held to the same behaviour on
+SQLite and on DynamoDB (moto's server on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pyarrow as pa
+import pytest
+
+from stores.base import CANDIDATE_COLUMNS, CandidateStore, iso
+from stores.dynamodb import DynamoDBStore
+from stores.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateStore]:
+    if request.param == "sqlite":
+        s: CandidateStore = SqliteStore(tmp_path / "c.db")
+    else:
+        endpoint = request.getfixturevalue("moto_endpoint")
+        s = DynamoDBStore.from_spec(
+            f"dynamodb://t{uuid4().hex[:10]}_?region=us-east-1&endpoint_url={endpoint}&consistent=true"
+        )
+    yield s
+    s.close()
+
+
+def add(store: CandidateStore, *rows: dict) -> None:
+    defaults = {
+        "program": "reviews", "customer_id": "c1", "subject_type": "product",
+        "subject_id": "s1", "action": "review", "context": '{"k": 1}', "score": 0.5,
+        "model_id": "m1", "treatment": "control", "created_at": iso(T0),
+        "expires_at": iso(T0 + 7 * DAY), "deliver_after": iso(T0), "status": "live",
+    }  # fmt: skip
+    full = [defaults | r for r in rows]
+    store.upsert_candidates(
+        pa.table({
+            c: pa.array([r[c] for r in full], pa.float64() if c == "score" else pa.string())
+            for c in CANDIDATE_COLUMNS
+        })
+    )  # fmt: skip
+
+
+def test_customer_candidates_best_first_live_only(store):
+    add(store, {"subject_id": "a", "score": 0.1}, {"subject_id": "b", "score": 0.9},
+        {"subject_id": "c", "score": 0.5, "program": "video_ratings"},
+        {"subject_id": "x", "customer_id": "c2"})  # fmt: skip
+    store.record_response("reviews", "c1", "a", None)  # consumed: no longer served
+    rows = store.customer_candidates("c1")
+    assert [r["subject_id"] for r in rows] == ["b", "c"]
+    first = rows[0]
+    assert first["customer_id"] == "c1" and first["program"] == "reviews"
+    assert first["score"] == 0.9 and first["context"] == '{"k": 1}'
+    assert {"created_at", "expires_at", "deliver_after", "status", "action", "subject_type",
+            "model_id", "treatment"} <= set(first)  # fmt: skip
+    assert [r["subject_id"] for r in store.customer_candidates("c1", program="video_ratings")] == ["c"]  # fmt: skip
+    assert [r["subject_id"] for r in store.customer_candidates("c1", limit=1)] == ["b"]
+    assert store.customer_candidates("nobody") == []
+
+
+def test_expire_candidate_only_when_live(store):
+    add(store, {"subject_id": "a"}, {"subject_id": "b"})
+    assert store.expire_candidate("reviews", "c1", "a") is True
+    assert store.expire_candidate("reviews", "c1", "a") is False  # already expired
+    assert store.expire_candidate("reviews", "c1", "nope") is False
+    store.record_response("reviews", "c1", "b", {"stars": 4})
+    assert store.expire_candidate("reviews", "c1", "b") is False  # consumed stays consumed
+    statuses = {r["subject_id"]: r["status"] for r in store.table("candidates").to_pylist()}
+    assert statuses == {"a": "expired", "b": "consumed"}
+    assert store.customer_candidates("c1") == []
+    add(store, {"subject_id": "a", "created_at": iso(T0 + DAY)})  # the pipeline renews it
+    assert [r["subject_id"] for r in store.customer_candidates("c1")] == ["a"]
+
+
+def test_has_response(store):
+    assert store.has_response("reviews", "c1", "s1") is False
+    store.record_response("reviews", "c1", "s1", {"stars": 5})
+    assert store.has_response("reviews", "c1", "s1") is True
+    assert store.has_response("reviews", "c1", "s1#2") is False
+    store.record_response("reviews", "c1", "s1#2", None)  # '#' inside a subject id
+    assert store.has_response("reviews", "c1", "s1#2") is True
+    assert store.has_response("reviews", "c2", "s1") is False
+    assert store.has_response("video_ratings", "c1", "s1") is False
+
+
+def test_is_opted_out(store):
+    assert store.is_opted_out("c1", "reviews") is False
+    store.add_opt_out("c1", "reviews", None)
+    assert store.is_opted_out("c1", "reviews") is True
+    assert store.is_opted_out("c1", "reviews", "email") is True
+    assert store.is_opted_out("c1", "video_ratings") is False
+    store.add_opt_out("c1", None, "sms")  # every program, one channel
+    assert store.is_opted_out("c1", "video_ratings") is False
+    assert store.is_opted_out("c1", "video_ratings", "sms") is True
+    assert store.is_opted_out("c1", "video_ratings", "email") is False
+    store.add_opt_out("c2", None, None)  # everything
+    assert store.is_opted_out("c2", "anything", "push") is True
+    store.remove_opt_outs("c1")
+    assert store.is_opted_out("c1", "reviews") is False
