@@ -113,3 +113,28 @@ def test_kill_restart_and_drain_account_for_every_event_once(tmp_path):
     expected = {(e["customer_id"], e["video_id"]) for e in sent if e["watched_pct"] > 0.8}
     assert candidates == expected
     assert kinds.count("candidate") == len(expected) and outbox == len(expected)
+
+    # ... and the Serving API returns them (after their 10-minute cooling period).
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    app = create_app(
+        f"sqlite:///{home / 'ceap.db'}", config_dir=configs, api_keys=["k"], clock=lambda: later
+    )
+    customer = sorted(expected)[0][0]
+    with TestClient(app) as client:
+        body = client.get(
+            f"/v1/customers/{customer}/candidates?limit=100", headers={"X-API-Key": "k"}
+        ).json()
+        early = TestClient(
+            create_app(f"sqlite:///{home / 'ceap.db'}", config_dir=configs, api_keys=["k"])
+        )
+        cooling = early.get(
+            f"/v1/customers/{customer}/candidates", headers={"X-API-Key": "k"}
+        ).json()
+    assert {c["subject_id"] for c in body["candidates"]} == {
+        s for c, s in expected if c == customer
+    }
+    assert cooling["candidates"] == []  # still within the cooling period
