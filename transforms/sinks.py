@@ -132,10 +132,16 @@ def _opted_out(customers: pa.Array, channel: str, program: str, opt_outs: pa.Tab
     n = len(customers)
     if not opt_outs.num_rows:
         return pa.nulls(n, pa.string())
-    prog, chan = opt_outs.column("program"), opt_outs.column("channel")
-    applies = pc.and_(
-        pc.or_(pc.is_null(prog), pc.equal(prog, program)),
-        pc.or_(pc.is_null(chan), pc.equal(chan, channel)),
+    prog = pc.cast(opt_outs.column("program"), pa.string())
+    chan = pc.cast(opt_outs.column("channel"), pa.string())
+    # Null means "every program" / "every channel": Kleene logic, or `null == x` would make
+    # the condition null and silently skip exactly the broadest opt-outs.
+    applies = pc.fill_null(
+        pc.and_kleene(
+            pc.or_kleene(pc.is_null(prog), pc.equal(prog, program)),
+            pc.or_kleene(pc.is_null(chan), pc.equal(chan, channel)),
+        ),
+        False,
     )
     ids = pc.unique(arrow.as_text(opt_outs.column("customer_id").filter(applies).combine_chunks()))
     hit = pc.is_in(arrow.as_text(customers), value_set=ids)
