@@ -24,33 +24,25 @@ frequency caps): ``POST /v1/responses`` answers 200 with ``"consumed": false``, 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
-import re
 import threading
-import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path as FilePath
-from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Path, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceap.context import RunContext
 from serving.eligibility import (
@@ -61,93 +53,29 @@ from serving.eligibility import (
     Policy,
     default_checks,
 )
+from serving.middleware import Observe, configured_keys
+from serving.schemas import (
+    CANDIDATE_PARAMETERS,
+    CandidatesOut,
+    CustomerId,
+    OptOutIn,
+    OptOutOut,
+    OptOutsRemoved,
+    ResponseIn,
+    ResponseOut,
+    candidate_params,
+    document_security,
+    public_candidate,
+)
 from stores.base import iso, open_store
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"  # customer and subject ids, at most 128 chars
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # program and channel names (configs/schema.py's)
+
 FETCH = 100  # rows read per customer: the page size cap; the filters run on these
+
+
 MAX_BODY = 16 * 1024
-MAX_RESPONSE = 4 * 1024  # the `response` payload, as JSON
-
-LATENCY = Histogram(
-    "ceap_http_request_duration_seconds", "Request latency by route", ["method", "route"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)  # fmt: skip
-REQUESTS = Counter(
-    "ceap_http_requests", "Requests by route and status", ["method", "route", "status"]
-)
-
-CustomerId = Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length=128)]
-IdField = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
-NameField = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-SECURITY_SCHEMES = {
-    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-    "Bearer": {"type": "http", "scheme": "bearer"},
-}
-
-
-class CandidateOut(BaseModel):
-    program: str
-    subject_type: str
-    subject_id: str
-    action: str
-    score: float | None
-    model_id: str | None
-    treatment: str | None
-    context: dict[str, Any]
-    created_at: str
-    expires_at: str
-
-
-class CandidatesOut(BaseModel):
-    customer_id: str
-    candidates: list[CandidateOut]
-
-
-class ResponseIn(BaseModel):
-    """The customer acted on a candidate (reviewed, rated, answered)."""
-
-    model_config = ConfigDict(extra="forbid")
-    program: NameField
-    customer_id: IdField
-    subject_id: IdField
-    response: Any = None
-
-    @field_validator("response")
-    @classmethod
-    def _small(cls, value: Any) -> Any:
-        try:
-            size = len(json.dumps(value))
-        except (TypeError, ValueError, RecursionError):
-            raise ValueError("response must be plain JSON") from None
-        if size > MAX_RESPONSE:
-            raise ValueError(f"response must be at most {MAX_RESPONSE} bytes of JSON")
-        return value
-
-
-class ResponseOut(BaseModel):
-    recorded: bool
-    consumed: bool
-
-
-class OptOutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    customer_id: IdField
-    program: NameField | None = None
-    """null: every program."""
-    channel: NameField | None = None
-    """null: every channel."""
-
-
-class OptOutOut(OptOutIn):
-    opted_out: bool = True
-
-
-class OptOutsRemoved(BaseModel):
-    customer_id: str
-    removed: int
 
 
 class _Stores:
@@ -223,68 +151,6 @@ def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
     return programs
 
 
-class _Observe:
-    """ASGI middleware: latency and status per route template (never per customer id) and
-    the body size cap, also for chunked bodies with no Content-Length."""
-
-    def __init__(self, app: Any, max_body: int, keys: list[bytes]) -> None:
-        self.app, self.max_body, self.keys = app, max_body, keys
-
-    def authenticated(self, headers: dict[bytes, bytes]) -> bool:
-        """X-API-Key or Bearer against every key, each compare constant-time."""
-        given = [headers.get(b"x-api-key", b"")]
-        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-        if scheme.lower() == b"bearer":
-            given.append(token.strip())
-        ok = False
-        for value in filter(None, given):
-            for key in self.keys:
-                ok |= hmac.compare_digest(value, key)
-        return ok
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"0")
-        response = None
-        if scope["path"].startswith("/v1/") and not self.authenticated(headers):
-            response = JSONResponse({"detail": "missing or invalid API key"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        elif not length.isdigit() or int(length) > self.max_body:
-            response = JSONResponse({"detail": "request body too large"}, status_code=413)
-        if response is not None:
-            REQUESTS.labels(scope["method"], "unmatched", str(response.status_code)).inc()
-            return await response(scope, receive, send)
-        seen = [0]
-
-        async def counted() -> dict:
-            message = await receive()
-            seen[0] += len(message.get("body", b""))
-            if seen[0] > self.max_body:
-                raise HTTPException(413, "request body too large")
-            return message
-
-        async def observed(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, counted, observed)
-        finally:
-            route = scope.get("route")
-            name = route.path if route is not None else "unmatched"
-            LATENCY.labels(scope["method"], name).observe(time.perf_counter() - start)
-            REQUESTS.labels(scope["method"], name, str(status[0])).inc()
-
-
-def _api_keys(given: list[str] | None) -> list[bytes]:
-    keys = given if given is not None else os.environ.get("CEAP_API_KEYS", "").split(",")
-    return [k.strip().encode() for k in keys if k.strip()]
-
-
 def create_app(
     store_spec: str = "sqlite",
     config_dir: str | os.PathLike | None = None,
@@ -305,7 +171,7 @@ def create_app(
         policies: program -> ``serve`` | ``omit`` when a check cannot answer (default serve).
         clock: now, as an aware UTC datetime (tests move it).
     """
-    keys = _api_keys(api_keys)
+    keys = configured_keys(api_keys)
     if not keys:
         log.warning("no API keys configured (CEAP_API_KEYS): every data request is refused")
     stores = _Stores(store_spec)
@@ -330,8 +196,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.stores, app.state.eligibility, app.state.programs = stores, eligibility, programs
-    app.add_middleware(_Observe, max_body=max_body, keys=keys)
-    _document_security(app)
+    app.add_middleware(Observe, max_body=max_body, keys=keys)
+    document_security(app)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -342,7 +208,7 @@ def create_app(
              summary="A customer's live, eligible candidates, best first",
              openapi_extra={"parameters": CANDIDATE_PARAMETERS})  # fmt: skip
     async def candidates(request: Request) -> Response:
-        customer_id, program, channel, limit = _candidate_params(request.scope)
+        customer_id, program, channel, limit = candidate_params(request.scope)
         now_dt = clock()
         now = iso(now_dt)
         rows = await stores.read(lambda s: s.customer_candidates(customer_id, program, FETCH))
@@ -355,7 +221,7 @@ def create_app(
             if await stores.read(lambda s, p=name: s.is_opted_out(customer_id, p, channel)):
                 rows = [r for r in rows if r["program"] != name]
         served = await _recheck(rows, limit, now_dt)
-        body = {"customer_id": customer_id, "candidates": [_public(r) for r in served]}
+        body = {"customer_id": customer_id, "candidates": [public_candidate(r) for r in served]}
         return Response(json.dumps(body), media_type="application/json")
 
     async def _recheck(rows: list[dict], limit: int, now_dt: datetime) -> list[dict]:
@@ -422,73 +288,5 @@ def create_app(
     return app
 
 
-_PARAMS = {  # the candidates route's parameters: (where, pattern, max length)
-    "customer_id": ("path", re.compile(ID_PATTERN), 128),
-    "program": ("query", re.compile(NAME_PATTERN), 64),
-    "channel": ("query", re.compile(NAME_PATTERN), 64),
-}
-CANDIDATE_PARAMETERS = [
-    {"name": name, "in": where, "required": where == "path",
-     "schema": {"type": "string", "pattern": rx.pattern, "minLength": 1, "maxLength": size}}
-    for name, (where, rx, size) in _PARAMS.items()
-] + [{"name": "limit", "in": "query", "required": False,
-      "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}]  # fmt: skip
-
-
-def _candidate_params(scope: dict) -> tuple[str, str | None, str | None, int]:
-    """The hot route's parameters, validated by hand: FastAPI's per-parameter machinery
-    cost more than the store read. Same rules as the schema above, same 422 shape."""
-    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-    values = {"customer_id": scope["path_params"]["customer_id"]} | {
-        k: query.get(k) for k in ("program", "channel")
-    }
-    errors = []
-    for name, (where, rx, size) in _PARAMS.items():
-        value = values[name]
-        if value is not None and (len(value) > size or not rx.match(value)):
-            errors.append({"type": "string_pattern_mismatch", "loc": (where, name),
-                           "msg": f"must match {rx.pattern}, at most {size} characters",
-                           "input": value[:200]})  # fmt: skip
-    limit = query.get("limit", "20")
-    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
-        errors.append({"type": "int_range", "loc": ("query", "limit"),
-                       "msg": "must be an integer from 1 to 100", "input": limit[:200]})  # fmt: skip
-    if errors:
-        raise RequestValidationError(errors)
-    return values["customer_id"], values["program"], values["channel"], int(limit)
-
-
-def _document_security(app: FastAPI) -> None:
-    """The /v1 routes need a key: said in the OpenAPI schema (the check is in _Observe, a
-    cheap header compare rather than two dependencies solved per request)."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-        for path, operations in schema["paths"].items():
-            if path.startswith("/v1/"):
-                for op in operations.values():
-                    op["security"] = [{"ApiKey": []}, {"Bearer": []}]
-                    op["responses"]["401"] = {"description": "missing or invalid API key"}
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def _has_channel(program: Any, channel: str) -> bool:
     return program is not None and any(c.type == channel for c in program.channels)
-
-
-def _public(row: dict) -> dict:
-    try:
-        context = json.loads(row["context"]) if isinstance(row["context"], str) else row["context"]
-    except ValueError:
-        context = None
-    return {
-        "program": row["program"], "subject_type": row["subject_type"],
-        "subject_id": row["subject_id"], "action": row["action"], "score": row["score"],
-        "model_id": row["model_id"], "treatment": row["treatment"],
-        "context": context if isinstance(context, dict) else {},
-        "created_at": row["created_at"], "expires_at": row["expires_at"],
-    }  # fmt: skip
