@@ -56,6 +56,7 @@ setup(
             "httpx>=0.27,<1",
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
+            "aiosmtpd>=1.4,<2",
         ],
     },
     entry_points={

@@ -110,6 +110,49 @@ class CandidateStore:
     def close(self) -> None:
         """Releases connections."""
 
+    # -- the dispatcher's outbox (channels/dispatcher.py) ----------------------------------
+    def lease_outbox(
+        self,
+        owner: str,
+        now: str,
+        clock: str,
+        lease_until: str,
+        limit: int,
+        programs: list[str],
+        channel: str | None = None,
+        cap_since: dict[str, str] | None = None,
+        screen: Any = None,
+    ) -> list[dict]:
+        """Leases up to ``limit`` due rows (pending, ``send_after <= now``, lease free or
+        expired at ``clock``, retry time reached) for ``owner`` until ``lease_until``, in one
+        atomic step: two dispatchers never hold the same row.
+
+        Each row comes back as a dict of its outbox fields plus its candidate's (``cand_status``,
+        ``expires_at``, ``action``, ``subject_type``, ``context``), the customer's opt-outs
+        (``opt_outs``: (program, channel) pairs, ``*`` = all) and ``recent``: contacts on that
+        channel since ``cap_since[channel]`` (sent, or leased by another dispatcher). Within
+        the same step ``screen(rows)`` returns ``(rowid, "suppress" | "defer", reason or new
+        send_after)`` decisions, which are applied before the lease is granted; the rows
+        left are returned. Times are ISO-8601 UTC text."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot lease the outbox yet: dispatch needs the sqlite store"
+        )
+
+    def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
+        """Records outcomes of leased rows and frees them; a row no longer leased by ``owner``
+        is left alone. Each update: ``key`` (idempotency key), ``status`` (sent, shadowed,
+        failed, suppressed or pending for a retry), ``reason``, ``sent_at``,
+        ``next_attempt_at``, ``attempted`` (bool: counts as an attempt). Returns rows marked."""
+        raise NotImplementedError(f"{type(self).__name__} cannot mark outbox rows yet")
+
+    def release_outbox(self, owner: str, keys: list[str]) -> int:
+        """Frees leases held by ``owner`` on rows it will not send now (stopping, lease short)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot release outbox rows yet")
+
+    def outbox_status(self, program: str | None = None, channel: str | None = None) -> pa.Table:
+        """Delivery status: (program, channel, status, rows) counts."""
+        raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
+
 
 def open_store(spec: str = "sqlite") -> CandidateStore:
     """``sqlite`` (``$CEAP_HOME/ceap.db``), ``sqlite:///abs.db``, ``sqlite:rel.db`` or

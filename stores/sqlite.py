@@ -402,6 +402,142 @@ class SqliteStore(CandidateStore):
         ).fetchone()
         return row is not None
 
+    # -- the dispatcher's outbox ----------------------------------------------------------
+    def lease_outbox(
+        self,
+        owner: str,
+        now: str,
+        clock: str,
+        lease_until: str,
+        limit: int,
+        programs: list[str],
+        channel: str | None = None,
+        cap_since: dict[str, str] | None = None,
+        screen: Any = None,
+    ) -> list[dict]:
+        if not programs:
+            return []
+        where = (
+            "status = 'pending' AND send_after <= ? AND (lease_until IS NULL OR lease_until < ?) "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+            f"AND program IN ({', '.join('?' * len(programs))})"
+        )
+        params: tuple = (now, clock, clock, *programs)
+        if channel is not None:
+            where, params = where + " AND channel = ?", (*params, channel)
+        # BEGIN IMMEDIATE: the claim, the guards' reads and their decisions are one step, so a
+        # second dispatcher sees this one's leases when it counts a customer's contacts.
+        with self._transaction():
+            leased = self._conn.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?, updated_at = ? WHERE rowid IN "
+                f"(SELECT rowid FROM outbox WHERE {where} ORDER BY send_after LIMIT ?) "
+                "RETURNING rowid",
+                (owner, lease_until, clock, *params, limit),
+            ).fetchall()
+            ids = [r[0] for r in leased]
+            rows = self._leased_rows(ids)
+            self._attach_guards(rows, owner, clock, cap_since or {})
+            decisions = screen(rows) if screen is not None and rows else []
+            for rowid, kind, value in decisions:
+                if kind == "suppress":
+                    sql = (
+                        "UPDATE outbox SET status = 'suppressed', reason = ?, updated_at = ?, "
+                        "lease_owner = NULL, lease_until = NULL WHERE rowid = ?"
+                    )
+                else:  # defer: a later send_after, the lease given back
+                    sql = (
+                        "UPDATE outbox SET send_after = ?, updated_at = ?, lease_owner = NULL, "
+                        "lease_until = NULL WHERE rowid = ?"
+                    )
+                self._conn.execute(sql, (value, clock, rowid))
+        dropped = {d[0] for d in decisions}
+        return [r for r in rows if r["rowid"] not in dropped]
+
+    def _leased_rows(self, ids: list[int]) -> list[dict]:
+        out: list[dict] = []
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            cur = self._conn.execute(
+                "SELECT o.rowid AS rowid, o.program, o.customer_id, o.subject_id, o.channel, "
+                "o.send_after, o.attempts, o.idempotency_key, o.template, o.shadow, "
+                "c.status AS cand_status, c.expires_at, c.action, c.subject_type, c.context "
+                "FROM outbox o LEFT JOIN candidates c ON c.program = o.program "
+                "AND c.customer_id = o.customer_id AND c.subject_id = o.subject_id "
+                f"WHERE o.rowid IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            names = [d[0] for d in cur.description]
+            out.extend(dict(zip(names, row, strict=True)) for row in cur.fetchall())
+        out.sort(key=lambda r: (r["send_after"], r["rowid"]))
+        return out
+
+    def _attach_guards(
+        self, rows: list[dict], owner: str, clock: str, cap_since: dict[str, str]
+    ) -> None:
+        customers = sorted({r["customer_id"] for r in rows})
+        opt_outs: dict[str, list[tuple[str, str]]] = {}
+        recent: dict[tuple[str, str], int] = {}
+        for i in range(0, len(customers), 900):
+            chunk = customers[i : i + 900]
+            marks = ", ".join("?" * len(chunk))
+            for cust, prog, chan in self._conn.execute(
+                f"SELECT customer_id, program, channel FROM opt_outs WHERE customer_id IN ({marks})",
+                chunk,
+            ):
+                opt_outs.setdefault(cust, []).append((prog, chan))
+            for chan, since in cap_since.items():
+                for cust, n in self._conn.execute(
+                    "SELECT customer_id, count(*) FROM outbox WHERE channel = ? "
+                    f"AND customer_id IN ({marks}) AND ((status = 'sent' AND sent_at >= ?) OR "
+                    "(status = 'pending' AND lease_owner IS NOT NULL AND lease_owner != ? "
+                    "AND lease_until >= ? AND shadow = 0)) GROUP BY customer_id",
+                    (chan, *chunk, since, owner, clock),
+                ):
+                    recent[(cust, chan)] = n
+        for r in rows:
+            r["opt_outs"] = opt_outs.get(r["customer_id"], [])
+            r["recent"] = recent.get((r["customer_id"], r["channel"]), 0)
+
+    def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
+        if not updates:
+            return 0
+        rows = [
+            (
+                u["status"], u.get("reason"), u.get("sent_at"), u.get("next_attempt_at"),
+                1 if u.get("attempted", True) else 0, clock, u["key"], owner,
+            )
+            for u in updates
+        ]  # fmt: skip
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "UPDATE outbox SET status = ?, reason = ?, sent_at = ?, next_attempt_at = ?, "
+                "attempts = attempts + ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
+                "WHERE idempotency_key = ? AND lease_owner = ? AND status = 'pending'",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def release_outbox(self, owner: str, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL "
+                "WHERE idempotency_key = ? AND lease_owner = ? AND status = 'pending'",
+                [(k, owner) for k in keys],
+            )
+            return self._conn.total_changes - before
+
+    def outbox_status(self, program: str | None = None, channel: str | None = None) -> pa.Table:
+        sql, params = "SELECT program, channel, status, count(*) AS rows FROM outbox WHERE 1", ()
+        if program is not None:
+            sql, params = sql + " AND program = ?", (*params, program)
+        if channel is not None:
+            sql, params = sql + " AND channel = ?", (*params, channel)
+        return self._query(sql + " GROUP BY program, channel, status ORDER BY 1, 2, 3", params)
+
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout)."""

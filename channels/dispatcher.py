@@ -1,0 +1,336 @@
+"""The dispatcher: drains the channel outbox through the adapters (DESIGN.md §1, §3).
+
+Each round leases due rows atomically (``lease_outbox``: claim, guards and their decisions in
+one store transaction), then sends them per (program, channel) and records each outcome.
+
+Send-time guards, decided inside the lease step so two dispatchers see each other:
+  - opt-out in the registry (all programs / this one, all channels / this one) → suppressed;
+  - the candidate is gone, no longer live (consumed: the customer acted) or expired → suppressed;
+  - the customer's global frequency cap on the channel (sent + in flight, rolling window,
+    all programs) is reached → suppressed;
+  - quiet hours in the customer's time zone → deferred to their end (still pending).
+
+Exactly-once effect. A row is ``pending`` until an outcome is recorded for it, and only the
+lease holder may record one (``mark_outbox`` checks the owner). So:
+  - killed before sending: the lease expires and another round sends the row;
+  - killed after recording: the row is done, nobody leases it again;
+  - killed between the provider's acceptance and the record (the in-doubt window, at most
+    ``commit_every`` messages per adapter, one for SMTP): the row is sent again *with the
+    same idempotency key*, which the adapters hand to the provider (Message-ID and
+    X-CEAP-Idempotency-Key headers, Idempotency-Key HTTP header, SES tags), so a provider
+    or receiver deduplicating on it sees the message once;
+  - two dispatchers never hold the same row, and one whose lease ran out stops sending.
+Shadow channels go through the same steps but ``send``: rows end ``shadowed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter as Metric
+
+from ceap.context import RunContext
+from ceap.home import default_config_dir
+from channels.base import Channel, Message, Result
+from channels.recipients import Recipients
+from channels.schedule import frequency_cap, quiet_hours, quiet_until
+from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
+from stores.base import CandidateStore, iso, open_store
+
+MESSAGES = Metric(
+    "ceap_dispatch_messages", "Outbox rows dispatched, by outcome", ["program", "channel", "status"]
+)
+LEASE_SECONDS = float(os.environ.get("CEAP_DISPATCH_LEASE_SECONDS", "300"))
+MAX_ATTEMPTS = int(os.environ.get("CEAP_DISPATCH_MAX_ATTEMPTS", "5"))
+BACKOFF_SECONDS = 30.0
+BACKOFF_MAX_SECONDS = 3600.0
+
+
+@dataclass
+class Summary:
+    """Rows per (channel, outcome); ``deferred`` counts quiet-hours deferrals, ``retry`` rows
+    that failed and will be tried again."""
+
+    counts: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, channel: str, status: str, n: int = 1) -> None:
+        if n:
+            self.counts[(channel, status)] += n
+
+    def total(self, status: str) -> int:
+        return sum(n for (_, s), n in self.counts.items() if s == status)
+
+    def render(self) -> str:
+        statuses = ("sent", "shadowed", "suppressed", "failed", "retry", "deferred")
+        channels = sorted({c for c, _ in self.counts})
+        lines = [f"{'channel':10s}" + "".join(f"{s:>12s}" for s in statuses)]
+        for ch in channels:
+            lines.append(f"{ch:10s}" + "".join(f"{self.counts[(ch, s)]:>12,}" for s in statuses))
+        lines.append(f"{'total':10s}" + "".join(f"{self.total(s):>12,}" for s in statuses))
+        handled = sum(self.total(s) for s in statuses)
+        lines.append(
+            f"  took {self.seconds:.2f}s ({handled / max(self.seconds, 1e-9):,.0f} rows/s)"
+        )
+        return "\n".join(lines)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Route:
+    """One program's channel: its config, adapter and recipients."""
+
+    def __init__(self, program: ProgramConfig, config: ChannelConfig, config_dir: Path) -> None:
+        from ceap.plugins import channels
+
+        self.program = program
+        self.config = config
+        self.adapter: Channel = channels.get(config.type)(config.options, config_dir)
+        self.recipients = Recipients(getattr(self.adapter.options, "recipients", None))
+        self.quiet = quiet_hours(self.adapter)
+        self.cap = frequency_cap(self.adapter)
+
+
+class Dispatcher:
+    """Args:
+    store: an open store implementing the outbox methods of ``CandidateStore``.
+    programs: the program configs whose rows may be sent (rows of others are left alone).
+    config_dir: where templates are looked up first.
+    owner: this dispatcher's lease identity (unique per process by default).
+    """
+
+    def __init__(
+        self,
+        store: CandidateStore,
+        programs: list[ProgramConfig],
+        config_dir: Path,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.owner = owner or default_owner()
+        self.lease = timedelta(seconds=lease_seconds)
+        self.routes: dict[tuple[str, str], _Route] = {
+            (p.program, c.type): _Route(p, c, config_dir) for p in programs for c in p.channels
+        }
+        self.programs = sorted({p.program for p in programs})
+
+    def close(self) -> None:
+        for route in self.routes.values():
+            route.adapter.close()
+
+    # -- one round ----------------------------------------------------------------------
+    def round(
+        self, now: datetime, summary: Summary, channel: str | None = None, limit: int = 500
+    ) -> int:
+        """Leases, screens and sends one batch; returns the rows leased (0: nothing due)."""
+        clock = _wall()
+        lease_until = clock + self.lease
+        caps = {
+            ch: iso(now - r.cap.window) for (_, ch), r in self.routes.items() if r.cap is not None
+        }
+        screened: list[tuple[str, str]] = []
+        rows = self.store.lease_outbox(
+            self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
+            channel, caps, lambda rows: self._screen(rows, now, screened),
+        )  # fmt: skip
+        for ch, status in screened:
+            summary.add(ch, status)
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for row in rows:
+            groups.setdefault((row["program"], row["channel"]), []).append(row)
+        for (program, ch), group in groups.items():
+            self._deliver(self.routes[(program, ch)], group, now, lease_until, summary)
+        return len(rows) + len(screened)
+
+    def _screen(self, rows: list[dict], now: datetime, out: list) -> list[tuple[int, str, str]]:
+        decisions = []
+        batch_counts: Counter = Counter()
+        for row in rows:
+            route = self.routes.get((row["program"], row["channel"]))
+            reason = _suppression(row, route, now)
+            if reason is None:
+                row["recipient"] = route.recipients.lookup(row["customer_id"], _context(row))
+                if route.quiet is not None:
+                    until = quiet_until(now, route.quiet, row["recipient"].get("timezone"))
+                    if until is not None:
+                        decisions.append((row["rowid"], "defer", iso(until)))
+                        out.append((row["channel"], "deferred"))
+                        continue
+                if route.cap is not None and not _shadow(row, route):
+                    key = (row["customer_id"], row["channel"])
+                    if row["recent"] + batch_counts[key] >= route.cap.max:
+                        reason = f"frequency cap: {route.cap.max} per {_days(route.cap.window)}"
+                    batch_counts[key] += 1
+            if reason is not None:
+                decisions.append((row["rowid"], "suppress", reason))
+                out.append((row["channel"], "suppressed"))
+                MESSAGES.labels(row["program"], row["channel"], "suppressed").inc()
+        return decisions
+
+    def _deliver(
+        self,
+        route: _Route,
+        rows: list[dict],
+        now: datetime,
+        lease_until: datetime,
+        summary: Summary,
+    ) -> None:
+        adapter, program, channel = route.adapter, route.program, route.config.type
+        ready: list[Message] = []
+        updates: list[dict] = []
+        for row in rows:
+            message = Message(
+                key=row["idempotency_key"], program=row["program"], customer_id=row["customer_id"],
+                subject_id=row["subject_id"], channel=channel, action=row["action"] or program.action,
+                subject_type=row["subject_type"] or program.subject_type,
+                template=row["template"] or route.config.template, context=_context(row),
+                recipient=row["recipient"], send_after=row["send_after"], attempts=row["attempts"],
+            )  # fmt: skip
+            problem = adapter.prepare(message)
+            if problem is not None:
+                updates.append({"key": message.key, "status": "failed", "reason": problem})
+            elif _shadow(row, route):
+                updates.append({"key": message.key, "status": "shadowed", "attempted": False,
+                                "reason": _preview(message)})  # fmt: skip
+            else:
+                ready.append(message)
+        self._record(program.program, channel, updates, now, summary)
+        step = max(1, adapter.commit_every)
+        for i in range(0, len(ready), step):
+            chunk = ready[i : i + step]
+            # Never send on a lease that may have run out: another dispatcher may own the row.
+            if _wall() >= lease_until - timedelta(
+                seconds=min(30.0, self.lease.total_seconds() / 4)
+            ):
+                self.store.release_outbox(self.owner, [m.key for m in ready[i:]])
+                return
+            try:
+                results = adapter.send(chunk)
+            except Exception as exc:  # noqa: BLE001 - a provider outage is a retryable failure
+                results = [
+                    Result(m.key, False, error=f"{type(exc).__name__}: {exc}") for m in chunk
+                ]
+            attempts = {m.key: m.attempts for m in chunk}
+            self._record(
+                program.program, channel, [_outcome(r, attempts[r.key], now) for r in results],
+                now, summary,
+            )  # fmt: skip
+
+    def _record(
+        self, program: str, channel: str, updates: list[dict], now: datetime, summary: Summary
+    ) -> None:
+        if not updates:
+            return
+        self.store.mark_outbox(self.owner, updates, iso(_wall()))
+        for u in updates:
+            status = "retry" if u["status"] == "pending" else u["status"]
+            summary.add(channel, status)
+            MESSAGES.labels(program, channel, status).inc()
+
+
+def dispatch(
+    store_spec: str = "sqlite",
+    config_dir: str | Path | None = None,
+    program: str | None = None,
+    channel: str | None = None,
+    now: datetime | None = None,
+    owner: str | None = None,
+    batch_size: int = 500,
+    lease_seconds: float = LEASE_SECONDS,
+    max_rounds: int | None = None,
+) -> Summary:
+    """Sends every due outbox row of the programs in ``config_dir`` (or of ``program``), on
+    every channel (or ``channel``), as of ``now`` (default: the wall clock), until none is
+    due. Returns counts per channel and outcome."""
+    config_dir = Path(config_dir or default_config_dir())
+    programs = load_programs(config_dir, program)
+    store = open_store(store_spec)
+    dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
+    summary = Summary()
+    started = time.perf_counter()
+    rounds = 0
+    try:
+        while max_rounds is None or rounds < max_rounds:
+            rounds += 1
+            if not dispatcher.round(now or RunContext.utcnow(), summary, channel, batch_size):
+                break
+    finally:
+        dispatcher.close()
+        store.close()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def load_programs(config_dir: Path, program: str | None = None) -> list[ProgramConfig]:
+    if program is not None:
+        from ceap.programs import load_by_name
+
+        return [load_by_name(program, config_dir)]
+    return [load_program(p) for p in program_paths(config_dir)]
+
+
+def _suppression(row: dict, route: _Route | None, now: datetime) -> str | None:
+    if route is None:
+        return "channel no longer configured for the program"
+    for prog, chan in row["opt_outs"]:
+        if prog in ("*", row["program"]) and chan in ("*", row["channel"]):
+            return "opted out"
+    if row["cand_status"] is None:
+        return "candidate no longer in the store"
+    if row["cand_status"] != "live":
+        return f"candidate {row['cand_status']}"
+    if row["expires_at"] <= iso(now):
+        return "candidate expired"
+    return None
+
+
+def _outcome(result: Result, attempts: int, now: datetime) -> dict:
+    if result.ok:
+        return {"key": result.key, "status": "sent", "sent_at": iso(now), "reason": None}
+    if result.retryable and attempts + 1 < MAX_ATTEMPTS:
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2**attempts)
+        return {"key": result.key, "status": "pending", "reason": result.error,
+                "next_attempt_at": iso(_wall() + timedelta(seconds=delay))}  # fmt: skip
+    return {"key": result.key, "status": "failed", "reason": result.error}
+
+
+def _shadow(row: dict, route: _Route) -> bool:
+    return bool(row["shadow"]) or route.config.shadow
+
+
+def _context(row: dict) -> dict[str, Any]:
+    if "_context" not in row:
+        try:
+            row["_context"] = json.loads(row["context"] or "{}")
+        except ValueError:
+            row["_context"] = {}
+    return row["_context"]
+
+
+def _preview(message: Message) -> str:
+    """What a shadow send would have been (recorded in the row's reason)."""
+    return f"shadow: to {message.address or message.customer_id}: {message.body[:120]}"
+
+
+def _days(window: timedelta) -> str:
+    return (
+        f"{window.days}d"
+        if window.days and not window.seconds
+        else f"{window.total_seconds():.0f}s"
+    )
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,87 @@
+"""Exactly-once effect across processes: a dispatcher killed with SIGKILL mid-batch and
+restarted, and two dispatchers at once, against a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.channels.conftest import NOW, SmtpSink, start_smtp
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = 3
+
+
+def dispatcher(world, port: int) -> subprocess.Popen:
+    env = {**os.environ, "CEAP_SMTP_HOST": "127.0.0.1", "CEAP_SMTP_PORT": str(port),
+           "CEAP_FREQUENCY_CAP": "off", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "run.py", "dispatch", "--store", world.store_spec, "--config-dir",
+         str(world.config_dir), "--now", NOW.isoformat(), "--lease-seconds", str(LEASE),
+         "--batch-size", "20"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def slow_smtp():
+    sink = SmtpSink(delay=0.01)  # ~100 messages/s: a batch of 20 takes ~0.2s
+    controller, port = start_smtp(sink)
+    yield sink, port
+    controller.stop()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_killed_mid_batch_and_restarted_sends_each_row_once(world, slow_smtp):
+    sink, port = slow_smtp
+    keys = world.seed(200)
+    first = dispatcher(world, port)
+    wait_for(lambda: len(sink.messages) >= 50)  # well inside a batch of 20
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = len(sink.messages)
+    assert killed_at < 200
+    second = dispatcher(world, port)  # finds the dead one's rows leased: skips them for now
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    time.sleep(LEASE + 1.5)  # the dead dispatcher's lease runs out
+    third = dispatcher(world, port)
+    assert third.wait(timeout=120) == 0, third.stderr.read()
+
+    received = Counter(sink.keys())
+    rows = world.outbox()
+    assert set(received) == set(keys)  # nothing lost
+    assert all(rows[k]["status"] == "sent" for k in keys)
+    # Nothing duplicated beyond the one message the kill left in doubt (accepted by the
+    # server, not yet recorded): that one went out again with the same Message-ID.
+    duplicates = {k: n for k, n in received.items() if n > 1}
+    assert len(duplicates) <= 1 and all(n == 2 for n in duplicates.values())
+    print(f"killed after {killed_at} messages; {len(sink.messages)} received for {len(keys)} rows, "
+          f"{len(duplicates)} in doubt resent with the same Message-ID")  # fmt: skip
+
+
+def test_two_dispatchers_at_once_never_send_a_row_twice(world, slow_smtp):
+    sink, port = slow_smtp
+    sink.delay = 0.002
+    keys = world.seed(300, channels=("email", "in_app"))
+    procs = [dispatcher(world, port), dispatcher(world, port)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    received = Counter(sink.keys())
+    assert len(sink.messages) == 300 and max(received.values()) == 1
+    rows = world.outbox()
+    assert all(rows[k]["status"] == "sent" for k in keys)
+    sent_by = [int(out.split("\ntotal")[1].split()[0].replace(",", "")) for out, _ in outputs]
+    assert sum(sent_by) == 600 and min(sent_by) > 0  # both took part
