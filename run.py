@@ -258,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             from serving.cli import main as serve
 
             return serve(rest)
+        if command == "dispatch":
+            from channels.cli import main as dispatch
+
+            return dispatch(rest)
+        if command == "train":
+            from scorers.cli import main as train
+
+            return train(rest)
         print(f"ceap: `run.py {command}` is not available in this version yet", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(

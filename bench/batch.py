@@ -54,6 +54,10 @@ def main() -> int:
     program = parse_program(
         read_yaml(config.replace("data/warehouse", str(warehouse))), "reviews.yaml"
     )
+    # The reference reproduces the rule-based arm (score = engagement_score): pin that arm.
+    control = next(m for m in program.scoring.models if m.type == "column")
+    control.traffic = 100.0
+    program.scoring.models = [control]
     home = Path(tempfile.mkdtemp(prefix="ceap-bench-home-"))
     os.environ["CEAP_HOME"] = str(home)
     ctx = RunContext(

@@ -75,11 +75,14 @@ def source_columns(program: ProgramConfig, ctx: RunContext) -> list[str] | None:
 
 
 def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> beam.PCollection:
-    """Reads the primary sources (split by traffic share) and counts shadow ones."""
+    """Reads the primary sources (split by traffic share); shadow ones are counted and
+    compared with what the primaries return, in a migration report (pipelines/migration.py)."""
+    from pipelines.migration import CompareSources
+
     primaries: list[SourceConfig] = program.primary_sources
     columns = source_columns(program, ctx)
     shares = [s.traffic for s in primaries]
-    streams = []
+    streams, shadows = [], []
     for i, source in enumerate(program.source):
         label = f"Read[{source.name or f'{i}:{source.type}'}]"
         rows = p | label >> connectors.get(source.type)(source.options).read(columns)
@@ -88,14 +91,18 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
             _ = rows | f"Shadow[{i}]" >> beam.Map(
                 lambda b, n=name: counter(n, "shadow_read").inc(b.num_rows)
             )
+            shadows.append((i, label, rows))
             continue
         if len(primaries) > 1:
             keep = _traffic_share(program.program, primaries.index(source), shares)
             rows = rows | f"Traffic[{i}]" >> beam.FlatMap(keep, program.fields.customer_id)
         streams.append(rows)
-    if len(streams) == 1:
-        return streams[0]
-    return streams | "Sources" >> beam.Flatten()
+    read = streams[0] if len(streams) == 1 else streams | "Sources" >> beam.Flatten()
+    keys = [program.fields.customer_id, program.fields.subject_id]
+    for i, label, rows in shadows:
+        name = label.removeprefix("Read[").removesuffix("]")
+        _ = (read, rows) | f"Migration[{i}]" >> CompareSources(program.program, name, keys, ctx)
+    return read
 
 
 def build_pipeline(

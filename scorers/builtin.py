@@ -1,3 +1,3 @@
 """Importing this module registers the built-in scorers."""
 
-from scorers import column, sklearn  # noqa: F401
+from scorers import bedrock, column, sagemaker, sklearn  # noqa: F401

@@ -3,14 +3,15 @@
 Loading never unpickles arbitrary objects: the file's sha256 must match the one pinned in
 ``options.sha256`` or recorded in the model registry's metadata beside it
 (``<file>.json``, written by ``run.py train``), and skops refuses any type that is not
-scikit-learn's, numpy's or listed in ``options.trusted``.
+scikit-learn's, numpy's or listed in ``options.trusted``. ``options.path`` may name the
+file, a registry version directory or a registry ``latest`` pointer, locally or on
+``s3://`` / ``gs://`` (``scorers/registry.py``).
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ceap.errors import ConfigError, ModelError
 from ceap.home import ceap_home
 from ceap.plugins import scorers
+from scorers import registry
 from scorers.base import Scorer
 
 SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.")
@@ -37,7 +39,8 @@ def _safe_type(name: str) -> bool:
 class SklearnOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
-    """The .skops file: absolute, relative to the working directory, or to ``$CEAP_HOME``."""
+    """The .skops file, a registry version directory or ``.../<model_id>/latest``: absolute,
+    relative to the working directory, or to ``$CEAP_HOME``; or an s3:// / gs:// URI."""
     features: list[str] = Field(min_length=1)
     """Candidate columns fed to the model, in the order it was trained on."""
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -45,11 +48,20 @@ class SklearnOptions(BaseModel):
     """Extra fully-qualified types skops may load (reviewed by you)."""
 
 
+BUNDLED = Path(__file__).resolve().parents[1]
+"""The source tree: the seed programs' trained models are committed under ``models/``."""
+
+
 def resolve_model_path(path: str) -> Path:
+    """Absolute, else relative to the working directory, else to ``$CEAP_HOME``, else to
+    the source tree (so the seed configs' models are found from any directory)."""
     candidate = Path(path)
     if candidate.is_absolute() or candidate.exists():
         return candidate
-    return ceap_home() / path
+    home = ceap_home() / path
+    if not home.exists() and (BUNDLED / path).exists():
+        return BUNDLED / path
+    return home
 
 
 def sha256_of(path: Path) -> str:
@@ -60,24 +72,31 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_verified(path: Path, pinned: str | None, trusted: list[str]):
+def locate_model(path: str) -> str:
+    """The model file for ``options.path``: a URI as is, a local path resolved against the
+    working directory then ``$CEAP_HOME``; ``latest`` pointers and version directories
+    followed to the file they name."""
+    return registry.locate(path if registry.is_remote(path) else resolve_model_path(path))
+
+
+def load_verified(path: Path | str, pinned: str | None, trusted: list[str]):
     """Loads a skops model after checking its hash and the types it contains."""
     import skops.io as sio
 
-    if not path.exists():
+    if not registry.exists(str(path)):
         raise ModelError(
             f"model file {path} does not exist (train it: python run.py train --program P)"
         )
     expected = pinned
-    meta = path.with_name(path.name + ".json")
-    if expected is None and meta.exists():
-        expected = json.loads(meta.read_text()).get("sha256")
+    meta_name = f"{str(path).rsplit('/', 1)[-1]}{registry.META_SUFFIX}"
+    if expected is None:
+        expected = (registry.metadata(path) or {}).get("sha256")
     if expected is None:
         raise ModelError(
-            f"model {path} is unverified: pin options.sha256 or keep its registry metadata {meta.name}"
+            f"model {path} is unverified: pin options.sha256 or keep its registry metadata {meta_name}"
         )
     # Read once: the bytes that were hashed are the bytes that are loaded (no swap between).
-    data = path.read_bytes()
+    data = registry.read_bytes(path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelError(f"model {path}: sha256 {actual} does not match the expected {expected}")
@@ -110,7 +129,7 @@ class SklearnScorer(Scorer):
 
     def setup(self) -> None:
         o = self.options
-        self._model = load_verified(resolve_model_path(o.path), o.sha256, o.trusted)
+        self._model = load_verified(locate_model(o.path), o.sha256, o.trusted)
 
     def score(self, batch: pa.RecordBatch) -> np.ndarray:
         if not hasattr(self, "_model"):

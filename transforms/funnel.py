@@ -38,6 +38,10 @@ class Funnel:
     queued: dict[tuple[str, str], int] = field(default_factory=dict)
     fallback: int = 0
     shadow_read: int = 0
+    circuit_open: dict[str, int] = field(default_factory=dict)
+    """Models whose circuit breaker opened (how many workers opened it)."""
+    arms: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Experiment arm (model id) -> {"rows": over min_score, "score_sum": in millionths}."""
     seconds: float = 0.0
 
     @property
@@ -58,7 +62,17 @@ class Funnel:
             "candidates": self.candidates, "scored": self.scored, "stored": self.stored,
             "queued": [{"channel": c, "status": s, "rows": n} for (c, s), n in self.queued.items()],
             "fallback": self.fallback, "shadow_read": self.shadow_read, "adds_up": self.check(),
+            "circuit_open": self.circuit_open, "arms": self.arm_summary(),
         }  # fmt: skip
+
+    def arm_summary(self) -> dict[str, dict]:
+        """Per experiment arm: rows scored over min_score and their mean score."""
+        out = {}
+        for arm, c in sorted(self.arms.items()):
+            rows = c.get("rows", 0)
+            mean = c.get("score_sum", 0) / 1_000_000 / rows if rows else None
+            out[arm] = {"rows": rows, "mean_score": None if mean is None else round(mean, 6)}
+        return out
 
     @classmethod
     def from_result(cls, program: str, result, filter_order: list[str] | None = None) -> Funnel:
@@ -99,6 +113,10 @@ class Funnel:
                 f.fallback += value
             elif stage == "shadow_read":
                 f.shadow_read += value
+            elif stage == "model_circuit_open":
+                f.circuit_open[rest[0]] = value
+            elif stage == "arm":
+                f.arms.setdefault(rest[0], {})[rest[1]] = value
         if filter_order:
             rank = {label: i for i, label in enumerate(filter_order)}
             f.filtered = dict(
@@ -127,6 +145,13 @@ class Funnel:
         ]
         if self.shadow_read:
             details.append(("shadow source rows read", self.shadow_read))
+        details += [(f"CIRCUIT OPEN: model {m}", n) for m, n in sorted(self.circuit_open.items())]
+        arms = self.arm_summary()
+        if len(arms) > 1:
+            details += [
+                (f"arm {arm} (mean score {a['mean_score']:.4f})", a["rows"])
+                for arm, a in arms.items()
+            ]
         width = max(len(label) for label, _ in [("rows read", 0), *outcomes, *details]) + 2
         lines = [f"funnel [{self.program}]", f"  {'rows read':<{width}}{self.read:>12,}"]
         lines += [f"    {label:<{width - 2}}{n:>12,}" for label, n in outcomes]

@@ -4,6 +4,13 @@ Models are loaded once per worker (``setup``) and score whole batches. When a mo
 fails on a batch, ``fallback: cached`` takes the last stored score for the key; rows
 with none (or ``fallback: skip``) leave on the dead-letter output with the error. Rows
 under ``min_score`` (or without a score when a minimum is set) are counted and dropped.
+
+Each model has a circuit breaker per worker: after ``CIRCUIT_THRESHOLD`` consecutive
+failing batches (``RunContext.extras["circuit_threshold"]`` overrides it) the model is no
+longer called for the rest of the run; its rows take the same fallback path with the
+reason "circuit open", the breaker's opening is logged as an error and counted as
+``model_circuit_open``. A dead endpoint then costs one error per row, not one timeout.
+Per-arm figures (rows over min_score and their mean score) are counted for the summary.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from transforms.outcomes import OUTCOME, emit_outcomes
 
 log = logging.getLogger(__name__)
 
+CIRCUIT_THRESHOLD = 3
+"""Consecutive failing batches after which a model's circuit opens."""
+SCORE_UNIT = 1_000_000
+"""Scores are summed in counters (integers) in millionths, for the per-arm mean."""
+
 
 class _ScoreFn(beam.DoFn):
     def __init__(self, scoring: ScoringConfig, context: RunContext) -> None:
@@ -40,6 +52,9 @@ class _ScoreFn(beam.DoFn):
             scorer.setup()
             self._models.append((m, scorer))
         self._cache = None
+        self._threshold = int(self._ctx.extras.get("circuit_threshold", CIRCUIT_THRESHOLD))
+        self._failing: dict[str, int] = {}  # model id -> consecutive failing batches
+        self._open: dict[str, str] = {}  # model id -> why its circuit opened
 
     def _cached(self) -> tuple[KeyedCounts, pa.Table] | None:
         if self._cache is None:
@@ -69,12 +84,18 @@ class _ScoreFn(beam.DoFn):
             if not len(rows):
                 continue
             model_ids[rows], treatments[rows] = m.id, m.treatment or m.id
+            if m.id in self._open:
+                counter(program, "model_errors", m.id).inc(len(rows))
+                failed[rows] = True
+                errors[rows] = self._open[m.id]
+                continue
             try:
                 part = np.asarray(scorer.score(batch.take(pa.array(rows))), dtype=np.float64)
                 if part.shape != (len(rows),):
                     raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
                 scores[rows] = part
                 counter(program, "scored", m.id).inc(len(rows))
+                self._failing[m.id] = 0
             except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
                 log.warning(
                     "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc
@@ -82,6 +103,7 @@ class _ScoreFn(beam.DoFn):
                 counter(program, "model_errors", m.id).inc(len(rows))
                 failed[rows] = True
                 errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
+                self._trip(m.id, exc)
         if failed.any() and self._scoring.fallback == "cached":
             failed = self._fallback(batch, failed, scores, model_ids)
         # The model's output replaces same-named input columns (a source may carry "score").
@@ -116,10 +138,33 @@ class _ScoreFn(beam.DoFn):
                 counter(program, "below_min_score").inc(int(below.sum()))
                 yield from emit_outcomes(ctx, out.filter(pa.array(below)), "below_min_score")
             keep &= passing
+        for i, (m, _) in enumerate(self._models):
+            mine = keep & (arms == i)
+            if mine.any():
+                counter(program, "arm", m.id, "rows").inc(int(mine.sum()))
+                total = float(np.nansum(scores[mine]))
+                counter(program, "arm", m.id, "score_sum").inc(int(round(total * SCORE_UNIT)))
         if keep.all():
             yield out
         elif keep.any():
             yield out.filter(pa.array(keep))
+
+    def _trip(self, model_id: str, exc: Exception) -> None:
+        """Counts a failing batch; opens the model's circuit at the threshold."""
+        self._failing[model_id] = self._failing.get(model_id, 0) + 1
+        if self._failing[model_id] < self._threshold:
+            return
+        program = self._ctx.program
+        self._open[model_id] = (
+            f"model {model_id} circuit open: {self._failing[model_id]} consecutive failing "
+            f"batches, last {type(exc).__name__}: {exc}"
+        )[:500]
+        counter(program, "model_circuit_open", model_id).inc()
+        log.error(
+            "ALERT program %s: model %s circuit open after %d consecutive failing batches (%s); "
+            "not called again in this run, its rows fall back (fallback: %s)",
+            program, model_id, self._failing[model_id], exc, self._scoring.fallback,
+        )  # fmt: skip
 
     def _fallback(self, batch, failed, scores, model_ids) -> np.ndarray:
         cache = self._cached()

@@ -32,7 +32,7 @@ def test_unknown_name_lists_the_known_ones():
         scorers.get("xgboosted")
     message = str(info.value)
     assert "unknown scorer type 'xgboosted'" in message
-    assert "column, sklearn" in message
+    assert "bedrock, column, sagemaker, sklearn" in message
     assert "'ceap.scorers'" in message
 
 

@@ -1,0 +1,70 @@
+"""``python run.py train --program P``: fit, evaluate, version; print the metrics and the
+config line that uses the new model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scorers.training import DEFAULT_OUTCOMES, ESTIMATORS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py train",
+        description="Fits a program's propensity model on its outcomes table and publishes "
+        "it, versioned with its metrics and sha256, to the model registry.",
+    )
+    p.add_argument("--program", required=True)
+    p.add_argument("--config-dir", "--config_dir", dest="config_dir", default=None)
+    p.add_argument("--outcomes", default=None, help=f"outcomes table (default {DEFAULT_OUTCOMES})")
+    p.add_argument("--features", default=None, help="comma-separated (default: the config's)")
+    p.add_argument("--model-id", dest="model_id", default=None)
+    p.add_argument("--label", default="responded")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
+    p.add_argument("--holdout", type=float, default=0.2, help="newest share kept for metrics")
+    p.add_argument(
+        "--registry", default=None, help="dir or s3:// gs:// (default $CEAP_HOME/models)"
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from ceap.errors import CeapError
+    from ceap.home import default_config_dir
+    from scorers.training import train
+
+    args = parser().parse_args(argv)
+    try:
+        meta = train(
+            args.program,
+            args.config_dir or default_config_dir(),
+            args.registry,
+            outcomes=args.outcomes,
+            features=args.features.split(",") if args.features else None,
+            model_id=args.model_id,
+            label=args.label,
+            estimator=args.estimator,
+            holdout=args.holdout,
+        )
+    except CeapError as exc:
+        print(f"ceap: train {args.program}: {exc}", file=sys.stderr)
+        return 1
+    m, data = meta["metrics"], meta["training_data"]
+    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
+    print(
+        f"model {meta['model_id']} v{meta['version']} ({meta['estimator']}) for {meta['program']}"
+    )
+    print(f"  features       {', '.join(meta['features'])}")
+    print(f"  trained on     {m['train_rows']:,} rows, holdout {m['holdout_rows']:,} (newest)")
+    if data.get("from"):
+        print(f"  data range     {data['from']} .. {data['to']}")
+    print(f"  holdout AUC    {auc}")
+    print(f"  log-loss       {m['log_loss']:.4f} (base rate {m['base_rate']:.3f})")
+    print(f"  artifact       {meta['path']}")
+    print(f"  sha256         {meta['sha256']}")
+    latest = meta["path"].rsplit("/", 2)[0] + "/latest"
+    features = ", ".join(meta["features"])
+    print(f"  use it:        {{id: {meta['model_id']}, type: sklearn, options: "
+          f"{{path: {latest}, features: [{features}]}}}}")  # fmt: skip
+    return 0

@@ -1,0 +1,139 @@
+"""The model registry: versioned skops artifacts with their metadata, local or remote.
+
+Layout under a registry root (a directory, or an ``s3://`` / ``gs://`` prefix read and
+written through Beam's ``FileSystems``)::
+
+    <root>/<program>/<model_id>/<version>/model.skops        the fitted scikit-learn Pipeline
+    <root>/<program>/<model_id>/<version>/model.skops.json   features, metrics, data range, sha256
+    <root>/<program>/<model_id>/latest                       text: the newest version ("3")
+
+Versions are integers, never rewritten: a new training run publishes ``<max>+1`` and only
+then moves ``latest``, so a reader sees either the old or the new model, never half of one.
+A scorer's ``options.path`` may name the file, a version directory or ``.../latest``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ceap.errors import ModelError
+from ceap.home import ceap_home
+
+MODEL_FILE = "model.skops"
+LATEST = "latest"
+META_SUFFIX = ".json"
+
+
+def default_registry() -> str:
+    """``$CEAP_HOME/models``."""
+    return str(ceap_home() / "models")
+
+
+def is_remote(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def join(root: str | Path, *parts: str) -> str:
+    if is_remote(root):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.join(str(root), *parts)
+    return str(Path(root, *parts))
+
+
+def exists(path: str) -> bool:
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.exists(path)
+    return Path(path).exists()
+
+
+def read_bytes(path: str | Path) -> bytes:
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            with FileSystems.open(str(path)) as handle:
+                return handle.read()
+        except Exception as exc:  # noqa: BLE001 - every backend raises its own type
+            raise ModelError(f"cannot read {path}: {exc}") from exc
+    return Path(path).read_bytes()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a whole file; locally via a temporary file and a rename (atomic)."""
+    if is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(path) as handle:
+            handle.write(data)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a registry is shared
+    os.replace(tmp, target)
+
+
+def versions(root: str, program: str, model_id: str) -> list[int]:
+    """The published versions of a model, ascending."""
+    base = join(root, program, model_id)
+    if is_remote(root):
+        from apache_beam.io.filesystems import FileSystems
+
+        found = FileSystems.match([join(base, "*", MODEL_FILE)])[0].metadata_list
+        names = [m.path.rstrip("/").split("/")[-2] for m in found]
+    else:
+        names = [p.parent.name for p in Path(base).glob(f"*/{MODEL_FILE}")]
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def publish(root: str, program: str, model_id: str, model: bytes, metadata: dict) -> dict:
+    """Writes ``model`` as the next version, its metadata beside it, then moves ``latest``.
+    Returns the metadata as written (with ``version`` and ``path``)."""
+    version = (versions(root, program, model_id) or [0])[-1] + 1
+    folder = join(root, program, model_id, str(version))
+    path = join(folder, MODEL_FILE)
+    meta = {**metadata, "program": program, "model_id": model_id, "version": version}
+    meta["path"] = path
+    write_bytes(path, model)
+    write_bytes(path + META_SUFFIX, json.dumps(meta, indent=2, sort_keys=True).encode())
+    write_bytes(join(root, program, model_id, LATEST), f"{version}\n".encode())
+    return meta
+
+
+def locate(path: str | Path) -> str:
+    """The model file a scorer's ``path`` names: the file itself, a version directory
+    (its ``model.skops``) or a ``latest`` pointer (the version it names)."""
+    text = str(path)
+    if text.rstrip("/").endswith("/" + LATEST) or text == LATEST:
+        if not exists(text):
+            raise ModelError(
+                f"model pointer {text} does not exist (train it: python run.py train --program P)"
+            )
+        version = read_bytes(text).decode().strip()
+        if not version.isdigit():
+            raise ModelError(f"model pointer {text} holds {version!r}, not a version number")
+        return join(text.rstrip("/").rsplit("/", 1)[0], version, MODEL_FILE)
+    if not is_remote(text) and Path(text).is_dir():
+        return str(Path(text, MODEL_FILE))
+    return text
+
+
+def metadata(model_path: str | Path) -> dict | None:
+    """The registry metadata beside a model file, or None."""
+    meta = str(model_path) + META_SUFFIX
+    if not exists(meta):
+        return None
+    try:
+        return json.loads(read_bytes(meta))
+    except ValueError as exc:
+        raise ModelError(f"model metadata {meta} is not valid JSON: {exc}") from exc
