@@ -66,12 +66,16 @@ class Funnel:
         }  # fmt: skip
 
     def arm_summary(self) -> dict[str, dict]:
-        """Per experiment arm: rows scored over min_score and their mean score."""
+        """Per experiment arm: rows scored over min_score, their mean score, and how many
+        became candidates (after ranking)."""
         out = {}
         for arm, c in sorted(self.arms.items()):
             rows = c.get("rows", 0)
             mean = c.get("score_sum", 0) / 1_000_000 / rows if rows else None
-            out[arm] = {"rows": rows, "mean_score": None if mean is None else round(mean, 6)}
+            out[arm] = {
+                "rows": rows, "mean_score": None if mean is None else round(mean, 6),
+                "candidates": c.get("candidates", 0),
+            }  # fmt: skip
         return out
 
     @classmethod
@@ -149,7 +153,10 @@ class Funnel:
         arms = self.arm_summary()
         if len(arms) > 1:
             details += [
-                (f"arm {arm} (mean score {a['mean_score']:.4f})", a["rows"])
+                (
+                    f"arm {arm}: candidates (of {a['rows']:,} scored, mean {a['mean_score'] or 0:.4f})",
+                    a["candidates"],
+                )
                 for arm, a in arms.items()
             ]
         width = max(len(label) for label, _ in [("rows read", 0), *outcomes, *details]) + 2

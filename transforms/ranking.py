@@ -160,7 +160,7 @@ class _Emit(beam.DoFn):
         if acc.cut:
             counter(self._program, "ranked_out", "below top_n").inc(acc.cut)
         if acc.table is not None and acc.table.num_rows:
-            counter(self._program, "candidates").inc(acc.table.num_rows)
+            count_candidates(self._program, acc.table)
             # DuckDB hands back 2k-row chunks; downstream steps cost per batch, so re-chunk.
             yield from acc.table.combine_chunks().to_batches(max_chunksize=BATCH_ROWS)
 
@@ -178,6 +178,15 @@ RANKED_COLUMNS = [
 
 def _project(batch: pa.RecordBatch, keep: list[str]) -> pa.RecordBatch:
     return batch.select([c for c in keep if c in batch.schema.names])
+
+
+def count_candidates(program: str, table: pa.Table) -> None:
+    """The candidates that made it, in all and per experiment arm (model id)."""
+    counter(program, "candidates").inc(table.num_rows)
+    if "model_id" in table.column_names:
+        for item in pc.value_counts(table.column("model_id")).to_pylist():
+            if item["values"] is not None:
+                counter(program, "arm", item["values"], "candidates").inc(item["counts"])
 
 
 class RankOutputs(NamedTuple):
@@ -208,7 +217,7 @@ class _RankEachFn(beam.DoFn):
             kept = pc.is_in(table.column(ORIGIN_COLUMN), value_set=ranked.column(ORIGIN_COLUMN))
             yield from emit_outcomes(self._ctx, table.filter(pc.invert(kept)), "ranked_out")
         if ranked.num_rows:
-            counter(program, "candidates").inc(ranked.num_rows)
+            count_candidates(program, ranked)
             yield from ranked.combine_chunks().to_batches(max_chunksize=BATCH_ROWS)
 
 

@@ -141,6 +141,7 @@ def test_store_matches_independent_computation_and_reruns_change_nothing(warehou
     assert funnel["read"] == total
     assert funnel["dead_letters"] == {"candidates": bad} and bad > 0
     assert funnel["candidates"] == TOP_N and funnel["adds_up"]
+    assert sum(arm["candidates"] for arm in funnel["arms"].values()) == TOP_N  # per experiment arm
     assert len(table(home, "dead_letters", "origin")) == bad
     outbox = table(home, "outbox", "program, customer_id, subject_id, channel")
     assert len(outbox) == 2 * TOP_N and {r[5] for r in outbox} == {"pending"}
