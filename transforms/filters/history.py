@@ -34,9 +34,18 @@ class HistoryTable(TableRef):
     """When set, only rows inside the filter's window count."""
 
 
-class _Cached:
-    """Warehouse history tables are static for a run: read once per filter instance, so a
-    streaming refresh (every second) reloads only the store's snapshots."""
+class _HistoryFilter(Filter):
+    """Shared by the filters that look at what already happened. Batch runs load one
+    snapshot per worker (``setup``); streaming runs load, for each micro-batch, only its
+    customers (``_load(customers)`` from ``evaluate``), so the store's facts are current.
+    Warehouse history tables are static for a run: read once per filter instance."""
+
+    def setup(self) -> None:
+        if not self.context.streaming:
+            self._load(None)
+
+    def _load(self, customers: list[str] | None) -> None:
+        raise NotImplementedError
 
     def _history(
         self, ref: HistoryTable, program: str | None, since=None, customers=None
@@ -90,6 +99,7 @@ def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
 
 
 KEYS = ["customer_id", "subject_id"]
+EVENT_KEYS = {"customer_id", "subject_id", "event_time"}
 
 
 # --- opt_out -------------------------------------------------------------------------------
@@ -106,7 +116,7 @@ class OptOutOptions(BaseModel):
 
 
 @filters.register("opt_out")
-class OptOutFilter(_Cached, Filter):
+class OptOutFilter(_HistoryFilter):
     """Removes customers opted out of this program or of everything, on every channel.
 
     Channel-only opt-outs do not remove the candidate: its outbox row for that channel is
@@ -117,10 +127,6 @@ class OptOutFilter(_Cached, Filter):
 
     def reads(self) -> set[str]:
         return {"customer_id", *([self.options.column] if self.options.column else [])}
-
-    def setup(self) -> None:
-        if not self.context.streaming:
-            self._load(None)
 
     def _load(self, customers: list[str] | None) -> None:
         ids: list[pa.Array] = []
@@ -192,18 +198,14 @@ class FrequencyCapOptions(BaseModel):
 
 
 @filters.register("frequency_cap")
-class FrequencyCapFilter(_Cached, Filter):
+class FrequencyCapFilter(_HistoryFilter):
     """Caps asks per customer: a contact is one ask (program, subject), whatever the number of
     channels it went through; the outbox counts what it sent in the window."""
 
     Options = FrequencyCapOptions
 
     def reads(self) -> set[str]:
-        return {"customer_id", "subject_id", "event_time"}
-
-    def setup(self) -> None:
-        if not self.context.streaming:
-            self._load(None)
+        return EVENT_KEYS
 
     def _load(self, customers: list[str] | None) -> None:
         o, ctx = self.options, self.context
@@ -288,15 +290,11 @@ class DedupOptions(BaseModel):
 
 
 @filters.register("dedup")
-class DedupFilter(_Cached, Filter):
+class DedupFilter(_HistoryFilter):
     Options = DedupOptions
 
     def reads(self) -> set[str]:
-        return {"customer_id", "subject_id", "event_time"}
-
-    def setup(self) -> None:
-        if not self.context.streaming:
-            self._load(None)
+        return EVENT_KEYS
 
     def _load(self, customers: list[str] | None) -> None:
         o, ctx = self.options, self.context
