@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from pathlib import Path
 
 SAMPLE_ROOT = Path("data/warehouse")
 SAMPLE_ROWS = 20_000
-SUBCOMMANDS = ("serve", "dispatch", "export", "train", "emit", "generate")
+SUBCOMMANDS = ("serve", "dispatch", "export", "report", "train", "emit", "generate")
 STREAMING_EXAMPLE = (
     'python run.py emit --program video_ratings --event \'{"customer_id": "C00000001", ...}\''
 )
@@ -34,6 +35,10 @@ def _quiet_logs() -> None:
             return "apitools" not in record.getMessage()
 
     logging.getLogger().addFilter(_DropNoise())
+    if os.environ.get("CEAP_LOG_FORMAT", "text") == "json":
+        from ceap.logs import use_json
+
+        use_json()
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -262,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             from channels.cli import main as dispatch
 
             return dispatch(rest)
+        if command == "export":
+            from pipelines.export import main as export
+
+            return export(rest)
+        if command == "report":
+            from reports.html import main as report
+
+            return report(rest)
         if command == "train":
             from scorers.cli import main as train
 

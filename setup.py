@@ -16,6 +16,7 @@ PACKAGES = [
     "configs",
     "stores",
     "serving",
+    "reports",
 ]
 
 setup(
@@ -43,11 +44,13 @@ setup(
         "fastapi>=0.110,<1",
         "uvicorn>=0.29,<1",
         "prometheus-client>=0.20,<1",
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         "athena": ["pyathena>=3,<5"],
         "snowflake": ["snowflake-connector-python>=3,<6"],
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "dask": ["dask[distributed]>=2024.1,<2027"],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3,<4",
@@ -57,6 +60,7 @@ setup(
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
             "aiosmtpd>=1.4,<2",
+            "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
         ],
     },
     entry_points={

@@ -1,0 +1,359 @@
+"""``python run.py export --date D --output DIR_OR_URI``: one day of the store as Hive-partitioned
+Parquet, for DuckDB, pandas, Spark and Athena/Glue (DESIGN.md §3).
+
+    python run.py export --date 2026-11-01 --output exports/ [--store sqlite] [beam options...]
+    python run.py export --date 2026-11-01 --output s3://bucket/ceap/ --runner DataflowRunner ...
+
+Layout, one file per (table, day, program)::
+
+    OUTPUT/candidates/dt=2026-11-01/program=reviews/part-00000.parquet
+    OUTPUT/outbox/dt=2026-11-01/program=reviews/part-00000.parquet
+    OUTPUT/responses/dt=2026-11-01/program=reviews/part-00000.parquet
+
+What a day holds (times are UTC):
+  - ``candidates``: candidates created on D (a re-run keeps a live candidate's created_at, so a
+    candidate lands in one day only), with their status as of the export.
+  - ``outbox``: rows created (queued) on D or sent on D, with their status as of the export. A
+    row queued on D and sent on D+3 is in both days; the later export holds its final state
+    (deduplicate on ``idempotency_key``, latest ``dt`` wins).
+  - ``responses``: responses recorded on D.
+
+As Hive writes them, ``dt`` and ``program`` are directory names only, not columns inside the
+files; readers with Hive partitioning turn them back into columns. Schema (Parquet, snappy;
+``timestamp`` is INT64 milliseconds, UTC-adjusted; Glue types in brackets):
+
+  candidates: customer_id string, subject_type string, subject_id string, action string,
+      context string (JSON object), score double, model_id string (the experiment arm's
+      model), treatment string (the arm's label), created_at timestamp, expires_at timestamp,
+      deliver_after timestamp, status string (live | expired | consumed | suppressed)
+  outbox: customer_id string, subject_id string, channel string, send_after timestamp,
+      status string (pending | sent | shadowed | suppressed | failed), attempts bigint,
+      idempotency_key string, reason string (why suppressed or failed; ``shadow`` for shadow
+      sends, whose message preview is not exported), template string, shadow boolean,
+      created_at timestamp, sent_at timestamp, updated_at timestamp, model_id string,
+      treatment string (the candidate's arm)
+  responses: customer_id string, subject_id string, response string (JSON), created_at
+      timestamp, model_id string, treatment string (the responding candidate's arm)
+  partition keys: dt string (YYYY-MM-DD), program string
+
+Idempotent per date: every file is first written under ``OUTPUT/_staging/<id>/`` (outside the
+table locations, and ``_``-prefixed, which Hive, Athena and pyarrow skip); once all are
+written, each table's ``dt=D`` partition is replaced as a whole. On a local filesystem that
+is two directory renames (old aside, new in), so a reader sees the old day or the new one,
+never a mix. Object stores (s3://, gs://) cannot rename a prefix: the new parts are copied
+over the old ones (same names, each object replaced atomically), then the day's stale parts
+(a program with no rows any more) are deleted. A failed export changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import default_runner
+
+TABLES = ("candidates", "outbox", "responses")
+PART = "part-00000.parquet"
+STAGING = "_staging"
+TS = pa.timestamp("ms", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "candidates": pa.schema([
+        ("customer_id", pa.string()), ("subject_type", pa.string()), ("subject_id", pa.string()),
+        ("action", pa.string()), ("context", pa.string()), ("score", pa.float64()),
+        ("model_id", pa.string()), ("treatment", pa.string()), ("created_at", TS),
+        ("expires_at", TS), ("deliver_after", TS), ("status", pa.string()),
+    ]),
+    "outbox": pa.schema([
+        ("customer_id", pa.string()), ("subject_id", pa.string()), ("channel", pa.string()),
+        ("send_after", TS), ("status", pa.string()), ("attempts", pa.int64()),
+        ("idempotency_key", pa.string()), ("reason", pa.string()), ("template", pa.string()),
+        ("shadow", pa.bool_()), ("created_at", TS), ("sent_at", TS), ("updated_at", TS),
+        ("model_id", pa.string()), ("treatment", pa.string()),
+    ]),
+    "responses": pa.schema([
+        ("customer_id", pa.string()), ("subject_id", pa.string()), ("response", pa.string()),
+        ("created_at", TS), ("model_id", pa.string()), ("treatment", pa.string()),
+    ]),
+}  # fmt: skip
+"""The files' columns; ``program`` and ``dt`` are partition directories, not columns."""
+
+# One text per table, run by SQLite on the embedded store and by DuckDB over the Arrow tables
+# of other backends. Times are ISO text, so a day is a text range (index-friendly).
+_ARM = (
+    "LEFT JOIN candidates c ON c.program = {t}.program AND c.customer_id = {t}.customer_id "
+    "AND c.subject_id = {t}.subject_id"
+)
+QUERIES: dict[str, str] = {
+    "candidates": (
+        "SELECT program, customer_id, subject_type, subject_id, action, context, score, model_id, "
+        "treatment, created_at, expires_at, deliver_after, status FROM candidates "
+        "WHERE created_at >= ? AND created_at < ? ORDER BY program"
+    ),
+    "outbox": (
+        "SELECT o.program, o.customer_id, o.subject_id, o.channel, o.send_after, o.status, "
+        "o.attempts, o.idempotency_key, CASE WHEN o.status = 'shadowed' THEN 'shadow' "
+        "ELSE o.reason END AS reason, o.template, o.shadow, o.created_at, o.sent_at, "
+        f"o.updated_at, c.model_id, c.treatment FROM outbox o {_ARM.format(t='o')} "
+        "WHERE (o.created_at >= ? AND o.created_at < ?) OR (o.sent_at >= ? AND o.sent_at < ?) "
+        "ORDER BY o.program"
+    ),
+    "responses": (
+        "SELECT r.program, r.customer_id, r.subject_id, r.response, r.created_at, c.model_id, "
+        f"c.treatment FROM responses r {_ARM.format(t='r')} "
+        "WHERE r.created_at >= ? AND r.created_at < ? ORDER BY r.program"
+    ),
+}
+_SOURCE_COLUMNS = {  # what the queries read from each store table (absent ones read as null)
+    "candidates": ["program", "customer_id", "subject_id", "subject_type", "action", "context",
+                   "score", "model_id", "treatment", "created_at", "expires_at", "deliver_after",
+                   "status"],
+    "outbox": ["program", "customer_id", "subject_id", "channel", "send_after", "status",
+               "attempts", "idempotency_key", "reason", "template", "shadow", "created_at",
+               "sent_at", "updated_at"],
+    "responses": ["program", "customer_id", "subject_id", "response", "created_at"],
+}  # fmt: skip
+
+
+class Part(NamedTuple):
+    """One Parquet file written to the staging area."""
+
+    table: str
+    program: str
+    path: str
+    rows: int
+
+
+def day_bounds(day: str) -> tuple[str, str]:
+    """``2026-11-01`` -> (``2026-11-01``, ``2026-11-02``): the day as a text range over ISO times."""
+    start = date.fromisoformat(day)
+    return start.isoformat(), (start + timedelta(days=1)).isoformat()
+
+
+def _params(table: str, day: str) -> tuple[str, ...]:
+    low, high = day_bounds(day)
+    return (low, high, low, high) if table == "outbox" else (low, high)
+
+
+def _raw_batches(store_spec: str, table: str, day: str, batch_rows: int) -> Iterator[pa.Table]:
+    """The day's rows of ``table`` as Arrow tables of the store's own (text) columns."""
+    from stores.base import open_store
+    from stores.sqlite import SqliteStore
+
+    store = open_store(store_spec)
+    try:
+        if isinstance(store, SqliteStore):
+            cursor = store.connection.execute(QUERIES[table], _params(table, day))
+            names = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(batch_rows):
+                columns = list(zip(*rows, strict=True))
+                yield pa.table({n: pa.array(list(c)) for n, c in zip(names, columns, strict=True)})
+            return
+        yield from _duckdb_batches(store, table, day, batch_rows)
+    finally:
+        store.close()
+
+
+def _duckdb_batches(store, table: str, day: str, batch_rows: int) -> Iterator[pa.Table]:
+    """Other backends: their whole tables as Arrow, queried by DuckDB with the same SQL."""
+    import duckdb
+
+    con = duckdb.connect()
+    for name in {"candidates", table}:
+        arrow = store.table(name)
+        for column in _SOURCE_COLUMNS[name]:
+            if column not in arrow.column_names:
+                arrow = arrow.append_column(column, pa.nulls(arrow.num_rows, pa.string()))
+        con.register(name, arrow)
+    reader = con.execute(QUERIES[table], _params(table, day)).fetch_record_batch(batch_rows)
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
+
+
+def _timestamps(values: pa.Array) -> pa.Array:
+    text = values.cast(pa.string())
+    try:
+        parsed = pc.strptime(text, format="%Y-%m-%dT%H:%M:%SZ", unit="ms")
+        return parsed.cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import pandas as pd  # other ISO-8601 spellings (offsets, fractions)
+
+        series = pd.to_datetime(text.to_pandas(), utc=True, format="ISO8601")
+        return pa.array(series, TS)
+
+
+def conform(raw: pa.Table, table: str) -> pa.Table:
+    """The store's columns cast to the export schema (``program`` kept for partitioning)."""
+    out = {"program": raw.column("program").cast(pa.string())}
+    for f in SCHEMAS[table]:
+        column = raw.column(f.name) if f.name in raw.column_names else pa.nulls(raw.num_rows)
+        if pa.types.is_timestamp(f.type):
+            out[f.name] = _timestamps(column)
+        elif pa.types.is_boolean(f.type) and not pa.types.is_boolean(column.type):
+            out[f.name] = pc.not_equal(column.cast(pa.int64()), 0)
+        else:
+            out[f.name] = column.cast(f.type)
+    return pa.table(out)
+
+
+def read_day(
+    table: str, store_spec: str, day: str, batch_rows: int = 50_000
+) -> Iterator[tuple[tuple[str, str], pa.Table]]:
+    """Yields ((table, program), rows without the program column) for one table's day."""
+    rows = beam.metrics.Metrics.counter("ceap.export", table)
+    for raw in _raw_batches(store_spec, table, day, batch_rows):
+        batch = conform(raw, table)
+        programs = batch.column("program")
+        for program in pc.unique(programs).to_pylist():
+            part = batch.filter(pc.equal(programs, program)).drop_columns(["program"])
+            rows.inc(part.num_rows)
+            yield (table, program), part
+
+
+def write_part(key: tuple[str, str], parts, staging: str = "", day: str = "") -> Part:
+    """Writes one (table, program) partition of the day as a single Parquet file in staging."""
+    table, program = key
+    data = pa.concat_tables(list(parts)).cast(SCHEMAS[table])
+    path = FileSystems.join(staging, table, f"dt={day}", f"program={program}", PART)
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        pq.write_table(data, f, compression="snappy", coerce_timestamps="ms")
+    return Part(table, program, path, data.num_rows)
+
+
+def _is_local(path: str) -> bool:
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def commit(parts: list[Part], output: str, staging: str, day: str) -> list[Part]:
+    """Replaces each table's ``dt=day`` partition with what was staged (nothing staged for a
+    table: its day is removed, so a re-export never keeps rows the store no longer has)."""
+    local = _is_local(output)
+    final_parts = []
+    for table in TABLES:
+        final = FileSystems.join(output, table, f"dt={day}")
+        staged = [p for p in parts if p.table == table]
+        if local:
+            _swap_local(final, FileSystems.join(staging, table, f"dt={day}") if staged else None,
+                        FileSystems.join(staging, f"replaced-{table}"))  # fmt: skip
+        else:
+            _replace_objects(final, staged, day)
+        final_parts += [
+            p._replace(path=FileSystems.join(final, f"program={p.program}", PART)) for p in staged
+        ]
+    if FileSystems.exists(staging):
+        FileSystems.delete([staging])
+    if local:  # the staging root too, once no other export is using it
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(staging.rstrip("/")))
+    return final_parts
+
+
+def _swap_local(final: str, staged_dir: str | None, aside: str) -> None:
+    if os.path.exists(final):
+        os.rename(final, aside)
+    if staged_dir is not None:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.rename(staged_dir, final)
+
+
+def _replace_objects(final: str, staged: list[Part], day: str) -> None:
+    targets = [FileSystems.join(final, f"program={p.program}", PART) for p in staged]
+    for parent in {t.rsplit("/", 1)[0] for t in targets}:
+        if not FileSystems.exists(parent):  # a no-op on object stores, needed locally
+            FileSystems.mkdirs(parent)
+    if staged:
+        FileSystems.copy([p.path for p in staged], targets)
+    existing = [m.path for r in FileSystems.match([FileSystems.join(final, "*", "*")]) for m in r.metadata_list]  # fmt: skip
+    stale = [path for path in existing if path not in set(targets)]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def build_pipeline(
+    day: str, output: str, store: str, options: PipelineOptions | None = None
+) -> tuple[beam.Pipeline, str]:
+    """The export graph, not run: read each table's day, group by (table, program), write one
+    staged file per group, then commit them all at once. Returns the pipeline and its
+    staging directory."""
+    date.fromisoformat(day)  # a bad date fails here, before any work
+    options = options or PipelineOptions([])
+    staging = FileSystems.join(output, STAGING, uuid.uuid4().hex[:12])
+    p = beam.Pipeline(runner=default_runner(options), options=options)
+    _ = (
+        p
+        | "Tables" >> beam.Create(TABLES)
+        | "ReadDay" >> beam.FlatMap(read_day, store, day)
+        | "ByPartition" >> beam.GroupByKey()
+        | "WriteParquet" >> beam.MapTuple(write_part, staging=staging, day=day)
+        | "AllParts" >> beam.combiners.ToList()
+        | "Commit" >> beam.Map(commit, output, staging, day)
+        | "Report" >> beam.FlatMap(lambda parts: parts)
+        | "Print" >> beam.Map(_print_part)
+    )
+    return p, staging
+
+
+def _print_part(part: Part) -> Part:
+    print(f"  {part.table:11s} {part.program:20s} {part.rows:>10,}  {part.path}", flush=True)
+    return part
+
+
+def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str] | None = None) -> dict[str, int]:  # fmt: skip
+    """Runs the export to completion; returns rows exported per table."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    p, _ = build_pipeline(day, output, store, PipelineOptions(beam_args or []))
+    result = p.run()
+    result.wait_until_finish()
+    counts = dict.fromkeys(TABLES, 0)
+    for c in result.metrics().query(MetricsFilter().with_namespace("ceap.export"))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counts[c.key.metric.name] += int(value or 0)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--date", required=True, help="the day to export, YYYY-MM-DD (UTC)")
+    parser.add_argument("--output", required=True, help="a directory, s3://... or gs://...")
+    parser.add_argument("--store", default=os.environ.get("CEAP_STORE", "sqlite"))
+    parser.add_argument("--config-dir", "--config_dir", dest="config_dir", default=None)
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        date.fromisoformat(args.date)
+    except ValueError:
+        print(f"ceap: --date must be YYYY-MM-DD, not {args.date!r}", file=sys.stderr)
+        return 2
+    print(f"export {args.date} -> {args.output}", flush=True)
+    try:
+        counts = run_export(args.date, args.output, args.store, beam_args)
+    except Exception as exc:  # noqa: BLE001 - reported; a failed export changes nothing
+        print(f"ceap: export failed: {_root_cause(exc)}", file=sys.stderr)
+        return 1
+    print("  " + ", ".join(f"{t}: {n:,} rows" for t, n in counts.items()))
+    return 0
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Beam wraps worker errors; report the innermost cause."""
+    seen = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc

@@ -1,0 +1,199 @@
+"""The numbers of a program's report, computed by DuckDB over the store's tables (as Arrow).
+
+Scope: the program's candidates (those created on ``day`` when given: a cohort) and what
+became of them: their outbox rows and the responses to them. The funnel is the latest run's
+(on ``day`` when given), as recorded in the ``runs`` table.
+
+Touches and attribution. A *touch* is an outbox row that reached the customer: ``sent`` (at
+``sent_at``) or ``shadowed`` (a shadow send, at the time the dispatcher recorded it,
+``updated_at``): shadow mode rehearses delivery, so the report treats it as delivered. A
+response is attributed to the last channel that touched the same (customer, subject) at or
+before the response (*last touch*); *multi-touch* credit splits each response equally among
+the distinct channels that touched it before; a response with no touch is *unattributed*.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+TOUCH_TIME = "CASE WHEN o.status = 'sent' THEN o.sent_at ELSE o.updated_at END"
+
+
+@dataclass
+class ReportData:
+    program: str
+    day: str | None
+    generated_at: str
+    run: dict[str, Any] | None = None
+    """The run whose funnel is shown: run_id, started_at, status, funnel (Funnel.as_dict())."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    """Stages in order: {stage, detail, removed, remaining}; the first is ``read``."""
+    candidates: int = 0
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    """Per model/arm: model_id, treatment, candidates, mean/p50/p90 score, responses, rate."""
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    """Arm label -> the scores of its candidates (for the histogram)."""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    """Per channel and status: rows."""
+    channels: list[dict[str, Any]] = field(default_factory=list)
+    """Per channel: touched (candidates reached), responses after a touch, rate."""
+    attribution: list[dict[str, Any]] = field(default_factory=list)
+    """Per channel: last_touch responses and share, multi_touch credit and share."""
+    responses: int = 0
+    attributed: int = 0
+    multi_touch_responses: int = 0
+    """Responses touched by two or more channels before they happened."""
+
+    def as_json(self) -> str:
+        out = asdict(self)
+        out.pop("scores")
+        return json.dumps(out, default=str, sort_keys=True)
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def funnel_stages(funnel: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's funnel (``Funnel.as_dict()``) as stages in pipeline order, each with the rows it
+    removed and the rows left: read, dead letters, each filter's reasons, below min_score,
+    ranked out; what is left at the end is the candidates."""
+    remaining = int(funnel.get("read", 0))
+    stages = [{"stage": "read", "detail": "", "removed": 0, "remaining": remaining}]
+
+    def step(stage: str, detail: str, n: int) -> None:
+        nonlocal remaining
+        remaining -= int(n)
+        stages.append({"stage": stage, "detail": detail, "removed": int(n), "remaining": remaining})
+
+    for where, n in sorted((funnel.get("dead_letters") or {}).items()):
+        step("dead letter", where, n)
+    for f in funnel.get("filtered") or []:
+        step(f"filter {f['filter']}", f["reason"], f["rows"])
+    step("below min_score", "", funnel.get("below_min_score", 0))
+    for reason, n in sorted((funnel.get("ranked_out") or {}).items()):
+        step("ranked out", reason, n)
+    return stages
+
+
+def load(store, program: str, day: str | None, generated_at: str) -> ReportData:
+    """Reads ``store`` (a CandidateStore) and computes the report of ``program``."""
+    tables = {n: store.table(n) for n in ("candidates", "outbox", "responses", "runs")}
+    con = duckdb.connect()
+    for name, arrow in tables.items():
+        con.register(f"{name}_all", _with_columns(name, arrow))
+    low, high = (day, (date.fromisoformat(day) + timedelta(days=1)).isoformat()) if day else ("", "~")  # fmt: skip
+    con.execute(
+        "CREATE TEMP TABLE cohort AS SELECT * FROM candidates_all "
+        "WHERE program = ? AND created_at >= ? AND created_at < ?",
+        [program, low, high],
+    )
+    con.execute(
+        "CREATE TEMP TABLE touches AS SELECT o.customer_id, o.subject_id, o.channel, o.status, "
+        f"{TOUCH_TIME} AS touched_at FROM outbox_all o JOIN cohort c USING (customer_id, "
+        "subject_id) WHERE o.program = ? AND o.status IN ('sent', 'shadowed')",
+        [program],
+    )
+    con.execute(
+        "CREATE TEMP TABLE answered AS SELECT r.customer_id, r.subject_id, min(r.created_at) AS "
+        "responded_at FROM responses_all r JOIN cohort c USING (customer_id, subject_id) "
+        "WHERE r.program = ? GROUP BY ALL",
+        [program],
+    )
+    data = ReportData(program=program, day=day, generated_at=generated_at)
+    _runs(con, data, program, low, high)
+    data.candidates = con.execute("SELECT count(*) FROM cohort").fetchone()[0]
+    data.arms = _rows(con, """
+        SELECT c.model_id, coalesce(c.treatment, c.model_id) AS treatment, count(*) AS candidates,
+               avg(c.score) AS mean_score, median(c.score) AS p50_score,
+               quantile_cont(c.score, 0.9) AS p90_score, count(a.customer_id) AS responses,
+               count(a.customer_id) / count(*) AS response_rate
+        FROM cohort c LEFT JOIN answered a USING (customer_id, subject_id)
+        GROUP BY ALL ORDER BY candidates DESC, 1""")  # fmt: skip
+    for arm in _rows(con, "SELECT coalesce(treatment, model_id, '?') AS arm, list(score) AS s "
+                     "FROM cohort WHERE score IS NOT NULL GROUP BY ALL ORDER BY 1"):  # fmt: skip
+        data.scores[str(arm["arm"])] = [float(x) for x in arm["s"]]
+    data.outbox = _rows(con, """
+        SELECT o.channel, o.status, count(*) AS rows FROM outbox_all o
+        JOIN cohort c USING (customer_id, subject_id) WHERE o.program = ?
+        GROUP BY ALL ORDER BY 1, 2""", [program])  # fmt: skip
+    data.channels = _rows(con, """
+        SELECT t.channel, count(*) AS touched, count(a.customer_id) AS responses,
+               count(a.customer_id) / count(*) AS response_rate
+        FROM (SELECT customer_id, subject_id, channel, min(touched_at) AS first_touch
+              FROM touches GROUP BY ALL) t
+        LEFT JOIN answered a ON a.customer_id = t.customer_id AND a.subject_id = t.subject_id
+             AND a.responded_at >= t.first_touch
+        GROUP BY ALL ORDER BY 1""")  # fmt: skip
+    _attribution(con, data)
+    return data
+
+
+def _with_columns(name: str, arrow: pa.Table) -> pa.Table:
+    """Backends differ in the internal columns they keep: the ones read here are ensured."""
+    needed = {
+        "candidates": ["program", "customer_id", "subject_id", "score", "model_id", "treatment",
+                       "created_at", "status"],
+        "outbox": ["program", "customer_id", "subject_id", "channel", "status", "sent_at",
+                   "updated_at"],
+        "responses": ["program", "customer_id", "subject_id", "created_at"],
+        "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel"],
+    }[name]  # fmt: skip
+    for column in needed:
+        if column not in arrow.column_names:
+            typ = pa.float64() if column == "score" else pa.string()
+            arrow = arrow.append_column(column, pa.nulls(arrow.num_rows, typ))
+    return arrow
+
+
+def _runs(con, data: ReportData, program: str, low: str, high: str) -> None:
+    runs = _rows(con, """
+        SELECT run_id, mode, started_at, finished_at, status, funnel FROM runs_all
+        WHERE program = ? AND started_at >= ? AND started_at < ?
+        ORDER BY started_at DESC, run_id DESC""", [program, low, high])  # fmt: skip
+    for r in runs:
+        r["funnel"] = json.loads(r["funnel"]) if r["funnel"] else None
+    data.runs = [{k: v for k, v in r.items() if k != "funnel"} for r in runs]
+    chosen = next((r for r in runs if r["status"] == "ok" and r["funnel"]), None)
+    if chosen is not None:
+        data.run = chosen
+        data.funnel = funnel_stages(chosen["funnel"])
+
+
+def _attribution(con, data: ReportData) -> None:
+    per_response = _rows(con, """
+        SELECT a.customer_id, a.subject_id,
+               arg_max(t.channel, t.touched_at || ' ' || t.channel) AS last_channel,
+               list(DISTINCT t.channel) FILTER (WHERE t.channel IS NOT NULL) AS channels
+        FROM answered a LEFT JOIN touches t ON t.customer_id = a.customer_id
+             AND t.subject_id = a.subject_id AND t.touched_at <= a.responded_at
+        GROUP BY ALL""")  # fmt: skip
+    data.responses = len(per_response)
+    last: dict[str, int] = {}
+    credit: dict[str, float] = {}
+    for r in per_response:
+        channels = sorted(r["channels"] or [])
+        if not channels:
+            continue
+        data.attributed += 1
+        data.multi_touch_responses += len(channels) > 1
+        last[r["last_channel"]] = last.get(r["last_channel"], 0) + 1
+        for ch in channels:
+            credit[ch] = credit.get(ch, 0.0) + 1.0 / len(channels)
+    total = data.attributed or 1
+    data.attribution = [
+        {
+            "channel": ch, "last_touch": last.get(ch, 0), "last_touch_share": last.get(ch, 0) / total,
+            "multi_touch": round(credit.get(ch, 0.0), 6), "multi_touch_share": credit.get(ch, 0.0) / total,
+        }
+        for ch in sorted(set(last) | set(credit))
+    ]  # fmt: skip

@@ -1,0 +1,91 @@
+"""Runner options are checked before submit: each mistake is named with the flag to add."""
+
+from __future__ import annotations
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from ceap.errors import ConfigError
+from pipelines.runners import DASK_RUNNER, normalize_beam_args, validate_runner_options
+
+DATAFLOW = [
+    "--runner=DataflowRunner", "--project=p", "--region=europe-west1",
+    "--temp_location=gs://b/tmp", "--setup_file=./setup.py", "--store=dynamodb://ceap",
+]  # fmt: skip
+
+
+def check(*args: str) -> None:
+    validate_runner_options(PipelineOptions(list(args)))
+
+
+def fails(*args: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        check(*args)
+    return str(err.value)
+
+
+def test_local_runners_need_nothing():
+    check()
+    check("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    check(f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://127.0.0.1:8786")
+
+
+def test_a_complete_dataflow_submission_passes():
+    check(*DATAFLOW)
+    check(*DATAFLOW, "--streaming", "--experiments=use_runner_v2")
+
+
+@pytest.mark.parametrize("flag", ["--project", "--region", "--temp_location"])
+def test_dataflow_without_a_required_flag(flag):
+    args = [a for a in DATAFLOW if not a.startswith(flag + "=")]
+    assert f"DataflowRunner needs {flag}" in fails(*args)
+
+
+def test_dataflow_temp_location_must_be_on_gcs():
+    message = fails(*DATAFLOW[:3], "--temp_location=/tmp/x", *DATAFLOW[4:])
+    assert "--temp_location must be a gs:// path" in message
+
+
+def test_dataflow_workers_need_ceap_installed():
+    args = [a for a in DATAFLOW if not a.startswith("--setup_file")]
+    assert "--setup_file ./setup.py" in fails(*args)
+    check(*args, "--sdk_container_image=europe-docker.pkg.dev/p/ceap/worker:1")
+
+
+def test_dataflow_runner_v1_is_refused():
+    assert "Runner v2" in fails(*DATAFLOW, "--experiments=disable_runner_v2")
+
+
+def test_flink_needs_its_master_and_an_environment():
+    assert "--flink_master host:8081" in fails("--runner=FlinkRunner", "--store=dynamodb://c",
+                                               "--environment_type=LOOPBACK")  # fmt: skip
+    assert "--environment_type" in fails(
+        "--runner=FlinkRunner", "--flink_master=flink:8081", "--store=dynamodb://c"
+    )
+    check("--runner=FlinkRunner", "--flink_master=flink:8081", "--environment_type=LOOPBACK",
+          "--store=dynamodb://c")  # fmt: skip
+
+
+@pytest.mark.parametrize("store", ["sqlite", "sqlite:///tmp/ceap.db"])
+def test_the_embedded_store_is_refused_on_a_distributed_runner(store):
+    message = fails(*DATAFLOW[:-1], f"--store={store}")
+    assert "use --store dynamodb://" in message
+    message = fails(
+        f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://10.0.0.5:8786", f"--store={store}"
+    )
+    assert "use --store dynamodb://" in message
+
+
+def test_every_problem_is_reported_at_once():
+    message = fails("--runner=DataflowRunner")
+    for flag in ("--project", "--region", "--temp_location", "--setup_file", "dynamodb://"):
+        assert flag in message
+
+
+def test_beams_dask_runner_is_swapped_for_ours():
+    beam_dask = "apache_beam.runners.dask.dask_runner.DaskRunner"
+    assert normalize_beam_args([f"--runner={beam_dask}", "--x=1"]) == [
+        f"--runner={DASK_RUNNER}", "--x=1",
+    ]  # fmt: skip
+    assert normalize_beam_args(["--runner", "DaskRunner"]) == ["--runner", DASK_RUNNER]
+    assert normalize_beam_args(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
