@@ -28,6 +28,8 @@ class Progress:
         self._stream = stream
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._tty = False
+        self._shown = False
 
     def __enter__(self) -> Progress:
         global _rows
