@@ -42,13 +42,18 @@ class Progress:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=1)
+        if self._tty and self._shown:
+            print(file=self._stream, flush=True)  # end the line the bar was drawn on
 
     def _loop(self) -> None:
+        # On a terminal: one line redrawn in place; redirected (logs, CI): a line each time.
+        self._tty = getattr(self._stream, "isatty", lambda: False)()
         while not self._stop.wait(self._every):
             elapsed = time.perf_counter() - self._start
             rate = _rows / elapsed if elapsed else 0.0
-            print(
-                f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} rows read  ({rate:,.0f} rows/s)",
-                file=self._stream,
-                flush=True,
-            )
+            text = f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} rows read  ({rate:,.0f} rows/s)"
+            if self._tty:
+                print(f"\r{text}\033[K", end="", file=self._stream, flush=True)
+            else:
+                print(text, file=self._stream, flush=True)
+            self._shown = True
