@@ -11,6 +11,7 @@ same-named column of the row.
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -114,6 +115,42 @@ class _EnrichFn(beam.DoFn):
             con.close()
 
 
+class _KeyedEnrichFn(beam.DoFn):
+    """Feature stores and other keyed lookups: only each batch's distinct keys are asked
+    for, and answers are cached for the connector's ``cache_seconds``."""
+
+    def __init__(self, spec: EnrichConfig) -> None:
+        if not spec.columns:
+            raise ConfigError(f"enrich ({spec.type}): name the `columns:` to look up")
+        self._spec = spec
+
+    def setup(self) -> None:
+        self._connector = connectors.get(self._spec.type)(self._spec.options)
+        self._client = self._connector.client()
+        self._ttl = getattr(self._connector.options, "cache_seconds", 300)
+        self._cache: dict[str, tuple[float, dict | None]] = {}
+
+    def process(self, batch: pa.RecordBatch):
+        from connectors.sagemaker_feature_store import typed
+
+        spec, now = self._spec, time.monotonic()
+        if spec.key not in batch.schema.names:
+            raise ConfigError(f"enrich: the candidate has no column {spec.key!r} to join on")
+        keys = arrow.as_text(batch.column(spec.key)).to_pylist()
+        wanted = {
+            k for k in keys if k is not None and (k not in self._cache or self._cache[k][0] < now)
+        }
+        if wanted:
+            found = self._connector.lookup(sorted(wanted), spec.columns, client=self._client)
+            for k in wanted:
+                self._cache[k] = (now + self._ttl, found.get(k))
+        rows = [self._cache[k][1] if k is not None else None for k in keys]
+        out = batch.select([c for c in batch.schema.names if c not in spec.columns])
+        for name in spec.columns:
+            out = out.append_column(name, typed([(r or {}).get(name) for r in rows]))
+        yield out
+
+
 class Enrich(beam.PTransform):
     """Applies every ``enrich:`` entry in order, one labelled step each."""
 
@@ -125,8 +162,9 @@ class Enrich(beam.PTransform):
     def expand(self, candidates):
         for i, spec in enumerate(self._specs):
             label = f"Enrich[{i}:{spec.key}]"
-            handle = shared.Shared()
-            candidates = candidates | label >> beam.ParDo(
-                _EnrichFn(spec, handle, f"{self._program}:{i}")
-            )
+            if getattr(connectors.get(spec.type), "supports_lookup", False):
+                fn = _KeyedEnrichFn(spec)  # a feature store: asked per batch, by key
+            else:
+                fn = _EnrichFn(spec, shared.Shared(), f"{self._program}:{i}")
+            candidates = candidates | label >> beam.ParDo(fn)
         return candidates
