@@ -2,6 +2,7 @@
 
     python run.py dispatch [--program P] [--channel C] [--now ISO8601] [--config-dir configs]
                            [--store sqlite] [--batch-size 500] [--loop [SECONDS]] [--status]
+                           [--metrics-port PORT | --metrics-file PATH]
 
 Without ``--loop`` it drains what is due and exits; with it, it keeps polling every SECONDS
 (default 5) until interrupted. ``--status`` prints delivery status counts and sends nothing.
@@ -38,16 +39,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner", help="lease owner id (default host:pid:random)")
     parser.add_argument("--loop", nargs="?", type=float, const=5.0, default=None, metavar="SECONDS")
     parser.add_argument("--status", action="store_true", help="print delivery status and exit")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics here while --loop runs"
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument(
+        "--metrics-file",
+        help="write Prometheus metrics here after each pass (node_exporter textfile)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.status:
             return _status(args)
+        if args.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=args.metrics_host)
         while True:
             summary = dispatch(
                 args.store, args.config_dir, args.program, args.channel, _parse_now(args.now),
                 owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
             )  # fmt: skip
             print(summary.render(), flush=True)
+            if args.metrics_file:
+                from prometheus_client import REGISTRY, write_to_textfile
+
+                write_to_textfile(args.metrics_file, REGISTRY)  # atomic: temp file + rename
             if args.loop is None:
                 return 0
             time.sleep(args.loop)
