@@ -11,9 +11,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from configs.schema import parse_program, read_yaml
 from scorers.base import Scorer
 from scorers.experiments import assign
+from tests.transforms.test_scoring import scoring
 from transforms.funnel import Funnel
 from transforms.scoring import Score
 
@@ -28,22 +28,6 @@ class CountingFailure(Scorer):
         with open(type(self).calls_file, "a") as handle:
             handle.write("x")
         raise TimeoutError("read timed out")
-
-
-def scoring(models: str, extra: str = ""):
-    return parse_program(
-        read_yaml(f"""
-program: reviews
-action: review
-subject_type: product
-source: {{type: parquet, options: {{path: unused}}}}
-fields: {{customer_id: customer_id, subject_id: subject_id}}
-scoring:
-  models: {models}
-  {extra}
-"""),
-        "reviews.yaml",
-    ).scoring
 
 
 def batch(start: int, n: int) -> pa.RecordBatch:
