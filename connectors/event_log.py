@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
-import pyarrow as pa
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import WalltimeWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
@@ -31,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ceap import stopping
 from ceap.plugins import connectors
-from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN, Connector
-from transforms.dead_letters import RAW
+from connectors.base import Connector
+from connectors.events import lines_to_batch
 
 SEGMENT = 1 << 40
 BUNDLE_SECONDS = 30.0
@@ -110,43 +108,6 @@ class EventLog:
             if not later:
                 return [], position(segment, offset)
             segment, offset = later[0], 0
-
-
-def lines_to_batch(lines: list[tuple[int, bytes]], log: str) -> pa.RecordBatch:
-    """Parsed events as one Arrow batch; a line that is not a JSON object keeps its text
-    and an error, so it reaches the dead-letter sink instead of stopping the stream."""
-    rows: list[dict[str, Any]] = []
-    for _, line in lines:
-        try:
-            event = json.loads(line)
-            if not isinstance(event, dict):
-                raise ValueError("an event must be a JSON object")
-            rows.append(event)
-        except ValueError as exc:
-            rows.append(
-                {
-                    ERROR_COLUMN: f"not a JSON object: {exc}"[:300],
-                    RAW: line.decode(errors="replace")[:2000],
-                }
-            )
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            # Mixed types across events (a number here, text there): keep them as text.
-            columns[name] = pa.array(
-                [
-                    None if v is None else json.dumps(v) if not isinstance(v, str) else v
-                    for v in values
-                ],
-                pa.string(),
-            )
-    columns[ORIGIN_COLUMN] = pa.array(np.array([p for p, _ in lines], dtype=np.int64))
-    batch = pa.RecordBatch.from_pydict(columns)
-    return batch.replace_schema_metadata({b"ceap.split": log.encode()})
 
 
 class TailLog(beam.DoFn, RestrictionProvider):

@@ -44,8 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ceap.errors import ConnectorError
 from ceap.plugins import connectors
 from connectors.base import Connector
-from connectors.kinesis import stable_position
-from connectors.pubsub import EventBatches
+from connectors.events import EventBatches, stable_position
 
 EXPANSION_JAR_TARGET = "sdks:java:io:expansion-service:shadowJar"
 CONNECT_TIMEOUT_SECONDS = 3.0

@@ -35,7 +35,6 @@ point the client at moto or LocalStack.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -54,7 +53,7 @@ from ceap import stopping
 from ceap.errors import ConnectorError
 from ceap.plugins import connectors
 from connectors.base import Connector
-from connectors.event_log import lines_to_batch
+from connectors.events import lines_to_batch, stable_position
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +70,6 @@ _RETRYABLE = {
     "ProvisionedThroughputExceededException", "LimitExceededException",
     "KMSThrottlingException", "InternalFailure", "ServiceUnavailable", "ThrottlingException",
 }  # fmt: skip
-_MASK63 = (1 << 63) - 1
-
-
-def stable_position(*parts: str) -> int:
-    """A message's position in the outcome ledger: the first 8 bytes of the sha256 of its
-    identity (``shard, sequence number``; a Pub/Sub message id; ``topic, partition,
-    offset``) as a non-negative 63-bit integer, the same on every replay."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & _MASK63
 
 
 class KinesisOptions(BaseModel):

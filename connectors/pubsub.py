@@ -26,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ceap.errors import ConnectorError
 from ceap.plugins import connectors
 from connectors.base import Connector
-from connectors.event_log import lines_to_batch
-from connectors.kinesis import stable_position
+from connectors.events import EventBatches, stable_position
 
 GCP_EXTRA = "pip install 'ceap[gcp]'"
 
@@ -76,27 +75,6 @@ def require_pubsub() -> None:
         raise ConnectorError(
             f"the pubsub connector needs the Google Cloud Pub/Sub client: {GCP_EXTRA} ({exc})"
         ) from None
-
-
-class EventBatches(beam.PTransform):
-    """PCollection[(position, message bytes)] -> PCollection[RecordBatch] of JSON events
-    (micro-batches of at most ``max_batch``), labelled ``label`` as their split.
-
-    Shared by the message-queue sources whose reads are Beam's own (pubsub, kafka).
-    """
-
-    def __init__(self, label: str, max_batch: int) -> None:
-        super().__init__()
-        self._label = label
-        self._max = max_batch
-
-    def expand(self, messages):
-        label = self._label
-        return (
-            messages
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max)
-            | "ToArrow" >> beam.Map(lambda lines: lines_to_batch(list(lines), label))
-        )
 
 
 def message_position(message: Any, id_attribute: str | None) -> tuple[int, bytes]:

@@ -18,7 +18,8 @@ import pytest
 from ceap import stopping
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
-from connectors.kinesis import KinesisConnector, ListShards, checkpoint_key, stable_position
+from connectors.events import stable_position
+from connectors.kinesis import KinesisConnector, ListShards, checkpoint_key
 from pipelines.streaming import build_streaming_pipeline
 from stores.checkpoints import Checkpoints
 

@@ -22,9 +22,9 @@ from ceap.context import RunContext
 from ceap.errors import ConnectorError
 from configs.schema import parse_program, read_yaml
 from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
+from connectors.events import EventBatches, stable_position
 from connectors.kafka import KafkaConnector, record_position
-from connectors.kinesis import stable_position
-from connectors.pubsub import EventBatches, PubSubConnector, message_position
+from connectors.pubsub import PubSubConnector, message_position
 from pipelines.streaming import build_streaming_pipeline
 
 SUBSCRIPTION = "projects/my-project/subscriptions/video-events"

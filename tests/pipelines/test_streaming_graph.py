@@ -14,7 +14,7 @@ from apache_beam.testing.test_stream import TestStream
 
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
-from connectors.event_log import lines_to_batch
+from connectors.events import lines_to_batch
 from pipelines.graph import candidate_graph
 from stores.sqlite import SqliteStore
 from transforms.outcomes import WriteOutcomes
