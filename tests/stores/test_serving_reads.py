@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-import pyarrow as pa
 import pytest
 
-from stores.base import CANDIDATE_COLUMNS, CandidateStore, iso
+from stores.base import CandidateStore, iso
 from stores.dynamodb import DynamoDBStore
 from stores.sqlite import SqliteStore
+from tests.stores.test_dynamodb import candidates
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -32,19 +32,8 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateStore]:
 
 
 def add(store: CandidateStore, *rows: dict) -> None:
-    defaults = {
-        "program": "reviews", "customer_id": "c1", "subject_type": "product",
-        "subject_id": "s1", "action": "review", "context": '{"k": 1}', "score": 0.5,
-        "model_id": "m1", "treatment": "control", "created_at": iso(T0),
-        "expires_at": iso(T0 + 7 * DAY), "deliver_after": iso(T0), "status": "live",
-    }  # fmt: skip
-    full = [defaults | r for r in rows]
-    store.upsert_candidates(
-        pa.table({
-            c: pa.array([r[c] for r in full], pa.float64() if c == "score" else pa.string())
-            for c in CANDIDATE_COLUMNS
-        })
-    )  # fmt: skip
+    """Candidates with a non-empty context, so reads are seen to parse it."""
+    store.upsert_candidates(candidates(*({"context": '{"k": 1}'} | r for r in rows)))
 
 
 def test_customer_candidates_best_first_live_only(store):
