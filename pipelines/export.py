@@ -2,7 +2,13 @@
 Parquet, for DuckDB, pandas, Spark and Athena/Glue (DESIGN.md §3).
 
     python run.py export --date 2026-11-01 --output exports/ [--store sqlite] [beam options...]
-    python run.py export --date 2026-11-01 --output s3://bucket/ceap/ --runner DataflowRunner ...
+    python run.py export --date 2026-11-01 --output s3://bucket/ceap/ [--s3_endpoint_url URL ...]
+    python run.py export --date 2026-11-01 --output gs://bucket/ceap/ --runner DataflowRunner ...
+
+s3:// goes through Beam's S3 filesystem (boto3): credentials, region and endpoint come from
+boto3's usual chain (``AWS_*`` variables, ``AWS_ENDPOINT_URL`` for MinIO/moto) or from Beam's
+S3Options flags (``--s3_endpoint_url --s3_access_key_id --s3_secret_access_key
+--s3_region_name``), which ``main`` passes on with the other unknown flags.
 
 Layout, one file per (table, day, program)::
 
@@ -41,8 +47,9 @@ table locations, and ``_``-prefixed, which Hive, Athena and pyarrow skip); once 
 written, each table's ``dt=D`` partition is replaced as a whole. On a local filesystem that
 is two directory renames (old aside, new in), so a reader sees the old day or the new one,
 never a mix. Object stores (s3://, gs://) cannot rename a prefix: the new parts are copied
-over the old ones (same names, each object replaced atomically), then the day's stale parts
-(a program with no rows any more) are deleted. A failed export changes nothing.
+over the old ones (same names, each object replaced atomically), then every other object under
+the day (a program with no rows any more) is deleted, and so are the staged objects. Folder
+markers (empty keys ending in ``/``) are left alone. A failed export changes nothing.
 """
 
 from __future__ import annotations
@@ -256,6 +263,10 @@ def commit(parts: list[Part], output: str, staging: str, day: str) -> list[Part]
         final_parts += [
             p._replace(path=FileSystems.join(final, f"program={p.program}", PART)) for p in staged
         ]
+    # Object stores have no directories (``exists(prefix)`` is False there): the staged
+    # objects are deleted by name; a local staging directory is removed as a tree.
+    if parts and not local:
+        FileSystems.delete([p.path for p in parts])
     if FileSystems.exists(staging):
         FileSystems.delete([staging])
     if local:  # the staging root too, once no other export is using it
@@ -273,14 +284,20 @@ def _swap_local(final: str, staged_dir: str | None, aside: str) -> None:
 
 
 def _replace_objects(final: str, staged: list[Part], day: str) -> None:
+    """Copies the staged parts over the day's, then deletes every other object under the day
+    (a program with no rows any more, foreign files). Folder markers (zero-byte keys ending in
+    ``/``, as the S3 console creates) are kept: they hold no rows, and Beam deletes a path
+    ending in ``/`` as a whole tree, which would take the new parts with it."""
     targets = [FileSystems.join(final, f"program={p.program}", PART) for p in staged]
-    for parent in {t.rsplit("/", 1)[0] for t in targets}:
-        if not FileSystems.exists(parent):  # a no-op on object stores, needed locally
-            FileSystems.mkdirs(parent)
+    if FileSystems.get_filesystem(final).has_dirs():  # local (tests force this path on one)
+        for parent in {t.rsplit("/", 1)[0] for t in targets}:
+            if not FileSystems.exists(parent):
+                FileSystems.mkdirs(parent)
     if staged:
         FileSystems.copy([p.path for p in staged], targets)
-    existing = [m.path for r in FileSystems.match([FileSystems.join(final, "*", "*")]) for m in r.metadata_list]  # fmt: skip
-    stale = [path for path in existing if path not in set(targets)]
+    keep = set(targets)
+    existing = [m.path for r in FileSystems.match([FileSystems.join(final, "**")]) for m in r.metadata_list]  # fmt: skip
+    stale = [path for path in existing if path not in keep and not path.endswith("/")]
     if stale:
         FileSystems.delete(stale)
 

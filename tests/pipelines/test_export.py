@@ -29,9 +29,13 @@ def _candidate(program: str, customer: str, subject: str, created: str, arm: str
 
 @pytest.fixture
 def spec(tmp_path) -> str:
+    return seeded_store(tmp_path)
+
+
+def seeded_store(directory) -> str:
     """A store with, for DAY: reviews 3 candidates (+1 the day before), surveys 2; outbox rows
     queued on DAY, one queued the day before but sent on DAY; responses on DAY and after."""
-    spec = "sqlite:///" + str(tmp_path / "ceap.db")
+    spec = "sqlite:///" + str(directory / "ceap.db")
     store = open_store(spec)
     rows = [
         _candidate("reviews", "C1", "P1", f"{DAY}T01:00:00Z", "control"),
