@@ -6,6 +6,7 @@ from connectors import (  # noqa: F401
     bigquery,
     csv,
     event_log,
+    feast,
     kafka,
     kinesis,
     parquet,
