@@ -51,6 +51,8 @@ setup(
         "snowflake": ["snowflake-connector-python>=3,<6"],
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
         "dask": ["dask[distributed]>=2024.1,<2027"],
+        # feast 0.67 pins pandas<3: installing it moves pandas 3.x down to 2.3.
+        "feast": ["feast>=0.60,<1"],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3,<4",
