@@ -137,6 +137,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         result.wait_until_finish()
         funnel = Funnel.from_result(program.program, result, program.filter_labels())
         funnel.seconds = time.perf_counter() - t0
+        funnel.add_responses(store)  # per arm: responses so far to its stored candidates
         store.record_run(
             {
                 **record,

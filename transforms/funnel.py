@@ -6,6 +6,7 @@ min_score, ranked out (reason), dead letter (stage). ``Funnel.check()`` proves i
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -13,6 +14,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 SEP = "|"
+log = logging.getLogger(__name__)
+
+# Per arm (model id) of a program: its candidates in the store, and how many of them have a
+# response (one per candidate key: a repeated POST replaces it). All time, not this run only.
+ARM_RESPONSES_SQL = (
+    "SELECT c.model_id, count(*) AS stored, count(r.customer_id) AS responses "
+    "FROM candidates c LEFT JOIN (SELECT DISTINCT customer_id, subject_id FROM responses "
+    "WHERE program = ?) r ON r.customer_id = c.customer_id AND r.subject_id = c.subject_id "
+    "WHERE c.program = ? AND c.model_id IS NOT NULL GROUP BY c.model_id"
+)
 
 
 def namespace(program: str) -> str:
@@ -42,6 +53,9 @@ class Funnel:
     """Models whose circuit breaker opened (how many workers opened it)."""
     arms: dict[str, dict[str, int]] = field(default_factory=dict)
     """Experiment arm (model id) -> {"rows": over min_score, "score_sum": in millionths}."""
+    arm_responses: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Arm (model id) -> {"stored": its candidates in the store, "responses": of those, with a
+    response so far}; read from the store after the run (``add_responses``), not a counter."""
     seconds: float = 0.0
 
     @property
@@ -67,7 +81,8 @@ class Funnel:
 
     def arm_summary(self) -> dict[str, dict]:
         """Per experiment arm: rows scored over min_score, their mean score, and how many
-        became candidates (after ranking)."""
+        became candidates (after ranking); with ``add_responses``, also the arm's candidates
+        in the store (all runs), how many have a response, and that response rate."""
         out = {}
         for arm, c in sorted(self.arms.items()):
             rows = c.get("rows", 0)
@@ -76,7 +91,21 @@ class Funnel:
                 "rows": rows, "mean_score": None if mean is None else round(mean, 6),
                 "candidates": c.get("candidates", 0),
             }  # fmt: skip
+            if self.arm_responses:
+                r = self.arm_responses.get(arm, {})
+                stored, responses = r.get("stored", 0), r.get("responses", 0)
+                out[arm].update(stored=stored, responses=responses,
+                                response_rate=round(responses / stored, 6) if stored else None)  # fmt: skip
         return out
+
+    def add_responses(self, store) -> None:
+        """Reads the responses recorded so far to each arm's candidates of the program (see
+        ``arm_responses``). A store that cannot answer leaves the summary without them: the
+        run itself has succeeded by then."""
+        try:
+            self.arm_responses = arm_responses(store, self.program)
+        except Exception as exc:  # noqa: BLE001 - a summary detail, logged, never fails a run
+            log.warning("per-arm responses of %s not read: %s", self.program, exc)
 
     @classmethod
     def from_result(cls, program: str, result, filter_order: list[str] | None = None) -> Funnel:
@@ -152,13 +181,17 @@ class Funnel:
         details += [(f"CIRCUIT OPEN: model {m}", n) for m, n in sorted(self.circuit_open.items())]
         arms = self.arm_summary()
         if len(arms) > 1:
-            details += [
-                (
-                    f"arm {arm}: candidates (of {a['rows']:,} scored, mean {a['mean_score'] or 0:.4f})",
-                    a["candidates"],
-                )
-                for arm, a in arms.items()
-            ]
+            for arm, a in arms.items():
+                details.append(
+                    (f"arm {arm}: candidates (of {a['rows']:,} scored, mean {a['mean_score'] or 0:.4f})",
+                     a["candidates"])
+                )  # fmt: skip
+                if "responses" in a:
+                    rate = f"{a['response_rate']:.1%}" if a["response_rate"] is not None else "-"
+                    details.append(
+                        (f"arm {arm}: responses so far (of {a['stored']:,} stored, {rate})",
+                         a["responses"])
+                    )  # fmt: skip
         width = max(len(label) for label, _ in [("rows read", 0), *outcomes, *details]) + 2
         lines = [f"funnel [{self.program}]", f"  {'rows read':<{width}}{self.read:>12,}"]
         lines += [f"    {label:<{width - 2}}{n:>12,}" for label, n in outcomes]
@@ -166,3 +199,28 @@ class Funnel:
         lines.append(f"  {'(' + verdict + ')':<{width}}")
         lines += [f"  {label:<{width}}{n:>12,}" for label, n in details]
         return "\n".join(lines)
+
+
+def arm_responses(store, program: str) -> dict[str, dict[str, int]]:
+    """Per arm (``model_id``) of ``program``: ``stored``, its candidates in the store (any run,
+    any status), and ``responses``, how many of them have a response. Responses whose
+    candidate is gone count nowhere. SQLite answers the SQL itself; other stores give their
+    two tables as Arrow (a full read) to DuckDB."""
+    from stores.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        rows = store.connection.execute(ARM_RESPONSES_SQL, (program, program)).fetchall()
+    else:
+        import duckdb
+        import pyarrow as pa
+
+        con = duckdb.connect()
+        for name, columns in (("candidates", ("program", "customer_id", "subject_id", "model_id")),
+                              ("responses", ("program", "customer_id", "subject_id"))):  # fmt: skip
+            arrow = store.table(name)
+            for column in columns:
+                if column not in arrow.column_names:
+                    arrow = arrow.append_column(column, pa.nulls(arrow.num_rows, pa.string()))
+            con.register(name, arrow.select(list(columns)))
+        rows = con.execute(ARM_RESPONSES_SQL, [program, program]).fetchall()
+    return {str(m): {"stored": int(n), "responses": int(r)} for m, n, r in rows}

@@ -171,3 +171,22 @@ def test_graph_is_built_without_running_and_bad_dates_fail_early(tmp_path):
     with pytest.raises(ValueError):
         build_pipeline("2026-13-01", str(tmp_path), "sqlite")
     assert export.main(["--date", "yesterday", "--output", str(tmp_path)]) == 2
+
+
+def test_responses_carry_the_candidates_arm_or_nulls_when_it_is_gone(spec, tmp_path):
+    store = open_store(spec)
+    store.connection.execute("DELETE FROM candidates WHERE customer_id = 'C4'")  # surveys S4
+    store.close()
+    out = tmp_path / "out"
+    run_export(DAY, str(out), spec)
+
+    part = out / "responses" / f"dt={DAY}" / "program=reviews" / "part-00000.parquet"
+    assert pq.read_schema(part).remove_metadata() == SCHEMAS["responses"]
+    rows = duckdb.sql(
+        f"SELECT program, customer_id, subject_id, model_id, treatment FROM read_parquet("
+        f"'{out}/responses/*/*/*.parquet', hive_partitioning = true) ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("reviews", "C1", "P1", "reviews_control", "control"),
+        ("surveys", "C4", "S4", None, None),  # the response stays, its arm is unknown
+    ]
