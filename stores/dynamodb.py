@@ -13,7 +13,8 @@ Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plai
   caps) are one Query. Due rows: the sparse GSI ``due`` (partition ``due`` = crc32(customer_id)
   % 16 as ``00``..``15``, sort send_after) holds pending rows only: a dispatcher Queries the
   16 shards for ``send_after <= now`` and REMOVEs ``due`` when a row leaves pending. Sharded
-  because one ``pending`` partition would be hot.
+  because one ``pending`` partition would be hot. Leasing (a conditional UpdateItem per row)
+  and what it guarantees: stores/dynamodb_outbox.py.
 - ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
   (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
 
@@ -44,7 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import boto3
@@ -53,6 +55,9 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
+
+if TYPE_CHECKING:
+    from stores.dynamodb_outbox import DynamoDBOutbox
 
 _OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
 # table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
@@ -83,6 +88,11 @@ _SER, _DE = TypeSerializer(), TypeDeserializer()
 
 def _sk(*parts: str) -> str:
     return "#".join(parts)
+
+
+def due_shard(customer_id: str) -> str:
+    """The ``due`` index partition of a customer's pending outbox rows (``00``..``15``)."""
+    return f"{zlib.crc32(customer_id.encode()) % DUE_SHARDS:02d}"
 
 
 def _number(value: Any) -> Any:
@@ -364,7 +374,7 @@ class DynamoDBStore(CandidateStore):
                 r["created_at"],
             )
             if r["status"] == "pending":  # the sparse due index holds pending rows only
-                r["due"] = f"{zlib.crc32(r['customer_id'].encode()) % DUE_SHARDS:02d}"
+                r["due"] = due_shard(r["customer_id"])
         return self._insert_new("outbox", records)
 
     def write_dead_letters(self, rows: pa.Table) -> int:
@@ -537,6 +547,40 @@ class DynamoDBStore(CandidateStore):
         )  # fmt: skip
         channels = {"*"} if channel is None else {"*", channel}
         return any(r["program"] in ("*", program) and r["channel"] in channels for r in found)
+
+    # -- the dispatcher's outbox: stores/dynamodb_outbox.py -----------------------------------
+    @cached_property
+    def _outbox(self) -> DynamoDBOutbox:
+        from stores.dynamodb_outbox import DynamoDBOutbox
+
+        return DynamoDBOutbox(self)
+
+    def lease_outbox(
+        self,
+        owner: str,
+        now: str,
+        clock: str,
+        lease_until: str,
+        limit: int,
+        programs: list[str],
+        channel: str | None = None,
+        cap_since: dict[str, str] | None = None,
+        screen: Any = None,
+    ) -> list[dict]:
+        """Each row's claim is atomic (a conditional UpdateItem), the guards are read after
+        it: see stores/dynamodb_outbox.py for what that guarantees."""
+        return self._outbox.lease(
+            owner, now, clock, lease_until, limit, programs, channel, cap_since, screen
+        )
+
+    def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
+        return self._outbox.mark(owner, updates, clock)
+
+    def release_outbox(self, owner: str, keys: list[str]) -> int:
+        return self._outbox.release(owner, keys)
+
+    def outbox_status(self, program: str | None = None, channel: str | None = None) -> pa.Table:
+        return self._outbox.status(program, channel)
 
 
 def _only(table: pa.Table, customers: list[str] | None) -> pa.Table:
