@@ -135,7 +135,7 @@ class CandidateStore:
         send_after)`` decisions, which are applied before the lease is granted; the rows
         left are returned. Times are ISO-8601 UTC text."""
         raise NotImplementedError(
-            f"{type(self).__name__} cannot lease the outbox: dispatch needs the sqlite or dynamodb store"
+            f"{type(self).__name__} cannot lease the outbox: dispatch needs sqlite or dynamodb"
         )
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
