@@ -8,9 +8,11 @@
 
 Fields: ``time`` (ISO-8601 UTC), ``level``, ``logger``, ``message``, ``program``, ``stage``,
 ``run_id`` (null when unknown), plus any other ``extra=`` keys. Customer ids are personal
-data: at INFO and above a ``customer_id`` field is written hashed (``redact()``); only DEBUG
-records, which are for a developer's own machine, carry it in plain text. Messages are
-written as given, so code never formats a customer id into one (pass it as ``customer_id``).
+data: at INFO and above every ``customer_id`` field is written hashed (``redact()``), also
+inside ``extra=`` dicts and lists (a logged row), and so is each id of a ``customer_ids``
+list; only DEBUG records, which are for a developer's own machine, carry them in plain text.
+Messages and exception texts are written as given, so code never formats a customer id into
+one (pass it as ``customer_id``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ def redact(customer_id: str | None) -> str | None:
     return "c_" + hashlib.sha256(f"{salt}:{customer_id}".encode()).hexdigest()[:16]
 
 
+def _scrub(value: Any) -> Any:
+    """``value`` with every ``customer_id`` / ``customer_ids`` entry of its dicts redacted."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "customer_id":
+                out[key] = redact(None if item is None else str(item))
+            elif key == "customer_ids" and isinstance(item, list | tuple | set):
+                out[key] = [redact(None if i is None else str(i)) for i in item]
+            else:
+                out[key] = _scrub(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
 def context(**fields: Any) -> dict[str, Any]:
     """``extra=`` for a log call: the program/stage/run_id fields and any others."""
     return fields
@@ -56,8 +75,8 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in out:
                 out[name] = value
-        if "customer_id" in out and record.levelno > logging.DEBUG:
-            out["customer_id"] = redact(out["customer_id"])
+        if record.levelno > logging.DEBUG:
+            out = _scrub(out)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
