@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from ceap.logs import context
+
 SEP = "|"
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ class Funnel:
         try:
             self.arm_responses = arm_responses(store, self.program)
         except Exception as exc:  # noqa: BLE001 - a summary detail, logged, never fails a run
-            log.warning("per-arm responses of %s not read: %s", self.program, exc)
+            log.warning("per-arm responses of %s not read: %s", self.program, exc,
+                        extra=context(program=self.program, stage="summary"))  # fmt: skip
 
     @classmethod
     def from_result(cls, program: str, result, filter_order: list[str] | None = None) -> Funnel:
