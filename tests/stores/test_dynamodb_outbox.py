@@ -4,10 +4,14 @@ lease contract of lease_outbox / mark_outbox / release_outbox called directly.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -19,6 +23,8 @@ from stores.dynamodb import DynamoDBStore
 from tests.channels.conftest import NOW, World
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CLOCK = NOW  # the lease clock the direct tests pass (the dispatcher uses the wall clock)
 LATER = NOW + timedelta(minutes=5)
@@ -183,6 +189,40 @@ def test_two_dispatchers_at_once_send_every_row_exactly_once(world: World, monke
     assert Counter(k for _, k in sent) == Counter(keys)  # every row once, none twice
     assert {name for name, _ in sent} == {"a", "b"}  # both really took part
     assert summaries["a"].total("sent") + summaries["b"].total("sent") == 150
+    rows = world.outbox()
+    assert {(r["status"], r["attempts"], r["lease_owner"]) for r in rows.values()} == {
+        ("sent", 1, None)
+    }
+
+
+def test_two_dispatcher_processes_mail_every_row_exactly_once(world: World) -> None:
+    """``python run.py dispatch --store dynamodb://...`` twice at once, real SMTP on loopback."""
+    from tests.channels.conftest import PROGRAM, SmtpSink, start_smtp
+
+    world.write_program(text=PROGRAM.format(customers=world.customers, extra=""))  # no shadow
+    keys = world.seed(60, channels=("email",))
+    sink = SmtpSink(delay=0.01)  # a batch of 10 takes ~0.1s: the two processes interleave
+    controller, port = start_smtp(sink)
+    env = {**os.environ, "CEAP_SMTP_HOST": "127.0.0.1", "CEAP_SMTP_PORT": str(port),
+           "CEAP_SMTP_STARTTLS": "0", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    command = [
+        sys.executable, "run.py", "dispatch", "--store", world.store_spec, "--config-dir",
+        str(world.config_dir), "--now", NOW.isoformat(), "--batch-size", "10",
+    ]  # fmt: skip
+    try:
+        procs = [
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        outputs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        controller.stop()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    sent = [int(line.split()[1]) for out, _ in outputs for line in out.splitlines()
+            if line.startswith("email")]  # fmt: skip
+    assert sum(sent) == 60  # the two summaries' "sent" add up: no row counted twice
+    assert Counter(sink.keys()) == Counter(keys)  # every row mailed once, none twice
     rows = world.outbox()
     assert {(r["status"], r["attempts"], r["lease_owner"]) for r in rows.values()} == {
         ("sent", 1, None)
