@@ -19,7 +19,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from ceap.context import RunContext
-from ceap.errors import ConfigError
+from ceap.errors import ConfigError, ConnectorError
 from configs.schema import EnrichConfig, parse_program, read_yaml
 from connectors.feast import FeastConnector
 from pipelines.batch import build_pipeline
@@ -125,6 +125,14 @@ scoring: {models: [{id: m, type: column, options: {column: a}}]}
         parse_program(read_yaml(program))
     with pytest.raises(ConfigError, match="feast repo 'nowhere'"):
         FeastConnector({"repo_path": "nowhere", "join_key": "k", "features": ["v:f"]}).client()
+
+
+def test_int64_join_keys_are_sent_as_integers():
+    options = {"repo_path": "r", "join_key": "k", "key_type": "int64", "features": ["v:f"]}
+    connector = FeastConnector(options)
+    assert connector._entity_value("1001") == 1001
+    with pytest.raises(ConnectorError, match="key 'c1' is not an integer"):
+        connector._entity_value("c1")
 
 
 def test_enrich_step_joins_features_by_key(repo):
