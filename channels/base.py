@@ -16,9 +16,10 @@ frequency caps, retries with backoff, leasing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,6 +112,9 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Commit: TypeAlias = "Callable[[Message], bool]"
+
+
 class Channel:
     """Base of every channel adapter.
 
@@ -126,8 +130,12 @@ class Channel:
     intrusive: ClassVar[bool] = True
     """Whether quiet hours apply by default (in-app and voice prompts wait for the customer)."""
     commit_every: ClassVar[int] = 1
-    """Messages per ``send`` call, each call's outcome made durable before the next: the
-    window in which a crash leaves a message in doubt (sent, not yet recorded)."""
+    """Messages per ``send`` call, each call's outcome made durable before the next. For an
+    adapter that does not call ``commit`` this is the window in which a crash leaves a message
+    in doubt (accepted by the provider, not yet recorded)."""
+    commits: ClassVar[bool] = False
+    """Whether ``send`` takes and calls ``commit`` (see ``send``); the dispatcher passes it
+    only then, so adapters written before it keep working."""
 
     def __init__(
         self, options: BaseModel | dict | None = None, config_dir: str | Path | None = None
@@ -150,11 +158,19 @@ class Channel:
 
         message.subject, message.body = render(message, self.config_dir)
 
-    def send(self, messages: list[Message]) -> list[Result]:
+    def send(self, messages: list[Message], commit: Commit | None = None) -> list[Result]:
         """Delivers prepared messages; one Result per message, in order.
 
         Args:
           messages: at most ``commit_every`` messages, rendered and with valid addresses.
+          commit: for protocols with a last step that makes a message irrevocable and that
+            can be abandoned up to it (SMTP's end-of-data dot: a server discards a message
+            whose connection drops before it), call ``commit(message)`` right before that
+            step. It records the row as sent while the message can still be abandoned, so a
+            crash leaves the row either unsent or recorded, never sent twice; it returns
+            False when the row is no longer this dispatcher's (lease lost): abandon the
+            message then. The Result of a committed message settles the row (ok: confirmed;
+            a failure: back to pending or failed).
         """
         raise NotImplementedError(f"channel {self.type_name!r} cannot send")
 

@@ -14,11 +14,19 @@ Exactly-once effect. A row is ``pending`` until an outcome is recorded for it, a
 lease holder may record one (``mark_outbox`` checks the owner). So:
   - killed before sending: the lease expires and another round sends the row;
   - killed after recording: the row is done, nobody leases it again;
-  - killed between the provider's acceptance and the record (the in-doubt window, at most
-    ``commit_every`` messages per adapter, one for SMTP): the row is sent again *with the
-    same idempotency key*, which the adapters hand to the provider (Message-ID and
-    X-CEAP-Idempotency-Key headers, Idempotency-Key HTTP header, SES tags), so a provider
-    or receiver deduplicating on it sees the message once;
+  - SMTP closes the in-doubt window: the adapter calls ``commit`` right before the final
+    dot of each message, which records the row as sent (still leased, reason "unconfirmed")
+    while the server would still discard the message; the server's reply then settles it.
+    Killed before the dot: the row is not sent yet, or the server drops the unterminated
+    message and the row, never committed, is sent later. Killed after it: recorded, never
+    resent; a row whose reply was cut off stays "unconfirmed" (the server had the whole
+    message: RFC 1047). A commit refused because another dispatcher took the row over
+    abandons the message;
+  - adapters whose provider call cannot be split (HTTP APIs, SES, SNS) are in doubt between
+    the provider's acceptance and the record (at most ``commit_every`` messages): the row
+    is sent again *with the same idempotency key*, which they hand to the provider
+    (Idempotency-Key HTTP header, SES tags, SNS attributes), so a provider or receiver
+    deduplicating on it sees the message once;
   - two dispatchers never hold the same row, and one whose lease ran out stops sending.
 Shadow channels go through the same steps but ``send``: rows end ``shadowed``.
 """
@@ -40,7 +48,7 @@ from prometheus_client import Counter as Metric
 
 from ceap.context import RunContext
 from ceap.home import default_config_dir
-from channels.base import Channel, Message, Result
+from channels.base import Channel, Commit, Message, Result
 from channels.recipients import Recipients
 from channels.schedule import frequency_cap, quiet_hours, quiet_until
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
@@ -216,17 +224,44 @@ class Dispatcher:
             ):
                 self.store.release_outbox(self.owner, [m.key for m in ready[i:]])
                 return
+            committed: dict[str, bool] = {}  # key -> commit granted (False: lease lost)
             try:
-                results = adapter.send(chunk)
+                if adapter.commits:
+                    results = adapter.send(chunk, commit=self._committer(now, committed))
+                else:
+                    results = adapter.send(chunk)
             except Exception as exc:  # noqa: BLE001 - a provider outage is a retryable failure
                 results = [
                     Result(m.key, False, error=f"{type(exc).__name__}: {exc}") for m in chunk
                 ]
             attempts = {m.key: m.attempts for m in chunk}
-            self._record(
-                program.program, channel, [_outcome(r, attempts[r.key], now) for r in results],
-                now, summary,
-            )  # fmt: skip
+            outcomes = []
+            for result in results:
+                granted = committed.get(result.key)
+                if granted is False:
+                    continue  # another dispatcher owns the row now; the message was abandoned
+                outcome = _outcome(result, attempts[result.key], now)
+                if granted:  # recorded as sent already: settle it
+                    outcome.update(attempted=False, from_status="sent")
+                    if result.ok:
+                        outcome["reason"] = result.extra.get("unconfirmed")
+                outcomes.append(outcome)
+            self._record(program.program, channel, outcomes, now, summary)
+
+    def _committer(self, now: datetime, committed: dict[str, bool]) -> Commit:
+        """The ``commit`` an adapter calls right before a message becomes irrevocable: marks
+        the row sent (still leased, reason "unconfirmed" until its Result settles it), in its
+        own transaction; False when the row is no longer this dispatcher's."""
+
+        def commit(message: Message) -> bool:
+            update = {"key": message.key, "status": "sent", "sent_at": iso(now),
+                      "reason": "unconfirmed: committed before the provider's reply",
+                      "keep_lease": True}  # fmt: skip
+            granted = self.store.mark_outbox(self.owner, [update], iso(_wall())) == 1
+            committed[message.key] = granted
+            return granted
+
+        return commit
 
     def _record(
         self, program: str, channel: str, updates: list[dict], now: datetime, summary: Summary

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 import smtplib
+import socket
 from email.message import EmailMessage
+from email.policy import SMTP
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ceap.plugins import channels
-from channels.base import Channel, ChannelOptions, Message, Result
+from channels.base import Channel, ChannelOptions, Commit, Message, Result
 from channels.transport import aws_client, aws_result
 
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
@@ -42,11 +44,14 @@ class EmailOptions(ChannelOptions):
 class EmailChannel(Channel):
     Options = EmailOptions
     address_field = "email"
+    commits = True
 
     def __init__(self, options=None, config_dir=None) -> None:
         super().__init__(options, config_dir)
         self._smtp: smtplib.SMTP | None = None
         self._ses = None
+        if self.options.provider == "ses":  # one API call, nothing to commit before
+            self.commits = False
 
     @property
     def sender(self) -> str:
@@ -62,10 +67,10 @@ class EmailChannel(Channel):
         if self.options.tracking:
             message.body = _LINK.sub(lambda m: track(m.group(0), message), message.body)
 
-    def send(self, messages: list[Message]) -> list[Result]:
+    def send(self, messages: list[Message], commit: Commit | None = None) -> list[Result]:
         if self.options.provider == "ses":
             return [self._send_ses(m) for m in messages]
-        return [self._send_smtp(m) for m in messages]
+        return [self._send_smtp(m, commit) for m in messages]
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -81,6 +86,9 @@ class EmailChannel(Channel):
             env = os.environ
             smtp = smtplib.SMTP(env.get("CEAP_SMTP_HOST", "127.0.0.1"),
                                 int(env.get("CEAP_SMTP_PORT", "25")), timeout=30)  # fmt: skip
+            # The final dot goes out as its own small write after the commit: without this,
+            # Nagle's algorithm holds it until the server's delayed ACK (~40 ms a message).
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if env.get("CEAP_SMTP_STARTTLS", "0").lower() in ("1", "true", "yes"):
                 smtp.starttls()
                 smtp.ehlo()
@@ -89,28 +97,68 @@ class EmailChannel(Channel):
             self._smtp = smtp
         return self._smtp
 
-    def _send_smtp(self, message: Message) -> Result:
-        mail = self._mime(message)
+    def _send_smtp(self, message: Message, commit: Commit | None) -> Result:
+        """One SMTP transaction, split at the end-of-data dot: everything up to it can be
+        abandoned (a server discards a message whose connection drops before the dot), so the
+        row is committed as sent right before the dot (``commit``) and a crash leaves it either
+        unsent or recorded. After the dot the message is the server's (RFC 1047): a connection
+        lost while waiting for its reply leaves it sent, marked unconfirmed."""
+        data = _dot_stuffed(self._mime(message))
+        try:
+            smtp = self._open_transaction(message.address)
+            smtp.send(data)
+        except _Refused as exc:
+            return Result(message.key, False, error=exc.reason, retryable=exc.retryable)
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            return Result(message.key, False, error=f"SMTP: {type(exc).__name__}: {exc}")
+        if commit is not None and not commit(message):
+            self._drop()  # the server discards the unterminated message
+            return Result(message.key, False, error="lease lost before sending")
+        provider_id = f"<{message.key}@ceap>"
+        try:
+            smtp.send(b".\r\n")
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return Result(message.key, True, provider_id=provider_id,
+                          extra={"unconfirmed": f"no reply after end of data: {exc}"})  # fmt: skip
+        if code != 250:
+            return Result(message.key, False, error=f"SMTP {code}: {reply!r}", retryable=code < 500)
+        return Result(message.key, True, provider_id=provider_id)
+
+    def _open_transaction(self, address: str) -> smtplib.SMTP:
+        """MAIL, RCPT and DATA on the kept connection (re-opened once if the server dropped
+        it); returns it ready for the message data."""
         for attempt in (1, 2):
+            smtp = self._connection()
             try:
-                self._connection().send_message(mail)
-                return Result(message.key, True, provider_id=mail["Message-ID"])
-            except smtplib.SMTPServerDisconnected as exc:
+                smtp.ehlo_or_helo_if_needed()
+                code, reply = smtp.mail(self.sender)
+                break
+            except smtplib.SMTPServerDisconnected:
                 self._smtp = None  # a dropped keep-alive connection: reconnect once
                 if attempt == 2:
-                    return Result(message.key, False, error=f"SMTP disconnected: {exc}")
-            except smtplib.SMTPRecipientsRefused as exc:
-                code = next(iter(exc.recipients.values()))[0]
-                return Result(message.key, False, error=f"SMTP refused recipient: {code}",
-                              retryable=code < 500)  # fmt: skip
-            except smtplib.SMTPResponseException as exc:
-                self.close()
-                return Result(message.key, False, error=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
-                              retryable=exc.smtp_code < 500)  # fmt: skip
-            except (smtplib.SMTPException, OSError) as exc:
-                self.close()
-                return Result(message.key, False, error=f"SMTP: {type(exc).__name__}: {exc}")
-        raise AssertionError("unreachable")
+                    raise
+        if code != 250:
+            smtp.rset()
+            raise _Refused(f"SMTP sender refused: {code} {reply!r}", code < 500)
+        code, reply = smtp.rcpt(address)
+        if code not in (250, 251):
+            smtp.rset()
+            raise _Refused(f"SMTP refused recipient: {code}", code < 500)
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            smtp.rset()
+            raise _Refused(f"SMTP {code} to DATA: {reply!r}", code < 500)
+        return smtp
+
+    def _drop(self) -> None:
+        """Closes the connection without QUIT (mid-transaction QUIT is not allowed)."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
 
     def _mime(self, message: Message) -> EmailMessage:
         mail = EmailMessage()
@@ -135,6 +183,21 @@ class EmailChannel(Channel):
             Tags=[{"Name": "ceap_key", "Value": message.key},
                   {"Name": "campaign", "Value": message.campaign}],
         )  # fmt: skip
+
+
+class _Refused(Exception):
+    """The server refused the transaction before the message data."""
+
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
+
+def _dot_stuffed(mail: EmailMessage) -> bytes:
+    """The message as SMTP DATA: CRLF lines, leading dots doubled, ending in CRLF, without
+    the terminating dot line."""
+    data = re.sub(rb"(?m)^\.", b"..", mail.as_bytes(policy=SMTP))
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def track(url: str, message: Message) -> str:

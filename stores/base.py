@@ -142,7 +142,12 @@ class CandidateStore:
         """Records outcomes of leased rows and frees them; a row no longer leased by ``owner``
         is left alone. Each update: ``key`` (idempotency key), ``status`` (sent, shadowed,
         failed, suppressed or pending for a retry), ``reason``, ``sent_at``,
-        ``next_attempt_at``, ``attempted`` (bool: counts as an attempt). Returns rows marked."""
+        ``next_attempt_at``, ``attempted`` (bool: counts as an attempt). Returns rows marked.
+
+        Two optional fields serve adapters that commit before the irrevocable step
+        (``Channel.send``'s ``commit``): ``keep_lease`` (default False) records the status but
+        keeps the row leased, so the owner can still settle it; ``from_status`` (default
+        ``pending``) is the status the row must have, ``sent`` to settle a committed row."""
         raise NotImplementedError(f"{type(self).__name__} cannot mark outbox rows yet")
 
     def release_outbox(self, owner: str, keys: list[str]) -> int:

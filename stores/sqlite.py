@@ -504,7 +504,8 @@ class SqliteStore(CandidateStore):
         rows = [
             (
                 u["status"], u.get("reason"), u.get("sent_at"), u.get("next_attempt_at"),
-                1 if u.get("attempted", True) else 0, clock, u["key"], owner,
+                1 if u.get("attempted", True) else 0, clock, keep := int(u.get("keep_lease", False)),
+                keep, u["key"], owner, u.get("from_status", "pending"),
             )
             for u in updates
         ]  # fmt: skip
@@ -512,8 +513,10 @@ class SqliteStore(CandidateStore):
             before = self._conn.total_changes
             self._conn.executemany(
                 "UPDATE outbox SET status = ?, reason = ?, sent_at = ?, next_attempt_at = ?, "
-                "attempts = attempts + ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
-                "WHERE idempotency_key = ? AND lease_owner = ? AND status = 'pending'",
+                "attempts = attempts + ?, updated_at = ?, "
+                "lease_owner = CASE WHEN ? THEN lease_owner END, "
+                "lease_until = CASE WHEN ? THEN lease_until END "
+                "WHERE idempotency_key = ? AND lease_owner = ? AND status = ?",
                 rows,
             )
             return self._conn.total_changes - before

@@ -35,7 +35,11 @@ channels:
 
 class SmtpSink:
     """Collects messages an aiosmtpd server on 127.0.0.1 receives (``delay``: seconds per
-    message, to let a test kill a dispatcher mid-batch)."""
+    message, to let a test kill a dispatcher mid-batch).
+
+    Like a real MTA (Postfix queues a message once it has the final dot; RFC 1047), the sink
+    keeps a message as soon as it has all of it, then takes ``delay`` to reply: a client that
+    dies waiting for the reply has still delivered it."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.messages: list = []
@@ -45,10 +49,10 @@ class SmtpSink:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         import asyncio
 
-        if self.delay:
-            await asyncio.sleep(self.delay)
         with self.lock:
             self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return "250 OK"
 
     def keys(self) -> list[str]:
