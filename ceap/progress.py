@@ -7,6 +7,7 @@ report through Beam's own logs instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,10 +23,23 @@ def add_rows(n: int) -> None:
 
 
 class Progress:
-    def __init__(self, label: str, every: float = 2.0, stream=sys.stderr) -> None:
+    """Args:
+    label: shown in brackets (the program, ``dispatch``).
+    every: seconds between lines; default ``$CEAP_PROGRESS_SECONDS`` or 2.
+    noun: what the counted rows are (``rows read``, ``outbox rows handled``).
+    """
+
+    def __init__(
+        self,
+        label: str,
+        every: float | None = None,
+        stream=None,
+        noun: str = "rows read",
+    ) -> None:
         self._label = label
-        self._every = every
-        self._stream = stream
+        self._every = every or float(os.environ.get("CEAP_PROGRESS_SECONDS", "2"))
+        self._noun = noun
+        self._stream = stream or sys.stderr  # looked up now: sys.stderr may be redirected
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._tty = False
@@ -51,7 +65,9 @@ class Progress:
         while not self._stop.wait(self._every):
             elapsed = time.perf_counter() - self._start
             rate = _rows / elapsed if elapsed else 0.0
-            text = f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} rows read  ({rate:,.0f} rows/s)"
+            text = (
+                f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} {self._noun}  ({rate:,.0f} rows/s)"
+            )
             if self._tty:
                 print(f"\r{text}\033[K", end="", file=self._stream, flush=True)
             else:

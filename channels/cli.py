@@ -26,6 +26,7 @@ def _parse_now(text: str | None) -> datetime | None:
 
 def main(argv: list[str] | None = None) -> int:
     from ceap.errors import CeapError
+    from ceap.progress import Progress
     from channels.dispatcher import LEASE_SECONDS, dispatch
 
     parser = argparse.ArgumentParser(prog="run.py dispatch", description=__doc__.split("\n\n")[0])
@@ -56,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
             start_http_server(args.metrics_port, addr=args.metrics_host)
         while True:
-            summary = dispatch(
-                args.store, args.config_dir, args.program, args.channel, _parse_now(args.now),
-                owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
-            )  # fmt: skip
+            with Progress("dispatch", noun="outbox rows handled"):
+                summary = dispatch(
+                    args.store, args.config_dir, args.program, args.channel, _parse_now(args.now),
+                    owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
+                )  # fmt: skip
             print(summary.render(), flush=True)
             if args.metrics_file:
                 from prometheus_client import REGISTRY, write_to_textfile

@@ -48,6 +48,7 @@ from prometheus_client import Counter as Metric
 
 from ceap.context import RunContext
 from ceap.home import default_config_dir
+from ceap.progress import add_rows
 from channels.base import Channel, Commit, Message, Result
 from channels.recipients import Recipients
 from channels.schedule import frequency_cap, quiet_hours, quiet_until
@@ -299,8 +300,10 @@ def dispatch(
     try:
         while max_rounds is None or rounds < max_rounds:
             rounds += 1
-            if not dispatcher.round(now or RunContext.utcnow(), summary, channel, batch_size):
+            handled = dispatcher.round(now or RunContext.utcnow(), summary, channel, batch_size)
+            if not handled:
                 break
+            add_rows(handled)
     finally:
         dispatcher.close()
         store.close()

@@ -1,8 +1,10 @@
-"""The dispatcher's Prometheus metrics: written to a textfile after each pass (cron runs)."""
+"""The dispatch CLI: Prometheus metrics written to a textfile after each pass (cron runs), and
+progress lines while it runs."""
 
 from __future__ import annotations
 
 from channels.cli import main
+from tests.channels.conftest import NOW
 
 
 def test_metrics_file_after_a_pass(tmp_path, monkeypatch):
@@ -13,3 +15,17 @@ def test_metrics_file_after_a_pass(tmp_path, monkeypatch):
     assert main(["--config-dir", str(configs), "--metrics-file", str(out)]) == 0
     text = out.read_text()
     assert "# TYPE ceap_dispatch_messages_total counter" in text or "ceap_dispatch_messages" in text
+
+
+def test_dispatch_shows_progress_while_it_runs(world, smtp, monkeypatch, capsys):
+    monkeypatch.setenv("CEAP_PROGRESS_SECONDS", "0.05")
+    monkeypatch.setenv("CEAP_FREQUENCY_CAP", "off")
+    smtp.delay = 0.005  # 60 messages: ~0.3 s, several progress lines
+    world.seed(60)
+    args = ["--store", world.store_spec, "--config-dir", str(world.config_dir),
+            "--now", NOW.isoformat(), "--batch-size", "10"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if "[dispatch]" in line and "outbox rows handled" in line]
+    counts = [int(line.split("s  ")[1].split()[0].replace(",", "")) for line in lines]
+    assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] <= 60
