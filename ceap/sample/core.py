@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,11 @@ class Sizes:
     outcomes_per_program: int
 
     @classmethod
-    def for_rows(cls, rows: int) -> Sizes:
+    def for_rows(cls, rows: int, dims_rows: int | None = None) -> Sizes:
+        """``rows`` per fact table; every other table sized as for ``dims_rows`` (default
+        ``rows``), so a benchmark can grow the facts alone."""
+        if dims_rows is not None:
+            return replace(cls.for_rows(dims_rows), rows=cls.for_rows(rows).rows)
         if rows < 100:
             raise ValueError(f"rows must be at least 100, got {rows}")
         return cls(

@@ -55,6 +55,7 @@ def generate_warehouse(
     seed: int = 42,
     as_of: datetime | date | None = None,
     progress: Callable[[str], None] | None = None,
+    dims_rows: int | None = None,
 ) -> dict[str, int]:
     """Write every sample table under ``root`` and return ``{table: row_count}``.
 
@@ -71,8 +72,10 @@ def generate_warehouse(
       seed: the same (rows, seed, as_of) always gives the same data.
       as_of: the generation's "now" (naive means UTC); default: today's midnight, UTC.
       progress: called with a short line as each part is made, e.g. for a CLI.
+      dims_rows: size every table but the main facts as for this many rows (default
+        ``rows``): facts grow, customers, catalogues and histories stay put.
     """
-    sizes = Sizes.for_rows(rows)
+    sizes = Sizes.for_rows(rows, dims_rows)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     ctx = Context(sizes=sizes, seed=seed, as_of_us=_epoch_us(as_of))

@@ -268,3 +268,16 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         generate_warehouse(tmp_path, rows=10)
     with pytest.raises(ValueError, match="seed"):
         generate_warehouse(tmp_path, seed=-1)
+
+
+def test_dims_rows_grows_the_facts_alone(tmp_path: Path) -> None:
+    """``bench/scale.py --dims-rows``: facts at ``rows``, every other table as for dims_rows."""
+    counts = generate_warehouse(tmp_path, rows=20_000, seed=1, as_of=date(2024, 3, 1),
+                                dims_rows=4_000)  # fmt: skip
+    small = generate_warehouse(tmp_path / "small", rows=4_000, seed=1, as_of=date(2024, 3, 1))
+    assert counts["deliveries"] == counts["listens"] == 20_000
+    for table in ("customers", "products", "contacts", "responses", "outcomes"):
+        assert counts[table] == small[table], table
+    customers = set(pq.read_table(tmp_path / "customers").column("customer_id").to_pylist())
+    delivered = set(pq.read_table(tmp_path / "deliveries").column("customer_id").to_pylist())
+    assert delivered - {None, ""} <= customers  # facts still reference existing customers
