@@ -62,6 +62,7 @@ setup(
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
             "aiosmtpd>=1.4,<2",
+            "cryptography>=42,<50",  # tests/channels/test_smtp_tls.py: a test CA
             "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
         ],
     },

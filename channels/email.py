@@ -1,7 +1,8 @@
 """Email: SMTP (STARTTLS and auth from the environment) or Amazon SES (``provider: ses``).
 
     CEAP_SMTP_HOST (127.0.0.1), CEAP_SMTP_PORT (25), CEAP_SMTP_USER, CEAP_SMTP_PASSWORD,
-    CEAP_SMTP_STARTTLS (1 to upgrade the connection), CEAP_EMAIL_FROM (ceap@localhost)
+    CEAP_SMTP_STARTTLS (1 to upgrade the connection; the certificate is verified),
+    CEAP_SMTP_CA_FILE (CA bundle for a private relay), CEAP_EMAIL_FROM (ceap@localhost)
 
 One SMTP connection is kept open across batches (re-opened when the server drops it). Each
 message carries its idempotency key as ``Message-ID`` and ``X-CEAP-Idempotency-Key`` (SES:
@@ -15,6 +16,7 @@ import os
 import re
 import smtplib
 import socket
+import ssl
 from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Literal
@@ -90,10 +92,16 @@ class EmailChannel(Channel):
             # Nagle's algorithm holds it until the server's delayed ACK (~40 ms a message).
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if env.get("CEAP_SMTP_STARTTLS", "0").lower() in ("1", "true", "yes"):
-                smtp.starttls()
+                # Verified: the server's certificate against the system's CAs, or the bundle
+                # in CEAP_SMTP_CA_FILE (a private relay), and its name against the host.
+                context = ssl.create_default_context(cafile=env.get("CEAP_SMTP_CA_FILE") or None)
+                smtp.starttls(context=context)
                 smtp.ehlo()
             if env.get("CEAP_SMTP_USER"):
-                smtp.login(env["CEAP_SMTP_USER"], env.get("CEAP_SMTP_PASSWORD", ""))
+                # No initial response: smtplib's AUTH LOGIN with one answers the password
+                # prompt with the user name again (bpo-27820) when PLAIN was refused first.
+                smtp.login(env["CEAP_SMTP_USER"], env.get("CEAP_SMTP_PASSWORD", ""),
+                           initial_response_ok=False)  # fmt: skip
             self._smtp = smtp
         return self._smtp
 
