@@ -21,6 +21,11 @@ def reset() -> None:
     _stop.clear()
 
 
+def wait(seconds: float) -> bool:
+    """Sleeps up to ``seconds``, less when a stop is requested; returns whether it was."""
+    return _stop.wait(seconds)
+
+
 def install(message: str = "ceap: stopping: draining what is in flight") -> None:
     """Turns the first SIGINT/SIGTERM into a graceful stop (a second one ends at once)."""
     import os

@@ -5,7 +5,8 @@
                            [--metrics-port PORT | --metrics-file PATH]
 
 Without ``--loop`` it drains what is due and exits; with it, it keeps polling every SECONDS
-(default 5) until interrupted. ``--status`` prints delivery status counts and sends nothing.
+(default 5) until SIGINT or SIGTERM (systemd's stop), which end it after the round in flight,
+with exit status 0. ``--status`` prints delivery status counts and sends nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from datetime import UTC, datetime
 
 
@@ -25,6 +25,7 @@ def _parse_now(text: str | None) -> datetime | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ceap import stopping
     from ceap.errors import CeapError
     from ceap.progress import Progress
     from channels.dispatcher import LEASE_SECONDS, dispatch
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.status:
             return _status(args)
+        if args.loop is not None:
+            stopping.install("ceap: stopping after the round in flight")
         if args.metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -67,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 from prometheus_client import REGISTRY, write_to_textfile
 
                 write_to_textfile(args.metrics_file, REGISTRY)  # atomic: temp file + rename
-            if args.loop is None:
+            if args.loop is None or stopping.wait(args.loop):
                 return 0
-            time.sleep(args.loop)
     except CeapError as exc:
         print(f"ceap: dispatch cannot run: {exc}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ from typing import Any
 
 from prometheus_client import Counter as Metric
 
+from ceap import stopping
 from ceap.context import RunContext
 from ceap.home import default_config_dir
 from ceap.progress import add_rows
@@ -298,7 +299,7 @@ def dispatch(
     started = time.perf_counter()
     rounds = 0
     try:
-        while max_rounds is None or rounds < max_rounds:
+        while (max_rounds is None or rounds < max_rounds) and not stopping.requested():
             rounds += 1
             handled = dispatcher.round(now or RunContext.utcnow(), summary, channel, batch_size)
             if not handled:

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LEASE = 3
 
 
-def dispatcher(world, port: int) -> subprocess.Popen:
+def dispatcher(world, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "CEAP_SMTP_HOST": "127.0.0.1", "CEAP_SMTP_PORT": str(port),
            "CEAP_FREQUENCY_CAP": "off", "PYTHONPATH": str(ROOT)}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "run.py", "dispatch", "--store", world.store_spec, "--config-dir",
          str(world.config_dir), "--now", NOW.isoformat(), "--lease-seconds", str(LEASE),
-         "--batch-size", "20"],
+         "--batch-size", "20", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
