@@ -55,9 +55,26 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+_bound: dict[str, Any] = {}
+
+
 def context(**fields: Any) -> dict[str, Any]:
     """``extra=`` for a log call: the program/stage/run_id fields and any others."""
     return fields
+
+
+def bind(**fields: Any) -> None:
+    """Process-wide defaults for ``program``, ``stage`` and ``run_id``, for records that do
+    not carry their own: a run binds its program and run id once, so every line of it (Beam
+    worker threads included) can be traced to the run. ``None`` unbinds a field."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"bind() takes {FIELDS}, not {sorted(unknown)}")
+    for name, value in fields.items():
+        if value is None:
+            _bound.pop(name, None)
+        else:
+            _bound[name] = value
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,7 +88,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }  # fmt: skip
         for name in FIELDS:
-            out[name] = getattr(record, name, None)
+            out[name] = getattr(record, name, None) or _bound.get(name)
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in out:
                 out[name] = value

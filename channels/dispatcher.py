@@ -46,7 +46,7 @@ from typing import Any
 
 from prometheus_client import Counter as Metric
 
-from ceap import stopping
+from ceap import logs, stopping
 from ceap.context import RunContext
 from ceap.home import default_config_dir
 from ceap.progress import add_rows
@@ -292,6 +292,7 @@ def dispatch(
     every channel (or ``channel``), as of ``now`` (default: the wall clock), until none is
     due. Returns counts per channel and outcome."""
     config_dir = Path(config_dir or default_config_dir())
+    logs.bind(stage="dispatch")
     programs = load_programs(config_dir, program)
     store = open_store(store_spec)
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)

@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from ceap import logs
 from ceap.context import RunContext
 from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
@@ -123,6 +124,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     beam_args = normalize_beam_args(beam_args)
     validate_runner_options(PipelineOptions(beam_args), store=ctx.store)
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
+    logs.bind(program=program.program, run_id=run_id)
     started = RunContext.utcnow()
     record = {
         "run_id": run_id,

@@ -13,7 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from ceap import stopping
+from ceap import logs, stopping
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors
@@ -75,6 +75,8 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     stopping.reset()
     started = RunContext.utcnow()
     t0 = time.perf_counter()
+    run_id = ctx.run_id or f"stream-{int(t0)}"
+    logs.bind(program=program.program, run_id=run_id)
     result = build_streaming_pipeline(program, ctx, PipelineOptions(beam_args)).run()
     result.wait_until_finish()
     funnel = Funnel.from_result(program.program, result, program.filter_labels())
@@ -82,7 +84,7 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     store = open_store(ctx.store)
     try:
         store.record_run({
-            "run_id": ctx.run_id or f"stream-{int(t0)}", "program": program.program, "mode": "streaming",
+            "run_id": run_id, "program": program.program, "mode": "streaming",
             "started_at": iso(started), "finished_at": iso(RunContext.utcnow()), "status": "ok",
             "funnel": funnel.as_dict(),
         })  # fmt: skip

@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from ceap import logs
 from ceap.context import RunContext
 from ceap.plugins import scorers
 from configs.schema import ScoringConfig
@@ -98,8 +99,9 @@ class _ScoreFn(beam.DoFn):
                 self._failing[m.id] = 0
             except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
                 log.warning(
-                    "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc
-                )
+                    "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc,
+                    extra=logs.context(program=program, stage="Score", model_id=m.id),
+                )  # fmt: skip
                 counter(program, "model_errors", m.id).inc(len(rows))
                 failed[rows] = True
                 errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
@@ -164,6 +166,7 @@ class _ScoreFn(beam.DoFn):
             "ALERT program %s: model %s circuit open after %d consecutive failing batches (%s); "
             "not called again in this run, its rows fall back (fallback: %s)",
             program, model_id, self._failing[model_id], exc, self._scoring.fallback,
+            extra=logs.context(program=program, stage="Score", model_id=model_id, alert=True),
         )  # fmt: skip
 
     def _fallback(self, batch, failed, scores, model_ids) -> np.ndarray:

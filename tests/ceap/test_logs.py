@@ -16,10 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from ceap.logs import JsonFormatter, context, redact, use_json
+from ceap import logs
+from ceap.logs import JsonFormatter, bind, context, redact, use_json
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMER = "C00012345"
+
+
+@pytest.fixture(autouse=True)
+def unbound() -> Iterator[None]:
+    """No run's bound fields leak in from, or out to, other tests."""
+    saved = dict(logs._bound)
+    logs._bound.clear()
+    yield
+    logs._bound.clear()
+    logs._bound.update(saved)
 
 
 @pytest.fixture
@@ -126,3 +137,22 @@ def test_formatter_alone_formats_a_record():
     record.program = "reviews"
     out = json.loads(JsonFormatter().format(record))
     assert (out["message"], out["program"], out["stage"]) == ("hello world", "reviews", None)
+
+
+def test_a_run_binds_its_program_and_run_id_for_every_line(logged):
+    logger, stream = logged
+    bind(program="reviews", run_id="r9")
+    logger.warning("from a worker thread with no context")
+    logger.warning("explicit", extra=context(program="music_feedback", stage="Score"))
+    bind(program=None)
+    logger.warning("after unbinding the program")
+    plain, explicit, unbound_program = lines(stream)
+    assert (plain["program"], plain["stage"], plain["run_id"]) == ("reviews", None, "r9")
+    assert (explicit["program"], explicit["stage"], explicit["run_id"]) == (
+        "music_feedback",
+        "Score",
+        "r9",
+    )
+    assert (unbound_program["program"], unbound_program["run_id"]) == (None, "r9")
+    with pytest.raises(ValueError, match="customer_id"):
+        bind(customer_id="C1")  # not a run field: never bound process-wide
