@@ -26,15 +26,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--registry", default=None, help="dir or s3:// gs:// (default $CEAP_HOME/models)"
     )
+    s3 = p.add_argument_group(
+        "s3:// registry",
+        "Beam's S3Options; without them boto3 reads the environment (AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID ..., AWS_PROFILE).",
+    )
+    for flag in S3_FLAGS:
+        s3.add_argument(f"--{flag}", default=None)
     return p
+
+
+S3_FLAGS = (
+    "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key", "s3_session_token",
+    "s3_region_name",
+)  # fmt: skip
+"""Beam's own S3Options names, as ``run.py export`` and pipeline runs take them."""
+
+
+def filesystem_options(args: argparse.Namespace):
+    """Beam PipelineOptions carrying the S3 flags given, or None when there are none."""
+    given = {flag: getattr(args, flag) for flag in S3_FLAGS if getattr(args, flag)}
+    if not given:
+        return None
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions([], **given)
 
 
 def main(argv: list[str]) -> int:
     from ceap.errors import CeapError
     from ceap.home import default_config_dir
+    from scorers import registry
     from scorers.training import train
 
     args = parser().parse_args(argv)
+    options = filesystem_options(args)
+    if options is not None:
+        registry.use_options(options)
     try:
         meta = train(
             args.program,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ceap.errors import ModelError
@@ -36,40 +38,78 @@ def is_remote(path: str | Path) -> bool:
     return "://" in str(path)
 
 
+def use_options(options=None) -> None:
+    """Beam filesystem options for the registry outside a pipeline (``run.py train
+    --s3_endpoint_url URL ...``): a ``PipelineOptions``, or None for the defaults."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(options if options is not None else PipelineOptions([]))
+
+
+def _filesystems():
+    """Beam's ``FileSystems``, ready for s3://. Outside a pipeline (``run.py train``, the
+    Serving API, a test) Beam has no options and its S3 filesystem refuses to build a client
+    ("Must provide one of client or options"); default ones let boto3 read the environment
+    (``AWS_ENDPOINT_URL``, credentials, region). Options a pipeline or a worker has set
+    (``--s3_endpoint_url`` ...) are never replaced."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.value_provider import RuntimeValueProvider
+
+    if FileSystems._pipeline_options is None and RuntimeValueProvider.runtime_options is None:
+        use_options(None)
+    return FileSystems
+
+
+@contextmanager
+def _remote(action: str, path: str) -> Iterator[None]:
+    """Every backend raises its own errors (BeamIOError, botocore's, google's): one
+    ModelError naming the operation and the path, with the cause chained."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised as ModelError
+        raise ModelError(f"cannot {action} {path}: {exc}") from exc
+
+
 def join(root: str | Path, *parts: str) -> str:
     if is_remote(root):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.join(str(root), *parts)
+        return _filesystems().join(str(root), *parts)
     return str(Path(root, *parts))
 
 
 def exists(path: str) -> bool:
+    """Whether the *object* exists (on S3 a "directory" prefix does not)."""
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
+        with _remote("check", path):
+            return _filesystems().exists(path)
     return Path(path).exists()
 
 
 def read_bytes(path: str | Path) -> bytes:
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.io.filesystem import CompressionTypes
 
-        try:
-            with FileSystems.open(str(path)) as handle:
-                return handle.read()
-        except Exception as exc:  # noqa: BLE001 - every backend raises its own type
-            raise ModelError(f"cannot read {path}: {exc}") from exc
+        # UNCOMPRESSED: bytes as stored, whatever the name ends with (.gz would inflate).
+        raw = CompressionTypes.UNCOMPRESSED
+        with (
+            _remote("read", str(path)),
+            _filesystems().open(str(path), compression_type=raw) as handle,
+        ):
+            return handle.read()
     return Path(path).read_bytes()
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Writes a whole file; locally via a temporary file and a rename (atomic)."""
+    """Writes a whole file, atomically: locally via a temporary file and a rename; on S3 and
+    GCS an object only appears when its upload completes (Beam's S3 writer completes its
+    multipart upload on close), so a reader never sees half of one."""
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.io.filesystem import CompressionTypes
 
-        with FileSystems.create(path) as handle:
+        raw = CompressionTypes.UNCOMPRESSED
+        with _remote("write", path), _filesystems().create(path, compression_type=raw) as handle:
             handle.write(data)
         return
     target = Path(path)
@@ -84,12 +124,13 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def versions(root: str, program: str, model_id: str) -> list[int]:
-    """The published versions of a model, ascending."""
+    """The published versions of a model, ascending: those with a model file (on S3 a
+    folder marker or a stray key is no version)."""
     base = join(root, program, model_id)
     if is_remote(root):
-        from apache_beam.io.filesystems import FileSystems
-
-        found = FileSystems.match([join(base, "*", MODEL_FILE)])[0].metadata_list
+        pattern = join(base, "*", MODEL_FILE)
+        with _remote("list", pattern):
+            found = _filesystems().match([pattern])[0].metadata_list
         names = [m.path.rstrip("/").split("/")[-2] for m in found]
     else:
         names = [p.parent.name for p in Path(base).glob(f"*/{MODEL_FILE}")]
@@ -123,8 +164,13 @@ def locate(path: str | Path) -> str:
         if not version.isdigit():
             raise ModelError(f"model pointer {text} holds {version!r}, not a version number")
         return join(text.rstrip("/").rsplit("/", 1)[0], version, MODEL_FILE)
-    if not is_remote(text) and Path(text).is_dir():
-        return str(Path(text, MODEL_FILE))
+    if not is_remote(text):
+        return str(Path(text, MODEL_FILE)) if Path(text).is_dir() else text
+    # An object store has no directories: a version "directory" is a prefix whose
+    # model.skops exists while the path itself is no object.
+    inside = join(text.rstrip("/"), MODEL_FILE)
+    if not text.endswith(MODEL_FILE) and not exists(text) and exists(inside):
+        return inside
     return text
 
 
