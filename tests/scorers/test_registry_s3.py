@@ -115,7 +115,7 @@ def test_train_publishes_versions_to_s3_and_loads_them_by_id(
     assert meta["features"] == FEATURES and meta["metrics"]["auc"] > 0.65
     assert meta["training_data"]["rows"] == 3_000
 
-    again = train("reviews", config_dir, root, outcomes=str(outcomes), estimator="hist_gbm")
+    again = train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5)
     assert again["version"] == 2
     assert body(client, name, f"models/{MODEL}/latest") == b"2\n"
     assert registry.versions(root, "reviews", "reviews_lr") == [1, 2]
@@ -128,7 +128,7 @@ def test_train_publishes_versions_to_s3_and_loads_them_by_id(
     v1_file = scorer(f"{root}/{MODEL}/1/model.skops", ctx).score(BATCH_ROWS)
     np.testing.assert_allclose(latest, v2_dir)
     np.testing.assert_allclose(latest, v2_dir_slash)
-    assert not np.allclose(latest, v1_file)  # latest is the hist_gbm, not the logistic
+    assert not np.allclose(latest, v1_file)  # latest is v2, fitted on fewer rows
     for scores in (latest, v1_file):
         assert scores[0] > scores[1] and np.all((scores > 0) & (scores < 1))
 
@@ -142,6 +142,22 @@ def test_a_folder_marker_or_a_stray_key_is_no_version(outcomes, config_dir, buck
     client.put_object(Bucket=name, Key=f"models/{MODEL}/8/notes.txt", Body=b"x")
     assert registry.versions(root, "reviews", "reviews_lr") == []
     assert train("reviews", config_dir, root, outcomes=str(outcomes))["version"] == 1
+
+
+def test_train_reads_its_outcomes_from_s3_too(outcomes, config_dir, bucket, endpoint_env):
+    """Outcomes on S3 are read by pyarrow, which takes the endpoint from the environment as
+    boto3 does: a whole warehouse-to-registry run on object storage."""
+    client, name = bucket
+    for part in sorted(outcomes.rglob("*.parquet")):
+        key = f"warehouse/outcomes/{part.relative_to(outcomes).as_posix()}"
+        client.put_object(Bucket=name, Key=key, Body=part.read_bytes())
+    source = f"s3://{name}/warehouse/outcomes"
+    meta = train("reviews", config_dir, f"s3://{name}/models", outcomes=source)
+    local = train("reviews", config_dir, f"s3://{name}/models", outcomes=str(outcomes))
+    assert meta["training_data"]["path"] == source
+    assert (meta["training_data"]["rows"], meta["metrics"]) == (
+        local["training_data"]["rows"], local["metrics"],
+    )  # fmt: skip
 
 
 def test_cli_trains_to_s3_with_the_endpoint_from_the_environment(
@@ -172,9 +188,9 @@ def test_cli_takes_beams_s3_flags(outcomes, config_dir, bucket, moto_endpoint, m
     args = ["--program", "reviews", "--config-dir", str(config_dir), "--outcomes", str(outcomes),
             "--registry", f"s3://{name}/models", *s3_flags(moto_endpoint)]  # fmt: skip
     assert train_cli(args) == 0, capsys.readouterr().err
-    assert train_cli([*args, "--estimator", "hist_gbm"]) == 0
+    assert train_cli([*args, "--holdout", "0.5"]) == 0
     assert body(client, name, f"models/{MODEL}/latest") == b"2\n"
-    assert "v2 (hist_gbm)" in capsys.readouterr().out
+    assert "v2 (logistic)" in capsys.readouterr().out
 
 
 def test_cli_names_a_missing_bucket(outcomes, config_dir, endpoint_env, capsys):
@@ -189,7 +205,7 @@ def test_a_tampered_model_in_the_bucket_is_refused(outcomes, config_dir, bucket,
     client, name = bucket
     root = f"s3://{name}/models"
     train("reviews", config_dir, root, outcomes=str(outcomes))
-    train("reviews", config_dir, root, outcomes=str(outcomes), estimator="hist_gbm")
+    train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5)
     key = f"models/{MODEL}/2/model.skops"
     # Another valid skops model (version 1's) in version 2's place: it would load fine,
     # but it is not the model whose hash the registry recorded.
