@@ -192,6 +192,43 @@ def _run_bundle(items, label, fn, args, kwargs, side_inputs, window_fn):
     return out
 
 
+def _lifted_combine_fn(node):
+    """The CombineFn when ``node`` is the GroupByKey of a lifted CombinePerKey, else None."""
+    from apache_beam.transforms.combiners import LiftedCombinePerKey
+
+    parent = node.parent
+    while parent is not None and parent.transform is not None:
+        if isinstance(parent.transform, LiftedCombinePerKey):
+            return parent.transform._combine_fn
+        parent = parent.parent
+    return None
+
+
+def _tree_combine(bag, combine_fn):
+    """A lifted combine's GroupByKey as a tree reduction (``Bag.foldby``): accumulators are
+    merged per partition, then pairwise, so a worker holds a few of them at a time. A plain
+    groupby gathers every partition's accumulator of a key on one worker first: with one
+    accumulator per bundle (TopN keeps up to top_n rows each) that grows with the input.
+    Yields ``(key, [merged accumulator])``, which the combine's own finishing step merges
+    (a no-op for one) and extracts, as after a GroupByKey."""
+    from apache_beam.runners.dask.transform_evaluator import defenestrate
+
+    empty = object()
+
+    def merge(a, b):
+        if a is empty:
+            return b
+        if b is empty:
+            return a
+        return combine_fn.merge_accumulators([a, b])
+
+    def add(acc, item):
+        return merge(acc, defenestrate(item[1]))
+
+    folded = bag.foldby(lambda item: item[0], add, empty, merge, empty)
+    return folded.map(lambda kv: (kv[0], [kv[1]]))
+
+
 def _select(pairs, tag):
     return [v for t, v in pairs if t == tag]
 
@@ -291,6 +328,12 @@ def _make_runner():
                         metric_bags.append(raw.map_partitions(_metrics))
                         for out in node.outputs.values():
                             bags[out] = raw.map_partitions(_select, out.tag)
+                        return
+                    combine_fn = _lifted_combine_fn(node)
+                    if op_class is te.GroupByKey and combine_fn is not None:
+                        bag = _tree_combine(inputs[0], combine_fn)
+                        for out in node.outputs.values():
+                            bags[out] = bag
                         return
                     op = op_class(node, bag_kwargs=bag_kwargs)
                     if op_class is te.Flatten:
