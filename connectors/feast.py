@@ -30,10 +30,12 @@ Needs the optional extra: ``pip install "ceap[feast]"``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from datetime import date, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,6 +79,40 @@ class FeastOptions(BaseModel):
         return self
 
 
+_PROMETHEUS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
+def load_feast() -> ModuleType:
+    """The ``feast`` module, imported without letting it change this process's Prometheus
+    setup, or a ConfigError saying which extra to install.
+
+    Importing feast (0.6x: ``feast.metrics``, loaded by ``from feast import FeatureStore``)
+    points ``PROMETHEUS_MULTIPROC_DIR`` at a temp dir of its own and, when
+    ``prometheus_client`` is not loaded yet, makes every Prometheus metric of the process
+    file-backed: the serving API's ``/metrics`` would then read feast's directory instead of
+    CEAP's counters. So prometheus_client is loaded first and the variables are put back.
+    """
+    import prometheus_client  # noqa: F401 - loaded before feast: metric values stay in memory
+
+    saved = {name: os.environ.get(name) for name in _PROMETHEUS_ENV}
+    try:
+        import feast
+
+        with contextlib.suppress(ImportError):  # older feast has no metrics module
+            import feast.metrics  # noqa: F401 - its import-time side effect, under the guard
+    except ImportError as exc:
+        raise ConfigError(
+            'the feast enrichment connector needs feast: pip install "ceap[feast]"'
+        ) from exc
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return feast
+
+
 @connectors.register("feast")
 class FeastConnector(Connector):
     Options = FeastOptions
@@ -84,12 +120,7 @@ class FeastConnector(Connector):
 
     def client(self):
         """The ``feast.FeatureStore`` of the configured repo (one per DoFn, in ``setup``)."""
-        try:
-            from feast import FeatureStore
-        except ImportError as exc:
-            raise ConfigError(
-                'the feast enrichment connector needs feast: pip install "ceap[feast]"'
-            ) from exc
+        FeatureStore = load_feast().FeatureStore  # noqa: N806 - feast's class
         o = self.options
         repo = o.repo_path or (os.path.dirname(o.fs_yaml_file) if o.fs_yaml_file else None)
         try:

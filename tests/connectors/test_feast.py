@@ -2,11 +2,14 @@
 Parquet file offline store, a SQLite online store, one entity and one feature view applied
 and materialized. Lookups in batches, a feature service, an inline config, the enrich step
 and a whole batch program; unknown keys keep nulls. Skipped where feast is not installed
-(``pip install "ceap[feast]"``)."""
+(``pip install "ceap[feast]"``); importing it must leave the process's Prometheus alone."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,13 +24,16 @@ from apache_beam.testing.util import assert_that, equal_to
 from ceap.context import RunContext
 from ceap.errors import ConfigError, ConnectorError
 from configs.schema import EnrichConfig, parse_program, read_yaml
-from connectors.feast import FeastConnector
+from connectors.feast import FeastConnector, load_feast
 from pipelines.batch import build_pipeline
 from stores.base import open_store
 from tests.conftest import NOW
 from transforms import enrichment
 
-pytest.importorskip("feast")
+try:  # imported the connector's way: a bare `import feast` repoints Prometheus (load_feast)
+    load_feast()
+except ConfigError:
+    pytest.skip('feast is not installed: pip install "ceap[feast]"', allow_module_level=True)
 
 FEATURE_STORE_YAML = """
 project: ceap_test
@@ -125,6 +131,21 @@ scoring: {models: [{id: m, type: column, options: {column: a}}]}
         parse_program(read_yaml(program))
     with pytest.raises(ConfigError, match="feast repo 'nowhere'"):
         FeastConnector({"repo_path": "nowhere", "join_key": "k", "features": ["v:f"]}).client()
+
+
+def test_loading_feast_leaves_prometheus_in_memory_and_its_env_alone():
+    code = (
+        "import os, prometheus_client.values as v\n"
+        "from connectors.feast import load_feast\n"
+        "load_feast()\n"
+        "assert not [k for k in os.environ if k.startswith('PROMETHEUS_MULTIPROC')], os.environ\n"
+        "assert 'Mmaped' not in v.ValueClass.__name__, v.ValueClass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert not [k for k in os.environ if k.startswith("PROMETHEUS_MULTIPROC")]
 
 
 def test_int64_join_keys_are_sent_as_integers():
