@@ -64,6 +64,8 @@ setup(
             "aiosmtpd>=1.4,<2",
             "cryptography>=42,<50",  # tests/channels/test_smtp_tls.py: a test CA
             "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
+            # tests/connectors/test_feast.py (a real local repo); note it holds pandas below 3
+            "feast>=0.60,<1",
         ],
     },
     entry_points={
