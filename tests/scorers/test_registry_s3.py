@@ -23,7 +23,6 @@ import pytest
 
 from ceap.context import RunContext
 from ceap.errors import ModelError
-from ceap.sample import generate_warehouse
 from configs.schema import parse_program, read_yaml
 from pipelines.batch import run_program
 from scorers import registry
@@ -31,7 +30,7 @@ from scorers.cli import main as train_cli
 from scorers.sklearn import SklearnScorer
 from scorers.training import train
 from tests.pipelines.test_export_s3 import keys, s3_flags
-from tests.scorers.test_training import CONFIG, FEATURES
+from tests.scorers.conftest import FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -49,22 +48,6 @@ scoring:
 ranking: {{top_n: 1000, per: program}}
 channels: [{{type: in_app}}]
 """
-
-
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> Path:
-    """The sample warehouse's outcomes (3,000 labelled reviews rows, a real signal)."""
-    root = tmp_path_factory.mktemp("wh")
-    generate_warehouse(root, rows=6_000, seed=3)
-    return root / "outcomes"
-
-
-@pytest.fixture
-def config_dir(tmp_path) -> Path:
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "reviews.yaml").write_text(CONFIG)
-    return folder
 
 
 @pytest.fixture

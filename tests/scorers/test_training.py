@@ -11,41 +11,14 @@ import pytest
 
 from ceap.errors import ConfigError, ModelError
 from ceap.programs import load_by_name
-from ceap.sample import generate_warehouse
 from configs.schema import program_paths
 from scorers import registry
 from scorers.cli import main as train_cli
 from scorers.sklearn import SklearnScorer, sha256_of
 from scorers.training import train
+from tests.scorers.conftest import CONFIG, FEATURES
 
 ROOT = Path(__file__).resolve().parents[2]
-FEATURES = ["engagement_score", "trust_score", "price"]
-CONFIG = """
-program: reviews
-action: review
-subject_type: product
-source: {type: parquet, options: {path: unused}}
-fields: {customer_id: customer_id, subject_id: product_id}
-scoring:
-  models:
-    - {id: reviews_lr, type: sklearn, options: {path: unused.skops, features: [engagement_score, trust_score, price]}, traffic: 50}
-    - {id: rule, type: column, options: {column: engagement_score}, traffic: 50}
-"""
-
-
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("wh")
-    generate_warehouse(root, rows=6_000, seed=3)
-    return root / "outcomes"
-
-
-@pytest.fixture
-def config_dir(tmp_path) -> Path:
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "reviews.yaml").write_text(CONFIG)
-    return folder
 
 
 def test_train_publishes_versions_with_metadata_and_a_latest_pointer(
