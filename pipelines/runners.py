@@ -4,12 +4,12 @@
 where Beam would otherwise fail minutes later on a remote service (or silently write to a
 SQLite file on one worker's disk).
 
-``normalize_beam_args`` swaps Beam's ``DaskRunner`` for ``CeapDaskRunner``. Beam 2.77's
-DaskRunner only runs linear graphs: it feeds every output of a multi-output ParDo to every
-consumer (our stages have tagged outputs), computes only the last transform it visited
-(the other sinks never run), drops what ``finish_bundle`` emits, does not lift combiners
-(one key's values end up in one list) and reports no metrics. ``CeapDaskRunner`` keeps
-Beam's Dask translations (Create, GroupByKey, Flatten) and replaces the ParDo one.
+``normalize_beam_args`` swaps Beam's ``DaskRunner`` for ``CeapDaskRunner``
+(``pipelines/dask_runner.py``). Beam 2.77's DaskRunner only runs linear graphs: it feeds
+every output of a multi-output ParDo to every consumer (our stages have tagged outputs),
+computes only the last transform it visited (the other sinks never run), drops what
+``finish_bundle`` emits, does not lift combiners (one key's values end up in one list),
+reports no metrics, and holds each step's whole output per partition in memory.
 """
 
 from __future__ import annotations
