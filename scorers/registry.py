@@ -5,10 +5,11 @@ written through Beam's ``FileSystems``)::
 
     <root>/<program>/<model_id>/<version>/model.skops        the fitted scikit-learn Pipeline
     <root>/<program>/<model_id>/<version>/model.skops.json   features, metrics, data range, sha256
+    <root>/<program>/<model_id>/<version>/.claim              who took the version (object stores)
     <root>/<program>/<model_id>/latest                       text: the newest version ("3")
 
-Versions are integers, never rewritten: a new training run publishes ``<max>+1`` and only
-then moves ``latest``, so a reader sees either the old or the new model, never half of one.
+Versions are integers, never rewritten: a new training run claims ``<max>+1`` (the next
+free one when two publish at once), writes it and only then moves ``latest``, so a reader sees either the old or the new model, never half of one.
 A scorer's ``options.path`` may name the file, a version directory or ``.../latest``.
 """
 
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ceap.errors import ModelError
@@ -27,6 +30,7 @@ from ceap.home import ceap_home
 MODEL_FILE = "model.skops"
 LATEST = "latest"
 META_SUFFIX = ".json"
+CLAIM_FILE = ".claim"
 
 
 def default_registry() -> str:
@@ -139,16 +143,90 @@ def versions(root: str, program: str, model_id: str) -> list[int]:
 
 def publish(root: str, program: str, model_id: str, model: bytes, metadata: dict) -> dict:
     """Writes ``model`` as the next version, its metadata beside it, then moves ``latest``.
-    Returns the metadata as written (with ``version`` and ``path``)."""
-    version = (versions(root, program, model_id) or [0])[-1] + 1
-    folder = join(root, program, model_id, str(version))
+    Returns the metadata as written (with ``version`` and ``path``).
+
+    Two trainings publishing at once get different versions: each *claims* its version
+    before writing (an exclusive mkdir locally, a create-if-absent object on S3 and GCS),
+    and moves on to the next number when another got there first. ``latest`` is then set
+    to the newest published version, so the later of two publishers leaves it right
+    whichever finishes first."""
+    base = join(root, program, model_id)
+    version = max([0, *versions(root, program, model_id), *_claimed(base)]) + 1
+    while not _claim(join(base, str(version))):
+        version += 1
+    folder = join(base, str(version))
     path = join(folder, MODEL_FILE)
     meta = {**metadata, "program": program, "model_id": model_id, "version": version}
     meta["path"] = path
     write_bytes(path, model)
     write_bytes(path + META_SUFFIX, json.dumps(meta, indent=2, sort_keys=True).encode())
-    write_bytes(join(root, program, model_id, LATEST), f"{version}\n".encode())
+    newest = max([version, *versions(root, program, model_id)])
+    write_bytes(join(base, LATEST), f"{newest}\n".encode())
     return meta
+
+
+def _claimed(base: str) -> list[int]:
+    """Versions claimed, published or not (a publisher may be writing one right now)."""
+    if is_remote(base):
+        pattern = join(base, "*", CLAIM_FILE)
+        with _remote("list", pattern):
+            found = _filesystems().match([pattern])[0].metadata_list
+        names = [m.path.rstrip("/").split("/")[-2] for m in found]
+    else:
+        names = [p.name for p in Path(base).glob("*") if p.is_dir()]
+    return [int(n) for n in names if n.isdigit()]
+
+
+def _claim(folder: str) -> bool:
+    """Takes a version folder for this publisher: True when nobody had it."""
+    if not is_remote(folder):
+        try:
+            Path(folder).mkdir(parents=True)
+        except FileExistsError:
+            return False
+        return True
+    marker = join(folder, CLAIM_FILE)
+    with _remote("claim", marker):
+        if marker.startswith("s3://"):
+            return _claim_s3(marker)
+        return _claim_gcs(marker)
+
+
+def _claim_s3(marker: str) -> bool:
+    """A conditional PUT (If-None-Match: *): S3 refuses it when the key exists. Built from
+    the same options as Beam's S3 filesystem (``--s3_endpoint_url`` ..., else boto3's own
+    environment), which has no conditional write of its own."""
+    from apache_beam.io.aws.clients.s3.boto3_client import Client
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = marker.removeprefix("s3://").partition("/")
+    client = Client(_filesystems()._pipeline_options).client
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=_owner(), IfNoneMatch="*")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        raise
+    return True
+
+
+def _claim_gcs(marker: str) -> bool:
+    """A create with ``if_generation_match=0``: GCS refuses it when the object exists."""
+    from google.api_core.exceptions import PreconditionFailed
+    from google.cloud import storage
+
+    bucket, _, key = marker.removeprefix("gs://").partition("/")
+    blob = storage.Client().bucket(bucket).blob(key)
+    try:
+        blob.upload_from_string(_owner(), if_generation_match=0)
+    except PreconditionFailed:
+        return False
+    return True
+
+
+def _owner() -> bytes:
+    return f"{socket.gethostname()} pid {os.getpid()} at {datetime.now(UTC).isoformat()}\n".encode()
 
 
 def locate(path: str | Path) -> str:

@@ -31,6 +31,7 @@ from scorers.sklearn import SklearnScorer
 from scorers.training import train
 from tests.pipelines.test_export_s3 import keys, s3_flags
 from tests.scorers.conftest import FEATURES
+from tests.scorers.test_registry_publish import check, race
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +90,8 @@ def test_train_publishes_versions_to_s3_and_loads_them_by_id(
     meta = train("reviews", config_dir, root, outcomes=str(outcomes))
     assert meta["path"] == f"{root}/{MODEL}/1/model.skops" and meta["version"] == 1
     assert keys(client, name) == [
-        f"models/{MODEL}/1/model.skops", f"models/{MODEL}/1/model.skops.json",
-        f"models/{MODEL}/latest",
+        f"models/{MODEL}/1/.claim", f"models/{MODEL}/1/model.skops",
+        f"models/{MODEL}/1/model.skops.json", f"models/{MODEL}/latest",
     ]  # fmt: skip
     blob = body(client, name, f"models/{MODEL}/1/model.skops")
     assert hashlib.sha256(blob).hexdigest() == meta["sha256"]
@@ -252,3 +253,22 @@ def test_batch_run_scores_with_the_model_on_s3(
     arm = funnel.arm_summary()["reviews_lr"]
     assert arm["candidates"] == n and 0 < arm["mean_score"] < 1
     assert meta["metrics"]["base_rate"] / 3 < scores.mean() < 3 * meta["metrics"]["base_rate"]
+
+
+def test_two_publishers_at_once_on_s3_get_two_versions(bucket, endpoint_env, monkeypatch):
+    """Both list the bucket before either writes; S3's conditional PUT of the claim gives
+    each its own version."""
+    client, name = bucket
+    root = f"s3://{name}/models"
+    published = race(monkeypatch, root, publishers=3)
+    check(published)
+    assert body(client, name, "models/reviews/lr/latest") == b"3\n"
+
+
+def test_a_version_claimed_on_s3_is_not_taken_again(bucket, endpoint_env):
+    client, name = bucket
+    root = f"s3://{name}/models"
+    client.put_object(Bucket=name, Key="models/reviews/lr/1/.claim", Body=b"someone")
+    meta = registry.publish(root, "reviews", "lr", b"model", {})
+    assert meta["version"] == 2
+    assert body(client, name, "models/reviews/lr/1/.claim") == b"someone"
