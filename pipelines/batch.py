@@ -21,7 +21,7 @@ from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
-from pipelines.runners import normalize_beam_args, validate_runner_options
+from pipelines.runners import prepare_beam_args
 from scorers.experiments import bounds, buckets
 from stores.base import iso, open_store
 from transforms.funnel import Funnel, counter
@@ -121,8 +121,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     """Runs one program's batch graph to completion and records the run in the store."""
     # Clear errors before anything is submitted (missing --project, the local store on a
     # distributed runner ...); `--runner=DaskRunner` picks the Dask runner that handles our graph.
-    beam_args = normalize_beam_args(beam_args)
-    validate_runner_options(PipelineOptions(beam_args), store=ctx.store)
+    beam_args = prepare_beam_args(beam_args, store=ctx.store)
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
     logs.bind(program=program.program, run_id=run_id)
     started = RunContext.utcnow()

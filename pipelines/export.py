@@ -72,6 +72,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import default_runner
+from pipelines.runners import prepare_beam_args
 
 TABLES = ("candidates", "outbox", "responses")
 PART = "part-00000.parquet"
@@ -335,7 +336,8 @@ def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str
     """Runs the export to completion; returns rows exported per table."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    p, _ = build_pipeline(day, output, store, PipelineOptions(beam_args or []))
+    beam_args = prepare_beam_args(beam_args or [], store=store)
+    p, _ = build_pipeline(day, output, store, PipelineOptions(beam_args))
     result = p.run()
     result.wait_until_finish()
     counts = dict.fromkeys(TABLES, 0)

@@ -58,15 +58,33 @@ def normalize_beam_args(beam_args: list[str]) -> list[str]:
     return out
 
 
-def validate_runner_options(options: PipelineOptions, store: str | None = None) -> None:
+def prepare_beam_args(
+    beam_args: list[str], store: str | None = None, streaming: bool = False
+) -> list[str]:
+    """The run's Beam flags with the Dask runner swapped in, checked before anything is
+    submitted (every entry point: batch, streaming and export)."""
+    beam_args = normalize_beam_args(beam_args)
+    validate_runner_options(PipelineOptions(beam_args), store=store, streaming=streaming)
+    return beam_args
+
+
+def validate_runner_options(
+    options: PipelineOptions, store: str | None = None, streaming: bool = False
+) -> None:
     """Raises ``ConfigError`` listing every problem found in the runner's options.
 
     Args:
       options: the run's pipeline options (Beam's and CEAP's flags).
       store: the store spec the run writes to (``RunContext.store``); default ``--store``.
+      streaming: the run is a streaming one (``--mode streaming``).
     """
     name = runner_name(options)
     problems: list[str] = []
+    if streaming and name in ("CeapDaskRunner", "DaskRunner"):
+        problems.append(
+            "the Dask runner runs batch graphs only (Dask has no unbounded sources); run "
+            "--mode streaming in-process (the default), on Dataflow or on Flink"
+        )
     if name in ("DataflowRunner", "TestDataflowRunner"):
         problems += _dataflow_problems(options)
     if name == "FlinkRunner":

@@ -20,6 +20,7 @@ from ceap.plugins import connectors
 from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
+from pipelines.runners import prepare_beam_args
 from stores.base import iso, open_store
 from transforms.funnel import Funnel
 from transforms.outcomes import WriteOutcomes
@@ -72,6 +73,7 @@ def build_streaming_pipeline(
 
 def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -> Funnel:
     """Runs until SIGINT/SIGTERM (or ``stopping.request()``), then drains and returns."""
+    beam_args = prepare_beam_args(beam_args, store=ctx.store, streaming=True)
     stopping.reset()
     started = RunContext.utcnow()
     t0 = time.perf_counter()

@@ -14,13 +14,13 @@ DATAFLOW = [
 ]  # fmt: skip
 
 
-def check(*args: str) -> None:
-    validate_runner_options(PipelineOptions(list(args)))
+def check(*args: str, streaming: bool = False) -> None:
+    validate_runner_options(PipelineOptions(list(args)), streaming=streaming)
 
 
-def fails(*args: str) -> str:
+def fails(*args: str, streaming: bool = False) -> str:
     with pytest.raises(ConfigError) as err:
-        check(*args)
+        check(*args, streaming=streaming)
     return str(err.value)
 
 
@@ -89,3 +89,27 @@ def test_beams_dask_runner_is_swapped_for_ours():
     ]  # fmt: skip
     assert normalize_beam_args(["--runner", "DaskRunner"]) == ["--runner", DASK_RUNNER]
     assert normalize_beam_args(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
+
+
+def test_streaming_on_dask_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """Every entry point checks its flags: batch, streaming (here, through ``run.py``) and
+    export. Dask has no unbounded sources, and Beam alone would fail with "Unexpected
+    pipeline runner: DaskRunner"."""
+    import run as cli
+
+    monkeypatch.setenv("CEAP_HOME", str(tmp_path))
+    code = cli.main([
+        "--program", "reviews", "--mode", "streaming",
+        "--runner", "DaskRunner", "--dask_client_address=tcp://127.0.0.1:1",
+    ])  # fmt: skip
+    assert code == 1
+    assert "batch graphs only" in fails(f"--runner={DASK_RUNNER}", streaming=True)
+    check(f"--runner={DASK_RUNNER}")  # batch is fine
+
+
+def test_export_checks_its_runner_flags_before_reading_anything(tmp_path):
+    from pipelines.export import run_export
+
+    with pytest.raises(ConfigError, match="--temp_location"):
+        run_export("2026-11-01", str(tmp_path / "out"), "sqlite", ["--runner=DataflowRunner"])
+    assert not (tmp_path / "out").exists()
