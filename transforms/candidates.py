@@ -9,6 +9,8 @@ may use it; ``context`` columns are picked at the sink, after enrichment.
 
 from __future__ import annotations
 
+import zlib
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -114,15 +116,14 @@ def to_candidates(
         )
 
     bad_mask = np.not_equal(reasons, None)
-    rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN,)}
-    table = pa.RecordBatch.from_pydict({**out, **rest})
-    # Batch runs drop the row positions once bad rows are out; streaming runs keep them:
-    # they identify each event in the outcome ledger.
-    drop = [ORIGIN_COLUMN] if ORIGIN_COLUMN in names and not ctx.streaming else []
-    if not bad_mask.any():
-        return table.drop_columns(drop), None
-    keep = pa.array(~bad_mask)
     split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
+    rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN,)}
+    if ORIGIN_COLUMN in rest and not ctx.streaming:
+        rest[ORIGIN_COLUMN] = row_ids(split, rest[ORIGIN_COLUMN])
+    table = pa.RecordBatch.from_pydict({**out, **rest})
+    if not bad_mask.any():
+        return table, None
+    keep = pa.array(~bad_mask)
     bad_rows = batch.filter(pa.array(bad_mask))
     rows = (
         bad_rows.column(ORIGIN_COLUMN).to_pylist()
@@ -133,7 +134,21 @@ def to_candidates(
     letters = dead_letters(
         ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.now
     )
-    return table.filter(keep).drop_columns(drop), letters
+    return table.filter(keep), letters
+
+
+def row_ids(split: str, positions: pa.Array) -> pa.Array:
+    """Batch runs: each row's position in its split, made unique across splits (a 31-bit
+    hash of the split's label in the high bits), so a later stage's dead letter of that row
+    is keyed apart from another row of the same candidate key, and the same on a re-run.
+    Streaming runs keep the event's log position instead."""
+    high = (zlib.crc32(split.encode()) & 0x7FFFFFFF) << 32
+    return pc.add(pc.cast(positions, pa.int64()), pa.scalar(high, pa.int64()))
+
+
+def row_origin(row_id: int) -> str:
+    """A row id as dead-letter origin text: the split's hash and the row's position in it."""
+    return f"split {row_id >> 32:08x} row {row_id & 0xFFFFFFFF}"
 
 
 def _column(batch: pa.RecordBatch, name: str, role: str, streaming: bool = False) -> pa.Array:

@@ -14,9 +14,9 @@ import pyarrow as pa
 from stores.base import iso
 
 DEAD_LETTER = "dead_letter"
+"""Tag name of every stage's failure output."""
 RAW = "_ceap_raw"
 """The text of an event that could not be parsed (set by streaming sources)."""
-"""Tag name of every stage's failure output."""
 
 
 def dead_letters(

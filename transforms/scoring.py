@@ -15,7 +15,10 @@ Per-arm figures (rows over min_score and their mean score) are counted for the s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections import Counter
 
 import apache_beam as beam
 import numpy as np
@@ -28,6 +31,7 @@ from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
 from scorers.experiments import assign
 from stores.base import open_store
+from transforms.candidates import row_origin
 from transforms.dead_letters import DEAD_LETTER, dead_letters
 from transforms.filters.lookup import KeyedCounts
 from transforms.funnel import counter
@@ -117,15 +121,7 @@ class _ScoreFn(beam.DoFn):
         out = out.append_column("treatment", pa.array(treatments, pa.string()))
         if failed.any():
             bad = out.filter(pa.array(failed))
-            if ORIGIN_COLUMN in bad.schema.names:  # streaming: the event's log position
-                origins = [f"event#{p}" for p in bad.column(ORIGIN_COLUMN).to_pylist()]
-            else:
-                keys = zip(
-                    bad.column("customer_id").to_pylist(),
-                    bad.column("subject_id").to_pylist(),
-                    strict=True,
-                )
-                origins = [f"score:{c}|{s}" for c, s in keys]
+            origins = _origins(bad, ctx.streaming)
             counter(program, "dead_letter", "score").inc(len(origins))
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
@@ -201,6 +197,24 @@ class _ScoreFn(beam.DoFn):
         failed = failed.copy()
         failed[hit_rows] = False
         return failed
+
+
+def _origins(bad: pa.Table | pa.RecordBatch, streaming: bool) -> list[str]:
+    """The dead-letter key of each failed row: one per input row, the same on a re-run.
+    Streaming: the event's log position. Batch: the row's place in its source split (set
+    by ToCandidates); a source read without positions falls back to the row's content and
+    its occurrence among identical rows of the batch."""
+    if ORIGIN_COLUMN in bad.schema.names:
+        ids = bad.column(ORIGIN_COLUMN).to_pylist()
+        return [f"event#{p}" for p in ids] if streaming else [row_origin(p) for p in ids]
+    seen: Counter = Counter()
+    origins = []
+    for row in bad.to_pylist():
+        digest = hashlib.sha256(json.dumps(row, default=str, sort_keys=True).encode())
+        key = f"score:{row['customer_id']}|{row['subject_id']}|{digest.hexdigest()[:16]}"
+        origins.append(f"{key}#{seen[key]}")
+        seen[key] += 1
+    return origins
 
 
 class Score(beam.PTransform):
