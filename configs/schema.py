@@ -206,8 +206,65 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping gives the same key twice. YAML 1.2 forbids it; PyYAML would keep the last
+    one silently (``ranking: {top_n: 5, top_n: 50}`` would run with 50, a second
+    ``filters:`` block would replace the first)."""
+
+
 def read_yaml(text: str):
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    """Parses one YAML document with 1.2 booleans, refusing duplicate keys (raises
+    ``DuplicateKeyError``, a ``yaml.YAMLError``, naming the key's path and lines)."""
+    loader = _Yaml12Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _unique_keys(loader, node, (), set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _unique_keys(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, seen: set[int]) -> None:
+    """Walks the composed document (before any key can overwrite another) with the path to
+    each node. Keys brought in by a ``<<`` merge may be overridden, as YAML intends."""
+    if id(node) in seen:  # an alias: its anchor's node was checked where it was defined
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _unique_keys(loader, item, (*path, i), seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _unique_keys(loader, value_node, path, seen)
+                continue
+            key = _key_of(loader, key_node)
+            if key in first:
+                raise DuplicateKeyError(_duplicate((*path, str(key)), first[key], key_node))
+            first[key] = key_node
+            _unique_keys(loader, value_node, (*path, str(key)), seen)
+
+
+def _key_of(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """The key as the built dict holds it (``1`` and ``0x1`` are one key); a complex key
+    (``? [a, b]``) is never taken for another."""
+    return loader.construct_object(node) if isinstance(node, yaml.ScalarNode) else (id(node),)
+
+
+def _duplicate(path: tuple, first: yaml.Node, again: yaml.Node) -> str:
+    a, b = first.start_mark, again.start_mark
+    where = (
+        f"lines {a.line + 1} and {b.line + 1}"
+        if a.line != b.line
+        else f"line {a.line + 1}, columns {a.column + 1} and {b.column + 1}"
+    )
+    return (
+        f"duplicate key {_loc(path)!r} ({where}); a key may appear once per mapping "
+        "(YAML 1.2), keep one of them"
+    )
 
 
 def _loc(parts: tuple[Any, ...]) -> str:

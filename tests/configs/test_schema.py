@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from ceap.errors import ConfigError
-from configs.schema import load_program, parse_program, program_paths, read_yaml
+from configs.schema import (
+    DuplicateKeyError,
+    load_program,
+    parse_program,
+    program_paths,
+    read_yaml,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -234,6 +240,71 @@ def test_load_program_reports_bad_yaml_with_the_file(tmp_path):
         load_program(path)
     with pytest.raises(ConfigError, match="no such program config"):
         load_program(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "where"),
+    [
+        (
+            "ranking: {top_n: 5, per: customer, top_n: 50}",
+            "ranking.top_n",
+            "line 12, columns 11 and 36",
+        ),
+        ("filters: [{type: dedup}]\nfilters: [{type: opt_out}]", "filters", "lines 12 and 13"),
+        (
+            "channels:\n  - type: email\n    delay: 1d\n    delay: 3d",
+            "channels[0].delay",
+            "lines 14 and 15",
+        ),
+        ("scoring:\n  min_score: 0.1", "scoring", "lines 9 and 12"),
+    ],
+)
+def test_a_duplicate_key_is_an_error_not_last_one_wins(extra, key, where):
+    """YAML 1.2 forbids a key twice in one mapping; PyYAML alone keeps the last one, so
+    ``top_n: 5 ... top_n: 50`` ran with 50 and a second ``filters:`` dropped the first."""
+    with pytest.raises(DuplicateKeyError) as info:
+        read_yaml(MINIMAL + extra)
+    assert str(info.value) == (
+        f"duplicate key {key!r} ({where}); a key may appear once per mapping (YAML 1.2), "
+        "keep one of them"
+    )
+
+
+def test_merge_keys_may_still_be_overridden():
+    data = read_yaml("base: &b {top_n: 5, per: customer}\nranking:\n  <<: *b\n  top_n: 50\n")
+    assert data["ranking"] == {"top_n": 50, "per": "customer"}
+
+
+def test_load_program_names_the_file_with_the_duplicate_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(MINIMAL + "ranking: {top_n: 5, per: customer, top_n: 50}\n")
+    with pytest.raises(ConfigError) as info:
+        load_program(path)
+    assert str(info.value).startswith(
+        f"{path}: not valid YAML: duplicate key 'ranking.top_n' (line 12"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("ranking: {top_n: 5, per: customer, top_n: 50}", "duplicate key 'ranking.top_n'"),
+    ],
+)
+def test_the_cli_refuses_the_program_with_exit_code_1(
+    tmp_path, monkeypatch, capsys, extra, expected
+):
+    import run as cli
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "demo.yaml").write_text(MINIMAL + extra + "\n")
+    monkeypatch.setenv("CEAP_HOME", str(tmp_path / "home"))
+    code = cli.main(["--program", "demo", "--mode", "batch", "--config-dir", str(configs)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"program demo cannot run: {configs / 'demo.yaml'}: " in err
+    assert expected in err
 
 
 @pytest.mark.parametrize("path", program_paths(CONFIG_DIR), ids=lambda p: p.stem)
