@@ -125,6 +125,64 @@ def test_bad_durations_name_the_key_and_the_value(extra, path):
     assert "'3x' is not a duration" in message
 
 
+@pytest.mark.parametrize(
+    ("extra", "path", "got"),
+    [
+        ("store: {ttl: 30}", "store.ttl", "30"),
+        ("store: {ttl: '30'}", "store.ttl", "'30'"),
+        ("store: {ttl: 1.5}", "store.ttl", "1.5"),
+        ("staleness: 0", "staleness", "0"),
+        ("channels: [{type: email, delay: 2}]", "channels[0].delay", "2"),
+        ("events: {type: event_log, options: {path: e}, delay: 2}", "events.delay", "2"),
+        (
+            "events: {type: event_log, options: {path: e}, max_lateness: 60}",
+            "events.max_lateness",
+            "60",
+        ),
+        (
+            "events: {type: event_log, options: {path: e}, dedup_window: 1}",
+            "events.dedup_window",
+            "1",
+        ),
+        (
+            "filters: [{type: frequency_cap, options: {max: 1, window: 30}}]",
+            "filters[0].options.window",
+            "30",
+        ),
+        (
+            "channels: [{type: email, options: {frequency_cap: {max: 3, window: 7}}}]",
+            "channels[0].options.frequency_cap.window",
+            "7",
+        ),
+    ],
+)
+def test_a_bare_number_is_not_a_duration(extra, path, got):
+    """``ttl: 30`` would be 30 seconds: surely not what was meant. Every duration, the
+    program's own and those in plugin options, asks for the unit."""
+    message = error_of(with_(extra))
+    assert (
+        f"{path}: Value error, a duration needs a unit: write e.g. 30d, 12h, 15m or 30s" in message
+    )
+    assert f"(got {got})" in message
+    assert message.count("\n  ") == 1, message  # one error, not a second one for the same key
+
+
+def test_durations_with_a_unit_still_load():
+    program = parse(
+        with_("""
+store: {ttl: 30d}
+staleness: 1h30m
+channels: [{type: email, delay: 0s, options: {frequency_cap: {max: 3, window: 7d}}}]
+filters: [{type: frequency_cap, options: {max: 1, window: 12h}}]
+""")
+    )
+    assert program.store.ttl == timedelta(days=30)
+    assert program.staleness == timedelta(minutes=90)
+    assert program.channels[0].delay == timedelta(0)
+    assert program.channels[0].options.frequency_cap.window == timedelta(days=7)
+    assert program.filters[0].options.window == timedelta(hours=12)
+
+
 def test_an_overlong_duration_is_a_config_error_not_a_crash():
     assert "store.ttl: Value error, '9999999999d' is too long" in error_of(
         with_("store: {ttl: 9999999999d}")
@@ -289,6 +347,7 @@ def test_load_program_names_the_file_with_the_duplicate_key(tmp_path):
     ("extra", "expected"),
     [
         ("ranking: {top_n: 5, per: customer, top_n: 50}", "duplicate key 'ranking.top_n'"),
+        ("store: {ttl: 30}", "store.ttl: Value error, a duration needs a unit"),
     ],
 )
 def test_the_cli_refuses_the_program_with_exit_code_1(
