@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from ceap.errors import ConfigError
 from ceap.plugins import scorers
-from scorers.base import Scorer
+from scorers.base import Scorer, numbers, score_good_rows
 
 
 class ColumnOptions(BaseModel):
@@ -28,5 +27,5 @@ class ColumnScorer(Scorer):
         name = self.options.column
         if name not in batch.schema.names:
             raise ConfigError(f"scorer {self.model_id}: no column {name!r} on the candidate")
-        values = pc.cast(batch.column(name), pa.float64())
-        return values.to_numpy(zero_copy_only=False)
+        values, errors = numbers(batch.column(name), f"column {name!r}")
+        return score_good_rows(errors, batch.num_rows, lambda rows: values[rows])

@@ -18,9 +18,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from ceap.plugins import scorers
-from scorers.base import Scorer
+from scorers.base import Scorer, score_good_rows
 from scorers.remote import RemoteOptions, TokenBucket, client
-from scorers.sklearn import feature_matrix
+from scorers.sklearn import feature_rows
 
 
 class SagemakerOptions(RemoteOptions):
@@ -78,7 +78,11 @@ class SagemakerScorer(Scorer):
         if not hasattr(self, "_client"):
             self.setup()
         o = self.options
-        x = feature_matrix(batch, o.features, self.model_id)
+        x, errors = feature_rows(batch, o.features, self.model_id)
+        return score_good_rows(errors, len(x), lambda rows: self._invoke(x[rows]))
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        o = self.options
         scores = np.empty(len(x))
         for start in range(0, len(x), o.batch_size):
             chunk = x[start : start + o.batch_size]

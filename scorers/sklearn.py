@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from ceap.errors import ConfigError, ModelError
 from ceap.home import ceap_home
 from ceap.plugins import scorers
 from scorers import registry
-from scorers.base import Scorer
+from scorers.base import Scorer, merge_errors, numbers, score_good_rows
 
 SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.")
 
@@ -107,17 +106,30 @@ def load_verified(path: Path | str, pinned: str | None, trusted: list[str]):
     return sio.loads(data, trusted=list(found))
 
 
-def feature_matrix(batch: pa.RecordBatch, features: list[str], model_id: str) -> np.ndarray:
+def feature_rows(
+    batch: pa.RecordBatch, features: list[str], model_id: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The features as a float matrix, and per row the first feature cell that is not a
+    number (None when there is none): such a row cannot be scored, the others can."""
     missing = [f for f in features if f not in batch.schema.names]
     if missing:
         raise ConfigError(f"scorer {model_id}: no feature column(s) {missing} on the candidate")
-    cols = []
+    cols, errors = [], []
     for name in features:
-        values = batch.column(name)
-        if pa.types.is_boolean(values.type):
-            values = pc.cast(values, pa.int8())
-        cols.append(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
-    return np.column_stack(cols) if cols else np.empty((batch.num_rows, 0))
+        values, bad = numbers(batch.column(name), f"feature {name!r}")
+        cols.append(values)
+        errors.append(bad)
+    x = np.column_stack(cols) if cols else np.empty((batch.num_rows, 0))
+    return x, merge_errors(*errors)
+
+
+def feature_matrix(batch: pa.RecordBatch, features: list[str], model_id: str) -> np.ndarray:
+    """The features as a float matrix; a cell that is not a number is an error (training)."""
+    x, errors = feature_rows(batch, features, model_id)
+    if errors is not None:
+        first = next(e for e in errors if e is not None)
+        raise ValueError(f"{int(np.not_equal(errors, None).sum())} rows: {first}")
+    return x
 
 
 @scorers.register("sklearn")
@@ -134,7 +146,10 @@ class SklearnScorer(Scorer):
     def score(self, batch: pa.RecordBatch) -> np.ndarray:
         if not hasattr(self, "_model"):
             self.setup()
-        x = feature_matrix(batch, self.options.features, self.model_id)
+        x, errors = feature_rows(batch, self.options.features, self.model_id)
+        return score_good_rows(errors, len(x), lambda rows: self._predict(x[rows]))
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         model = self._model
         if hasattr(model, "predict_proba"):
             return model.predict_proba(x)[:, 1]

@@ -29,6 +29,7 @@ from ceap.context import RunContext
 from ceap.plugins import scorers
 from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
+from scorers.base import RowErrors
 from scorers.experiments import assign
 from stores.base import open_store
 from transforms.candidates import row_origin
@@ -100,6 +101,14 @@ class _ScoreFn(beam.DoFn):
                     raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
                 scores[rows] = part
                 counter(program, "scored", m.id).inc(len(rows))
+                self._failing[m.id] = 0
+            except RowErrors as partial:  # the model works; some rows' features do not
+                bad = np.not_equal(partial.errors, None)
+                scores[rows] = partial.scores
+                failed[rows[bad]] = True
+                errors[rows[bad]] = [f"model {m.id}: {e}"[:500] for e in partial.errors[bad]]
+                counter(program, "scored", m.id).inc(int((~bad).sum()))
+                counter(program, "model_errors", m.id).inc(int(bad.sum()))
                 self._failing[m.id] = 0
             except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
                 log.warning(

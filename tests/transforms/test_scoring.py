@@ -3,6 +3,7 @@ as dead letters or, with ``fallback: cached``, the store's last score for the ke
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import apache_beam as beam
@@ -176,3 +177,63 @@ def test_dead_letter_origins_are_one_per_row_and_stable():
     assert len(set(origins)) == 3 and origins == _origins(bare, streaming=False)
     streamed = pa.table({"customer_id": ["c1"], "subject_id": ["p1"], "_ceap_origin": [42]})
     assert _origins(streamed, streaming=True) == ["event#42"]
+
+
+def test_a_cell_that_is_not_a_number_costs_its_row_not_the_batch(ctx):
+    """A text score column with one bad cell: that row is a dead letter naming the cell,
+    the others are scored (an empty cell has no score), and the model stays trusted."""
+    batch = pa.RecordBatch.from_pydict({
+        "customer_id": ["c1", "c2", "c3", "c4", "c5"],
+        "subject_id": ["p1", "p2", "p3", "p4", "p5"],
+        "propensity": ["0.5", "x", " 0.7", None, "1e-1"],
+    })  # fmt: skip
+    config = scoring("[{id: rule, type: column, options: {column: propensity}}]")
+    with TestPipeline() as p:
+        out = p | beam.Create([batch]) | Score(config, ctx)
+        scored = out.scored | beam.FlatMap(
+            lambda b: [(r["customer_id"], r["score"]) for r in b.to_pylist()]
+        )
+        assert_that(
+            scored,
+            equal_to([("c1", 0.5), ("c3", 0.7), ("c4", None), ("c5", 0.1)]),
+            label="Scored",
+        )
+        letters = out.dead_letter | beam.FlatMap(
+            lambda t: [(json.loads(r["row"])["customer_id"], r["reason"]) for r in t.to_pylist()]
+        )
+        assert_that(
+            letters,
+            equal_to([("c2", "model rule: column 'propensity': 'x' is not a number")]),
+            label="DeadLetters",
+        )
+    funnel = Funnel.from_result("reviews", p.result)
+    assert funnel.dead_letters == {"score": 1}
+    assert funnel.circuit_open == {}
+
+
+def test_an_sklearn_feature_that_is_not_a_number_costs_its_row(ctx, tmp_path):
+    """The same for a fitted model: the good rows get the model's scores."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit(np.array([[0.0], [1.0], [0.2], [0.9]]), [0, 1, 0, 1])
+    path = tmp_path / "m.skops"
+    sio.dump(model, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    batch = pa.RecordBatch.from_pydict({
+        "customer_id": ["c1", "c2", "c3"], "subject_id": ["p1", "p2", "p3"],
+        "f": ["0.9", "n/a", "0.1"],
+    })  # fmt: skip
+    config = scoring(
+        f"[{{id: lr, type: sklearn, options: {{path: {path}, features: [f], sha256: {digest}}}}}]"
+    )
+    with TestPipeline() as p:
+        out = p | beam.Create([batch]) | Score(config, ctx)
+        scored = out.scored | beam.FlatMap(
+            lambda b: [(r["customer_id"], round(r["score"], 6)) for r in b.to_pylist()]
+        )
+        expected = model.predict_proba(np.array([[0.9], [0.1]]))[:, 1].round(6)
+        assert_that(scored, equal_to([("c1", expected[0]), ("c3", expected[1])]), label="S")
+        reasons = out.dead_letter | beam.FlatMap(lambda t: t.column("reason").to_pylist())
+        assert_that(reasons, equal_to(["model lr: feature 'f': 'n/a' is not a number"]), label="D")
