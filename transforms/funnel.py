@@ -54,7 +54,9 @@ class Funnel:
     circuit_open: dict[str, int] = field(default_factory=dict)
     """Models whose circuit breaker opened (how many workers opened it)."""
     arms: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Experiment arm (model id) -> {"rows": over min_score, "score_sum": in millionths}."""
+    """Experiment arm (model id) -> {"rows": its rows scored >= min_score (by the model or,
+    on fallback, from the cache), "score_sum": theirs, in millionths, "candidates"}. Not
+    the arm's ``scored`` count: that one also holds the rows then dropped below min_score."""
     arm_responses: dict[str, dict[str, int]] = field(default_factory=dict)
     """Arm (model id) -> {"stored": its candidates in the store, "responses": of those, with a
     response so far}; read from the store after the run (``add_responses``), not a counter."""
@@ -82,9 +84,10 @@ class Funnel:
         }  # fmt: skip
 
     def arm_summary(self) -> dict[str, dict]:
-        """Per experiment arm: rows scored over min_score, their mean score, and how many
-        became candidates (after ranking); with ``add_responses``, also the arm's candidates
-        in the store (all runs), how many have a response, and that response rate."""
+        """Per experiment arm: ``rows`` scored >= min_score (all its scored rows when there
+        is no minimum), their ``mean_score``, and how many became ``candidates`` (after
+        ranking); with ``add_responses``, also the arm's candidates in the store (all runs),
+        how many have a response, and that response rate."""
         out = {}
         for arm, c in sorted(self.arms.items()):
             rows = c.get("rows", 0)
@@ -185,9 +188,10 @@ class Funnel:
         arms = self.arm_summary()
         if len(arms) > 1:
             for arm, a in arms.items():
+                # Not "of N scored": "scored by" also counts the rows then below min_score.
                 details.append(
-                    (f"arm {arm}: candidates (of {a['rows']:,} scored, mean {a['mean_score'] or 0:.4f})",
-                     a["candidates"])
+                    (f"arm {arm}: candidates (of {a['rows']:,} scored >= min_score, "
+                     f"mean {a['mean_score'] or 0:.4f})", a["candidates"])
                 )  # fmt: skip
                 if "responses" in a:
                     rate = f"{a['response_rate']:.1%}" if a["response_rate"] is not None else "-"

@@ -1,5 +1,6 @@
-"""Per-arm figures in the run summary: candidates and mean score from the run's counters, and
-the responses recorded so far to each arm's candidates of the program, from the store."""
+"""Per-arm figures in the run summary: rows at or above min_score, their mean score and the
+candidates, from the run's counters, and the responses recorded so far to each arm's
+candidates of the program, from the store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
@@ -57,9 +59,9 @@ def test_summary_shows_responses_so_far_per_arm(store, add_candidates):
     assert funnel.as_dict()["arms"]["b"]["responses"] == 1  # what the runs table records
     lines = [" ".join(line.split()) for line in funnel.render().splitlines()]
     assert lines[-4:] == [
-        "arm a: candidates (of 3 scored, mean 0.6000) 3",
+        "arm a: candidates (of 3 scored >= min_score, mean 0.6000) 3",
         "arm a: responses so far (of 4 stored, 50.0%) 2",
-        "arm b: candidates (of 2 scored, mean 0.2500) 2",
+        "arm b: candidates (of 2 scored >= min_score, mean 0.2500) 2",
         "arm b: responses so far (of 3 stored, 33.3%) 1",
     ]
 
@@ -151,3 +153,46 @@ def test_batch_run_summary_counts_responses_of_earlier_runs(tmp_path: Path):
         recorded = json.loads(con.execute("SELECT funnel FROM runs ORDER BY started_at DESC, "
                                           "rowid DESC LIMIT 1").fetchone()[0])  # fmt: skip
     assert recorded["arms"]["rule_b"]["responses"] == 3
+
+
+def test_arm_lines_count_and_average_the_rows_at_or_above_min_score(tmp_path: Path):
+    """The "scored by <model>" line counts every row the model scored; the arm line's count
+    and mean leave out the rows then dropped below min_score, and its label says so (it read
+    "of N scored", N smaller than the "scored by" count just above it)."""
+    n = 200
+    pq.write_table(
+        pa.table({
+            "customer_id": [f"c{i:03d}" for i in range(n)], "product_id": [f"p{i}" for i in range(n)],
+            "engagement_score": [(i % 10) / 10 for i in range(n)],  # half of them under 0.5
+        }),
+        tmp_path / "rows.parquet",
+    )  # fmt: skip
+    text = PROGRAM.format(path=tmp_path / "rows.parquet")
+    text = text.replace("ranking:", "  min_score: 0.5\nranking:")
+    config = parse_program(read_yaml(text), "x.yaml")
+    db = tmp_path / "ceap.db"
+    funnel = run_program(
+        config, RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}"), []
+    )
+
+    with sqlite3.connect(db) as con:
+        kept = con.execute(
+            "SELECT model_id, count(*), avg(score) FROM candidates GROUP BY model_id"
+        )
+        kept = {model: (rows, mean) for model, rows, mean in kept.fetchall()}
+    assert funnel.below_min_score == n // 2 and sum(rows for rows, _ in kept.values()) == n // 2
+    assert sum(funnel.scored.values()) == n  # below min_score included
+    lines = [" ".join(line.split()) for line in funnel.render().splitlines()]
+    for arm, (rows, mean) in kept.items():
+        assert funnel.scored[arm] > rows
+        assert f"scored by {arm} {funnel.scored[arm]:,}" in lines
+        assert (
+            f"arm {arm}: candidates (of {rows:,} scored >= min_score, mean {mean:.4f}) {rows:,}"
+            in lines
+        )
+        assert funnel.arm_summary()[arm]["rows"] == rows
+        assert funnel.arm_summary()[arm]["mean_score"] == pytest.approx(mean, abs=1e-6)
+    with sqlite3.connect(db) as con:
+        recorded = json.loads(con.execute("SELECT funnel FROM runs").fetchone()[0])
+    keys = ["candidates", "mean_score", "response_rate", "responses", "rows", "stored"]
+    assert sorted(recorded["arms"]["rule_a"]) == keys  # the runs record keeps its keys
