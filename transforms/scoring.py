@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ceap import logs
 from ceap.context import RunContext
+from ceap.errors import ConfigError
 from ceap.plugins import scorers
 from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
@@ -111,6 +112,11 @@ class _ScoreFn(beam.DoFn):
                 counter(program, "model_errors", m.id).inc(int(bad.sum()))
                 self._failing[m.id] = 0
             except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
+                if isinstance(exc, ConfigError) and not ctx.streaming:
+                    # The program names a feature column its source lacks: every row would
+                    # fail, so the run does, loudly (a streaming micro-batch may just lack an
+                    # optional field: its rows fail as data).
+                    raise
                 log.warning(
                     "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc,
                     extra=logs.context(program=program, stage="Score", model_id=m.id),

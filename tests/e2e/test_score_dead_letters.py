@@ -80,3 +80,24 @@ def test_each_failed_row_is_one_dead_letter_and_a_rerun_adds_none(tmp_path):
     again, letters_again = run(tmp_path)
     assert again["dead_letters"]["score"] == failed
     assert sorted(letters_again) == sorted(letters)
+
+
+def test_a_model_reading_a_column_the_source_lacks_fails_the_run(tmp_path, capsys, monkeypatch):
+    """A configuration mistake, not bad rows: exit 1 naming the model and the column, as a
+    filter reading a missing column does (not a run of dead letters that exits 0)."""
+    import run as cli
+
+    pq.write_table(rows(), tmp_path / "events.parquet")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    text = PROGRAM.format(path=tmp_path / "events.parquet", module=__name__)
+    (configs / "broken.yaml").write_text(
+        text.replace(f'"{__name__}:Boom"', "column, options: {column: nope}")
+    )
+    monkeypatch.setenv("CEAP_HOME", str(tmp_path / "home"))
+    code = cli.main([
+        "--program", "broken", "--mode", "batch", "--config-dir", str(configs),
+        "--now", "2026-11-25T00:00:00Z",
+    ])  # fmt: skip
+    assert code == 1
+    assert "scorer boom: no column 'nope'" in capsys.readouterr().err
