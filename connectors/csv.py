@@ -4,11 +4,16 @@ Column types are inferred over the whole file, as a person reading it would: a c
 whose values are numbers (or booleans, or ISO times) becomes that type, and a cell that
 does not parse becomes null with the row marked for the dead-letter sink, instead of
 turning the whole column into text or failing the file.
+
+A line whose field count differs from the header's does not fail the file: it is kept in
+its place as a row of nulls marked for the dead-letter sink, with its line number and its
+text (``RAW``), and every other line is read as usual.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,11 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ceap.plugins import connectors
 from connectors.base import BATCH_ROWS, ERROR_COLUMN, Connector
 from connectors.files import is_local, list_files, open_file
+from transforms.dead_letters import RAW
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 MIN_SHARE = 0.5
 """A column is typed when at least this share of its non-empty cells parse."""
+RAW_CHARS = 2000
+"""How much of a ragged line's text its dead letter keeps."""
 
 
 class CsvOptions(BaseModel):
@@ -44,13 +52,40 @@ class CsvConnector(Connector):
     def read_split(
         self, split: str, columns: Sequence[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
-        parse = pcsv.ParseOptions(delimiter=self.options.delimiter)
-        names = _header(split, parse)
+        names = _header(split, self._parse(lambda row: "skip"))
         wanted = [c for c in names if c in columns] if columns else names
+        raw, ragged = self._read(split, names, wanted, threads=True)
+        if any(r.line is None for r in ragged):
+            # Line numbers are only known to a serial parse: read the file again, serially,
+            # only when it has ragged lines (the common clean file keeps the threaded read).
+            raw, ragged = self._read(split, names, wanted, threads=False)
+        # Only the wanted columns are typed, so a bad cell elsewhere marks no row.
+        table, errors = infer_types(raw.select(wanted))
+        if ragged:
+            table, errors, lines = _insert_ragged(table, errors, ragged)
+            table = table.append_column(ERROR_COLUMN, errors).append_column(RAW, lines)
+        elif errors is not None:
+            table = table.append_column(ERROR_COLUMN, errors)
+        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+    def _parse(self, on_invalid=None) -> pcsv.ParseOptions:
+        return pcsv.ParseOptions(delimiter=self.options.delimiter, invalid_row_handler=on_invalid)
+
+    def _read(
+        self, split: str, names: list[str], wanted: list[str], threads: bool
+    ) -> tuple[pa.Table, list[_Ragged]]:
+        """The file's well-formed lines as text columns, and its ragged lines in order."""
+        ragged: list[_Ragged] = []
+
+        def skip(row) -> str:
+            ragged.append(_Ragged(row.number, row.text, row.expected_columns, row.actual_columns))
+            return "skip"
+
         with _open(split) as handle:
             raw = pcsv.read_csv(
                 handle,
-                parse_options=parse,
+                read_options=pcsv.ReadOptions(use_threads=threads),
+                parse_options=self._parse(skip),
                 convert_options=pcsv.ConvertOptions(
                     column_types=dict.fromkeys(names, pa.string()),
                     include_columns=wanted,
@@ -58,11 +93,50 @@ class CsvConnector(Connector):
                     strings_can_be_null=True,
                 ),
             )
-        # Only the wanted columns are typed, so a bad cell elsewhere marks no row.
-        table, errors = infer_types(raw.select(wanted))
-        if errors is not None:
-            table = table.append_column(ERROR_COLUMN, errors)
-        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+        return raw, sorted(ragged, key=lambda r: r.line or 0)
+
+
+class _Ragged(NamedTuple):
+    """A line pyarrow skipped: its number (the header is line 1; counted as records, so a
+    blank line or a quoted line break before it is not counted), text and field counts."""
+
+    line: int | None
+    text: str
+    expected: int
+    got: int
+
+
+def _insert_ragged(
+    table: pa.Table, errors: pa.Array | None, ragged: list[_Ragged]
+) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """Puts each ragged line back where it was in the file, as a row of nulls whose error
+    names the line and whose ``RAW`` text is the line; returns (table, errors, raw text)."""
+    n, k = table.num_rows, len(ragged)
+    at = np.array([(r.line or 0) - 2 for r in ragged], dtype=np.int64)  # line 2: row 0
+    if len(np.unique(at)) != k or at.min() < 0 or at.max() >= n + k:
+        at = np.arange(n, n + k)  # numbers unknown or inconsistent: after the file's rows
+    is_ragged = np.zeros(n + k, dtype=bool)
+    is_ragged[at] = True
+    order = np.empty(n + k, dtype=np.int64)
+    order[~is_ragged] = np.arange(n)
+    order[is_ragged] = np.arange(n, n + k)
+    take = pa.array(order)
+    columns = {
+        name: pa.concat_arrays([col.combine_chunks(), pa.nulls(k, col.type)]).take(take)
+        for name, col in zip(table.column_names, table.columns, strict=True)
+    }
+    reasons = np.full(n + k, None, dtype=object)
+    if errors is not None:
+        reasons[~is_ragged] = errors.to_numpy(zero_copy_only=False)
+    reasons[at] = [
+        f"line {r.line if r.line is not None else '?'}: expected {r.expected} columns, got {r.got}"
+        for r in ragged
+    ]
+    lines = np.full(n + k, None, dtype=object)
+    lines[at] = [r.text[:RAW_CHARS] for r in ragged]
+    # No wanted column in the file: still n + k rows (each one's error reaches a dead letter).
+    out = pa.table(columns) if columns else pa.table({"_": pa.nulls(n + k)}).drop_columns("_")
+    return out, pa.array(reasons, pa.string()), pa.array(lines, pa.string())
 
 
 def _open(path: str):
