@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -85,7 +85,11 @@ class AthenaConnector(Connector):
     Options = AthenaOptions
 
     def read_split(
-        self, split: Any, columns: Sequence[str] | None = None
+        self,
+        split: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),  # typed by the query's result metadata
     ) -> Iterator[pa.RecordBatch]:
         from botocore.exceptions import BotoCoreError, ClientError
 

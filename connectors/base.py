@@ -4,11 +4,17 @@ A connector lists its *splits* (files, row-group ranges, query shards) when the 
 built and reads each split on a worker, so ``read()`` is ``Create(splits) | FlatMap(read)``:
 portable to every runner (the DaskRunner included) and parallel across splits.
 ``read_table()`` reads everything in-process, which is what enrichment lookups need.
+
+Every read takes ``text_columns``: the columns the program joins or keys on (the customer
+and subject columns, enrichment join columns). A source that infers types from text (csv)
+keeps those as the text written, so an id ``1E5`` or ``12.50`` is not read as a number;
+typed sources (Parquet, warehouses) ignore it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, ClassVar
 
 import apache_beam as beam
@@ -50,18 +56,39 @@ class Connector:
         return [None]
 
     def read_split(
-        self, split: Any, columns: Sequence[str] | None = None
+        self,
+        split: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),
     ) -> Iterator[pa.RecordBatch]:
-        """Reads one split as record batches of at most ``BATCH_ROWS`` rows."""
+        """Reads one split as record batches of at most ``BATCH_ROWS`` rows.
+
+        Args:
+          split: one of ``splits()``.
+          columns: the columns wanted (None: all); names the source lacks are skipped.
+          text_columns: columns to return as the source's own text, never typed by
+            inference (ids, join keys). Sources whose columns are typed ignore it.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not read batches")
 
-    def read(self, columns: Sequence[str] | None = None) -> beam.PTransform:
-        """PBegin -> PCollection[pa.RecordBatch]."""
-        return _ReadSplits(self, columns)
+    def read(
+        self, columns: Sequence[str] | None = None, *, text_columns: Collection[str] = ()
+    ) -> beam.PTransform:
+        """PBegin -> PCollection[pa.RecordBatch]; arguments as for ``read_split``."""
+        return _ReadSplits(self, columns, text_columns)
 
-    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """The whole source in memory (enrichment tables, lookups, tests)."""
-        batches = [b for s in self.splits() for b in self.read_split(s, columns) if b.num_rows]
+    def read_table(
+        self, columns: Sequence[str] | None = None, *, text_columns: Collection[str] = ()
+    ) -> pa.Table:
+        """The whole source in memory (enrichment tables, lookups, tests); arguments as for
+        ``read_split``."""
+        batches = [
+            b
+            for s in self.splits()
+            for b in _read_split(self, s, columns, text_columns)
+            if b.num_rows
+        ]
         if not batches:
             return _empty_table(columns)
         # Files may differ in type (int vs float) or columns: promote to one schema.
@@ -87,26 +114,56 @@ class Connector:
         return f"{self.type_name}({self.options.model_dump(exclude_none=True)})"
 
 
+def accepts_text_columns(method: Callable[..., Any]) -> bool:
+    """Whether a connector method (``read``, ``read_split``, ``read_table``) takes
+    ``text_columns``: connectors written before it existed (third-party plugins) are called
+    without it, as before."""
+    params = inspect.signature(method).parameters.values()
+    return any(p.name == "text_columns" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _read_split(
+    connector: Connector,
+    split: Any,
+    columns: Sequence[str] | None,
+    text_columns: Collection[str],
+) -> Iterator[pa.RecordBatch]:
+    if text_columns and accepts_text_columns(connector.read_split):
+        return connector.read_split(split, columns, text_columns=text_columns)
+    return connector.read_split(split, columns)
+
+
 class _ReadSplits(beam.PTransform):
-    def __init__(self, connector: Connector, columns: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        columns: Sequence[str] | None,
+        text_columns: Collection[str] = (),
+    ) -> None:
         super().__init__()
         self._connector = connector
         self._columns = list(columns) if columns else None
+        self._text = sorted(text_columns)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        connector, columns = self._connector, self._columns
+        connector, columns, text = self._connector, self._columns, self._text
         return (
             pbegin
             | "Splits" >> beam.Create(list(connector.splits()), reshuffle=False)
-            | "ReadSplit" >> beam.FlatMap(_with_origin, connector, columns)
+            | "ReadSplit" >> beam.FlatMap(_with_origin, connector, columns, text)
         )
 
 
-def _with_origin(split: Any, connector: Connector, columns: Sequence[str] | None):
+def _with_origin(
+    split: Any,
+    connector: Connector,
+    columns: Sequence[str] | None,
+    text_columns: Collection[str] = (),
+):
     """Tags each row with its position in the split: the stable key of a dead letter."""
     offset = 0
     label = connector.split_label(split).encode()
-    for batch in connector.read_split(split, columns):
+    for batch in _read_split(connector, split, columns, text_columns):
         n = batch.num_rows
         if not n:
             continue

@@ -22,7 +22,7 @@ Needs the optional extra: ``pip install 'ceap[gcp]'`` (apache-beam[gcp]); withou
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -72,17 +72,26 @@ class BigQueryOptions(BaseModel):
 class BigQueryConnector(Connector):
     Options = BigQueryOptions
 
-    def read(self, columns: Sequence[str] | None = None) -> beam.PTransform:
+    # BigQuery columns are typed: ``text_columns`` has nothing to keep.
+    def read(
+        self, columns: Sequence[str] | None = None, *, text_columns: Collection[str] = ()
+    ) -> beam.PTransform:
         """PBegin -> PCollection[pa.RecordBatch] through Beam's ReadFromBigQuery."""
         require_gcp(self.options.method)
         return _ReadBigQuery(self.options, list(columns) if columns else None)
 
     def read_split(
-        self, split: Any, columns: Sequence[str] | None = None
+        self,
+        split: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),
     ) -> Iterator[pa.RecordBatch]:
         yield from self.read_table(columns).to_batches(max_chunksize=BATCH_ROWS)
 
-    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+    def read_table(
+        self, columns: Sequence[str] | None = None, *, text_columns: Collection[str] = ()
+    ) -> pa.Table:
         require_gcp("EXPORT")
         from google.api_core.exceptions import GoogleAPIError
         from google.auth.exceptions import GoogleAuthError

@@ -3,7 +3,9 @@
 Column types are inferred over the whole file, as a person reading it would: a column
 whose values are numbers (or booleans, or ISO times) becomes that type, and a cell that
 does not parse becomes null with the row marked for the dead-letter sink, instead of
-turning the whole column into text or failing the file.
+turning the whole column into text or failing the file. Columns the program keys or joins
+on (``text_columns``: customer and subject ids, join columns) are never typed: an id keeps
+its text exactly as written (``1E5``, ``0012``, ``12.50``).
 
 A line whose field count differs from the header's does not fail the file: it is kept in
 its place as a row of nulls marked for the dead-letter sink, with its line number and its
@@ -12,7 +14,7 @@ text (``RAW``), and every other line is read as usual.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -50,7 +52,11 @@ class CsvConnector(Connector):
         return list_files(self.options.path, (".csv", ".tsv", ".txt", ".csv.gz"))
 
     def read_split(
-        self, split: str, columns: Sequence[str] | None = None
+        self,
+        split: str,
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),
     ) -> Iterator[pa.RecordBatch]:
         names = _header(split, self._parse(lambda row: "skip"))
         wanted = [c for c in names if c in columns] if columns else names
@@ -60,7 +66,7 @@ class CsvConnector(Connector):
             # only when it has ragged lines (the common clean file keeps the threaded read).
             raw, ragged = self._read(split, names, wanted, threads=False)
         # Only the wanted columns are typed, so a bad cell elsewhere marks no row.
-        table, errors = infer_types(raw.select(wanted))
+        table, errors = infer_types(raw.select(wanted), text=set(text_columns))
         if ragged:
             table, errors, lines = _insert_ragged(table, errors, ragged)
             table = table.append_column(ERROR_COLUMN, errors).append_column(RAW, lines)
@@ -155,13 +161,14 @@ def _header(path: str, parse: pcsv.ParseOptions) -> list[str]:
         ).schema.names
 
 
-def infer_types(table: pa.Table) -> tuple[pa.Table, pa.Array | None]:
-    """Types each string column; returns the table and per-row error text (None if clean)."""
+def infer_types(table: pa.Table, text: Collection[str] = ()) -> tuple[pa.Table, pa.Array | None]:
+    """Types each string column but those in ``text`` (kept as written); returns the table
+    and per-row error text (None if clean)."""
     errors = np.full(table.num_rows, None, dtype=object)
     columns = {}
     for name in table.column_names:
         values = table.column(name).combine_chunks()
-        typed, bad = _type_column(values)
+        typed, bad = (values, None) if name in text else _type_column(values)
         columns[name] = typed
         if bad is not None and bad.any():
             for i in np.flatnonzero(bad):

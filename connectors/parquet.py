@@ -6,7 +6,7 @@ parallel and each worker streams record batches without loading a file whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,7 +53,11 @@ class ParquetConnector(Connector):
         return path if not groups else f"{path}[row groups {groups[0]}-{groups[-1]}]"
 
     def read_split(
-        self, split: tuple[str, tuple[int, ...] | None], columns: Sequence[str] | None = None
+        self,
+        split: tuple[str, tuple[int, ...] | None],
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),  # Parquet columns are typed: nothing to keep
     ) -> Iterator[pa.RecordBatch]:
         path, row_groups = split
         with open_file(path) as handle:

@@ -16,7 +16,7 @@ Needs the optional extra: ``pip install 'ceap[snowflake]'``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -58,7 +58,11 @@ class SnowflakeConnector(Connector):
     Options = SnowflakeOptions
 
     def read_split(
-        self, split: Any, columns: Sequence[str] | None = None
+        self,
+        split: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        text_columns: Collection[str] = (),  # typed by the warehouse: nothing to keep
     ) -> Iterator[pa.RecordBatch]:
         sf = _snowflake()
         try:

@@ -19,6 +19,7 @@ from ceap import logs
 from ceap.context import RunContext
 from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
+from connectors.base import accepts_text_columns
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
@@ -76,6 +77,17 @@ def source_columns(program: ProgramConfig, ctx: RunContext) -> list[str] | None:
     return sorted(columns)
 
 
+def key_columns(program: ProgramConfig) -> list[str]:
+    """The source columns the program keys or joins on: the customer and subject columns and
+    each enrichment's ``key`` (as its source column). Sources read them as text, never typed
+    by inference, so an id is stored and joined exactly as written (``1E5``, ``0012``)."""
+    f = program.fields
+    mapped = {"customer_id": f.customer_id, "subject_id": f.subject_id}
+    return sorted(
+        {f.customer_id, f.subject_id} | {mapped.get(e.key, e.key) for e in program.enrich}
+    )
+
+
 def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> beam.PCollection:
     """Reads the primary sources (split by traffic share); shadow ones are counted and
     compared with what the primaries return, in a migration report (pipelines/migration.py)."""
@@ -83,11 +95,16 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
 
     primaries: list[SourceConfig] = program.primary_sources
     columns = source_columns(program, ctx)
+    text = key_columns(program)
     shares = [s.traffic for s in primaries]
     streams, shadows = [], []
     for i, source in enumerate(program.source):
         label = f"Read[{source.name or f'{i}:{source.type}'}]"
-        rows = p | label >> connectors.get(source.type)(source.options).read(columns)
+        connector = connectors.get(source.type)(source.options)
+        if accepts_text_columns(connector.read):
+            rows = p | label >> connector.read(columns, text_columns=text)
+        else:  # a connector written before text_columns (a third-party plugin)
+            rows = p | label >> connector.read(columns)
         if source.shadow:
             name = program.program
             _ = rows | f"Shadow[{i}]" >> beam.Map(

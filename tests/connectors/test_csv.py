@@ -1,16 +1,20 @@
 """csv: a ragged line (more or fewer fields than the header) is one marked row in its place,
-never a failed file."""
+never a failed file; key columns (``text_columns``) keep their text as written; and the
+``text_columns`` argument of the connector contract reaches every connector that reads."""
 
 from __future__ import annotations
 
 import gzip
+import inspect
+from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
+from ceap.plugins import connectors
+from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN, Connector, accepts_text_columns
 from connectors.csv import CsvConnector
 from transforms.dead_letters import RAW
 
@@ -102,7 +106,7 @@ def test_read_gives_ragged_rows_their_position_in_the_split(tmp_path):
     with TestPipeline() as p:
         rows = (
             p
-            | source.read(["customer_id"])
+            | source.read(["customer_id"], text_columns=["customer_id"])
             | beam.FlatMap(
                 lambda b: zip(
                     b.column(ORIGIN_COLUMN).to_pylist(),
@@ -124,3 +128,64 @@ def test_read_gives_ragged_rows_their_position_in_the_split(tmp_path):
                 ]
             ),
         )
+
+
+# --- text_columns ---------------------------------------------------------------------------
+
+IDS = "cust,sku,n\n1E5,1E5,1\n2E5,0012,2\n12.50,12.50,3\n7,7,4\n"
+
+
+def test_text_columns_keep_ids_as_written(tmp_path):
+    (tmp_path / "ids.csv").write_text(IDS)
+    table = read(tmp_path / "ids.csv", text_columns=["cust", "sku"])
+    assert table.column("cust").to_pylist() == ["1E5", "2E5", "12.50", "7"]
+    assert table.column("sku").to_pylist() == ["1E5", "0012", "12.50", "7"]
+    assert table.column("n").type == pa.int64()  # the other columns are still typed
+    assert ERROR_COLUMN not in table.column_names
+
+
+def test_without_text_columns_the_same_column_is_typed(tmp_path):
+    """What ``text_columns`` prevents: ``1E5`` read as the number 100000."""
+    (tmp_path / "ids.csv").write_text("cust,n\n1E5,1\n2E5,2\n7,3\n")
+    assert read(tmp_path / "ids.csv").column("cust").to_pylist() == [1e5, 2e5, 7.0]
+    kept = read(tmp_path / "ids.csv", text_columns=["cust"])
+    assert kept.column("cust").to_pylist() == ["1E5", "2E5", "7"]
+
+
+def test_text_columns_absent_from_the_file_are_ignored(tmp_path):
+    (tmp_path / "ids.csv").write_text(IDS)
+    table = read(tmp_path / "ids.csv", columns=["n"], text_columns=["cust", "nowhere"])
+    assert table.column_names == ["n"]
+
+
+def test_every_connector_that_reads_takes_text_columns():
+    """The contract changed in base.py: each built-in override follows it."""
+    for name in connectors.names():
+        cls = connectors.get(name)
+        if not cls.__module__.startswith("connectors."):
+            continue  # a third-party plugin: see the next test
+        for method in ("read", "read_split", "read_table"):
+            if method in vars(cls):
+                assert accepts_text_columns(getattr(cls, method)), f"{name}.{method}"
+                param = inspect.signature(getattr(cls, method)).parameters["text_columns"]
+                assert param.kind is param.KEYWORD_ONLY, f"{name}.{method}"
+
+
+class _Legacy(Connector):
+    """A third-party connector written before ``text_columns`` existed."""
+
+    def read_split(self, split, columns=None) -> Iterator[pa.RecordBatch]:
+        yield pa.record_batch({"id": ["a", "b"]})
+
+
+def test_a_connector_without_text_columns_is_called_as_before():
+    assert not accepts_text_columns(_Legacy().read_split)
+    table = _Legacy().read_table(["id"], text_columns=["id"])
+    assert table.column("id").to_pylist() == ["a", "b"]
+    with TestPipeline() as p:
+        ids = (
+            p
+            | _Legacy().read(["id"], text_columns=["id"])
+            | beam.FlatMap(lambda b: b.column("id").to_pylist())
+        )
+        assert_that(ids, equal_to(["a", "b"]))

@@ -1,6 +1,7 @@
 """End to end on CSV sources, as a user runs them: a ragged line (more or fewer fields than
 the header) is one dead letter naming its line, with its text, while every other line is
-processed and the funnel adds up."""
+processed and the funnel adds up; ids are stored exactly as written (``1E5``, ``0012``,
+``12.50``), and an enrichment joined on a source column matches on its text."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ceap.context import RunContext
+from configs.schema import parse_program, read_yaml
+from pipelines.batch import run_program
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-25T00:00:00Z"
@@ -76,3 +85,45 @@ def test_ragged_lines_are_dead_letters_and_the_rest_is_processed(tmp_path):
     assert funnel["dead_letters"] == {"candidates": 2}
     assert funnel["candidates"] == 4
     assert funnel["adds_up"]
+
+
+IDS_PROGRAM = """
+program: csv_ids
+action: review
+subject_type: product
+source: {{type: csv, options: {{path: {path}}}}}
+fields: {{customer_id: cust, subject_id: sku}}
+enrich:
+  - type: parquet
+    key: store
+    options: {{path: {lookup}}}
+    columns: [bonus]
+scoring:
+  models: [{{id: rule, type: column, options: {{column: bonus}}}}]
+ranking: {{top_n: 100, per: program}}
+channels: [{{type: in_app}}]
+"""
+CUSTOMERS = ["1E5", "2E5", "12.50", "7"]
+SUBJECTS = ["1E5", "0012", "12.50", "7"]  # a zero-padded id kept its column as text before
+BONUS = [0.1, 0.2, 0.3, 0.4]
+
+
+def test_ids_and_join_keys_keep_their_text(tmp_path):
+    source, lookup = tmp_path / "ids.csv", tmp_path / "stores.parquet"
+    lines = [f"{c},{s},{c},{i}" for i, (c, s) in enumerate(zip(CUSTOMERS, SUBJECTS, strict=True))]
+    source.write_text("cust,sku,store,n\n" + "\n".join(lines) + "\n")
+    # The lookup's keys are text as written, as the source's must be to match them.
+    pq.write_table(pa.table({"store": CUSTOMERS, "bonus": BONUS}), lookup)
+    program = parse_program(
+        read_yaml(IDS_PROGRAM.format(path=source, lookup=lookup)), "csv_ids.yaml"
+    )
+    db = tmp_path / "ceap.db"
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    funnel = run_program(
+        program, RunContext(program="csv_ids", now=now, store=f"sqlite:///{db}"), []
+    )
+
+    assert query(db, "SELECT reason FROM dead_letters") == []
+    stored = query(db, "SELECT customer_id, subject_id, score FROM candidates")
+    assert sorted(stored) == sorted(zip(CUSTOMERS, SUBJECTS, BONUS, strict=True))
+    assert funnel.read == 4 and funnel.candidates == 4 and funnel.check()
