@@ -22,7 +22,7 @@ from ceap.errors import ConfigError
 from ceap.progress import add_rows
 from configs.schema import FieldsConfig
 from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
-from transforms.dead_letters import DEAD_LETTER, dead_letters
+from transforms.dead_letters import DEAD_LETTER, RAW, dead_letters
 from transforms.funnel import counter
 
 KEYS = ("customer_id", "subject_id")
@@ -117,7 +117,7 @@ def to_candidates(
 
     bad_mask = np.not_equal(reasons, None)
     split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
-    rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN,)}
+    rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN, RAW)}
     if ORIGIN_COLUMN in rest and not ctx.streaming:
         rest[ORIGIN_COLUMN] = row_ids(split, rest[ORIGIN_COLUMN])
     table = pa.RecordBatch.from_pydict({**out, **rest})

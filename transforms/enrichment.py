@@ -23,6 +23,7 @@ from ceap import arrow
 from ceap.errors import ConfigError
 from ceap.plugins import connectors
 from configs.schema import EnrichConfig
+from transforms.filters.lookup import read_keyed
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def load_lookup(spec: EnrichConfig) -> pa.Table:
     on = spec.on or spec.key
     connector = connectors.get(spec.type)(spec.options)
     wanted = [on, *spec.columns] if spec.columns else None
-    table = connector.read_table(wanted)
+    table = read_keyed(connector, wanted, [on])
     missing = [c for c in (wanted or [on]) if c not in table.column_names]
     if missing:
         raise ConfigError(

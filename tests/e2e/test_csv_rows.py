@@ -127,3 +127,49 @@ def test_ids_and_join_keys_keep_their_text(tmp_path):
     stored = query(db, "SELECT customer_id, subject_id, score FROM candidates")
     assert sorted(stored) == sorted(zip(CUSTOMERS, SUBJECTS, BONUS, strict=True))
     assert funnel.read == 4 and funnel.candidates == 4 and funnel.check()
+
+
+CSV_TABLES_PROGRAM = """
+program: csv_tables
+action: review
+subject_type: product
+source: {{type: csv, options: {{path: {path}}}}}
+fields: {{customer_id: cust, subject_id: sku}}
+enrich:
+  - type: csv
+    key: customer_id
+    on: cust
+    options: {{path: {lookup}}}
+    columns: [bonus]
+filters:
+  - type: dedup
+    options:
+      history: {{type: csv, options: {{path: {history}}}, customer_column: cust, subject_column: sku}}
+scoring:
+  models: [{{id: rule, type: column, options: {{column: bonus}}}}]
+ranking: {{top_n: 100, per: program}}
+channels: [{{type: in_app}}]
+"""
+
+
+def test_csv_lookup_and_history_tables_match_ids_on_their_text(tmp_path):
+    """An enrichment table and a history table in CSV are keyed by the same text: ``1E5``
+    joins ``1E5`` (not ``100000``), and ``12.50`` is not ``12.5``."""
+    source, lookup, history = tmp_path / "ids.csv", tmp_path / "lookup.csv", tmp_path / "h.csv"
+    lines = [f"{c},{s}" for c, s in zip(CUSTOMERS, SUBJECTS, strict=True)]
+    source.write_text("cust,sku\n" + "\n".join(lines) + "\n")
+    lookup.write_text(
+        "cust,bonus\n" + "\n".join(f"{c},{b}" for c, b in zip(CUSTOMERS, BONUS, strict=True))
+    )
+    history.write_text("cust,sku\n12.50,12.50\n100000,1E5\n")  # 12.50 acted; 100000 is not 1E5
+    text = CSV_TABLES_PROGRAM.format(path=source, lookup=lookup, history=history)
+    program = parse_program(read_yaml(text), "csv_tables.yaml")
+    db = tmp_path / "ceap.db"
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    funnel = run_program(
+        program, RunContext(program="csv_tables", now=now, store=f"sqlite:///{db}"), []
+    )
+    stored = query(db, "SELECT customer_id, subject_id, score FROM candidates")
+    expected = [(c, s, b) for c, s, b in zip(CUSTOMERS, SUBJECTS, BONUS, strict=True)]
+    assert sorted(stored) == sorted(e for e in expected if e[0] != "12.50")
+    assert funnel.read == 4 and funnel.candidates == 3 and funnel.check()

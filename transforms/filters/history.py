@@ -75,7 +75,7 @@ class _HistoryFilter(Filter):
 def _history(ref: HistoryTable, program: str | None, since=None) -> pa.Table:
     cols = [ref.customer_column, ref.subject_column]
     extra = [c for c in (ref.program_column, ref.time_column) if c]
-    table = ref.read(list(dict.fromkeys(cols + extra)))
+    table = ref.read(list(dict.fromkeys(cols + extra)), keys=cols)
     if program and ref.program_column:
         table = table.filter(
             pc.equal(arrow.as_text(table.column(ref.program_column).combine_chunks()), program)
@@ -153,7 +153,8 @@ class OptOutFilter(_HistoryFilter):
             if "opted" not in cache:  # static warehouse data: read once
                 ref = self.options.history
                 table = ref.read(
-                    [ref.customer_column, *([ref.program_column] if ref.program_column else [])]
+                    [ref.customer_column, *([ref.program_column] if ref.program_column else [])],
+                    keys=[ref.customer_column],
                 )
                 if ref.program_column:
                     table = table.filter(

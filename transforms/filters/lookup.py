@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ceap import arrow
 from ceap.errors import ConfigError
 from ceap.plugins import connectors
+from connectors.base import accepts_text_columns
 
 
 class TableRef(BaseModel):
@@ -30,14 +31,23 @@ class TableRef(BaseModel):
             self.options = cls.Options.model_validate(self.options or {})
         return self
 
-    def read(self, columns: list[str]) -> pa.Table:
-        table = connectors.get(self.type)(self.options).read_table(columns)
+    def read(self, columns: list[str], keys: list[str] | None = None) -> pa.Table:
+        """The table's ``columns``; ``keys`` (ids joined on) are read as written, untyped."""
+        table = read_keyed(connectors.get(self.type)(self.options), columns, keys or [])
         missing = [c for c in columns if c not in table.column_names]
         if missing:
             raise ConfigError(
                 f"{self.type} table has no column(s) {missing}; it has {table.column_names}"
             )
         return table.select(columns)
+
+
+def read_keyed(connector, columns: list[str] | None, keys: list[str]) -> pa.Table:
+    """``connector.read_table`` with the join keys kept as text (a CSV id ``1E5`` must match
+    the same text on the candidate, not ``100000``), for connectors that can."""
+    if keys and accepts_text_columns(connector.read_table):
+        return connector.read_table(columns, text_columns=keys)
+    return connector.read_table(columns)
 
 
 def _joined(table: pa.Table | pa.RecordBatch, keys: list[str]) -> pa.Array:
