@@ -1,7 +1,8 @@
 """Durations as written in program configs: ``30s``, ``15m``, ``1h``, ``3d``, ``2w``.
 
-Combined forms (``1h30m``) and bare integers (seconds) are accepted too, so a config
-author never has to convert units by hand.
+Combined forms (``1h30m``) are accepted too, so a config author never has to convert
+units by hand. A bare number is refused everywhere (configs, plugin options, expressions'
+``duration('...')``, ``CEAP_FREQUENCY_CAP``): ``ttl: 30`` surely meant days, not seconds.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
-def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Parses ``3d``, ``1h30m``, ``45`` (seconds) or a timedelta; raises ValueError."""
+UNIT_HINT = "a duration needs a unit: write e.g. 30d, 12h, 15m or 30s"
+
+
+def parse_duration(value: str | timedelta) -> timedelta:
+    """Parses ``3d``, ``1h30m`` or a timedelta; raises ValueError (a bare number too)."""
     try:
         return _parse(value)
     except OverflowError:
@@ -30,13 +34,9 @@ def _parse(value: str | int | float | timedelta) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 15m, 1h, 3d")
-    if isinstance(value, int | float):
-        if not value >= 0:  # negative or NaN
-            raise ValueError(f"a duration is a number of seconds >= 0, not {value!r}")
-        return timedelta(seconds=value)
     text = str(value).strip().lower().replace(" ", "")
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if isinstance(value, int | float) or re.fullmatch(r"[+-]?\d+(?:\.\d*)?", text):
+        raise ValueError(f"{UNIT_HINT} (got {value!r})")
     pos, seconds = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:

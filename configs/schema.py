@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,23 +26,9 @@ from ceap import durations
 from ceap.errors import CeapError, ConfigError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-UNIT_HINT = "a duration needs a unit: write e.g. 30d, 12h, 15m or 30s"
-_BARE_NUMBER = re.compile(r"\s*\d+(?:\.\d*)?\s*")
-
-
-def _with_unit(value: Any) -> Any:
-    """A bare number is not a duration in a config: ``ttl: 30`` surely meant days, yet
-    ``parse_duration`` would read seconds. DESIGN §4 writes durations ``30s 15m 1h 3d``."""
-    bare = isinstance(value, int | float) and not isinstance(value, bool)
-    if bare or (isinstance(value, str) and _BARE_NUMBER.fullmatch(value)):
-        raise ValueError(UNIT_HINT)
-    return value
-
-
-Duration = Annotated[durations.Duration, BeforeValidator(_with_unit)]
+Duration = durations.Duration
 """A config duration: ``30s``, ``15m``, ``1h``, ``3d`` (or combined, ``1h30m``), never a bare
-number. Plugin options typed with ``ceap.durations.Duration`` get the same check at load
-(``_bare_durations``)."""
+number (``ceap/durations.py``)."""
 
 
 class Strict(BaseModel):
@@ -342,48 +326,11 @@ def _component_options(program: ProgramConfig) -> list[str]:
             raw = item.options if item.options is not None else {}
             if isinstance(raw, BaseModel):
                 continue
-            unitless = _bare_durations(cls.Options, raw, (*prefix, "options"))
-            errors.extend(unitless)
             try:
                 item.options = cls.Options.model_validate(raw)
             except ValidationError as exc:
-                flagged = tuple(line.split(": ", 1)[0] + ":" for line in unitless)
-                lines = format_validation_error(exc, (*prefix, "options"))
-                errors.extend(line for line in lines if not line.startswith(flagged))
+                errors.extend(format_validation_error(exc, (*prefix, "options")))
     return errors
-
-
-def _bare_durations(model: type[BaseModel], raw: Any, prefix: tuple[Any, ...]) -> list[str]:
-    """Plugin options are typed ``ceap.durations.Duration``, which also reads values given
-    in code or the environment and so takes a bare number as seconds. In a config file the
-    unit is required, as for the program's own durations: every timedelta-typed option key,
-    nested option models included (a channel's ``frequency_cap.window``), is checked here."""
-    if not isinstance(raw, dict):
-        return []
-    errors: list[str] = []
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        if key not in raw:
-            continue
-        for kind in _kinds(info.annotation):
-            if kind is timedelta:
-                try:
-                    _with_unit(raw[key])
-                except ValueError as exc:
-                    errors.append(f"{_loc((*prefix, key))}: Value error, {exc} (got {raw[key]!r})")
-            elif isinstance(kind, type) and issubclass(kind, BaseModel):
-                errors.extend(_bare_durations(kind, raw[key], (*prefix, key)))
-    return errors
-
-
-def _kinds(annotation: Any) -> list[Any]:
-    """The types an annotation admits, with ``Annotated`` and unions unwrapped."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _kinds(get_args(annotation)[0])
-    if origin in (Union, UnionType):
-        return [kind for arg in get_args(annotation) for kind in _kinds(arg)]
-    return [annotation]
 
 
 def parse_program(data: Any, source: str = "<config>") -> ProgramConfig:

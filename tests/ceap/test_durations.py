@@ -23,10 +23,7 @@ from ceap.durations import format_duration, parse_duration
         ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
         (" 1H 30M ", timedelta(hours=1, minutes=30)),
         ("1.5h", timedelta(minutes=90)),
-        ("45", timedelta(seconds=45)),
-        (45, timedelta(seconds=45)),
-        (0, timedelta(0)),
-        (2.5, timedelta(seconds=2.5)),
+        ("0s", timedelta(0)),
         (timedelta(days=1), timedelta(days=1)),
     ],
 )
@@ -50,6 +47,12 @@ def test_parse(text, expected):
         True,
         "9999999999d",
         10**20,
+        # a bare number has no unit: 30 seconds? days? (a config's ``ttl: 30``)
+        "45",
+        45,
+        0,
+        2.5,
+        "2.5",
     ],
 )
 def test_parse_errors(bad):
