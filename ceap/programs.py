@@ -16,15 +16,20 @@ def find_program_path(name: str, config_dir: str | Path) -> Path:
     direct = config_dir / f"{name}.yaml"
     if direct.exists():
         return direct
+    unreadable = []
     for path in program_paths(config_dir):
         try:
             data = read_yaml(path.read_text())
-        except yaml.YAMLError:
+        except yaml.YAMLError as exc:
+            unreadable.append(f"{path.name}: {' '.join(str(exc).split())}")
             continue
         if isinstance(data, dict) and data.get("program") == name:
             return path
     known = ", ".join(p.stem for p in program_paths(config_dir)) or "none"
-    raise ConfigError(f"no program {name!r} in {config_dir} (programs there: {known})")
+    message = f"no program {name!r} in {config_dir} (programs there: {known})"
+    if unreadable:  # the program may be in one of them: say why they were skipped
+        message += "; not valid YAML, so not searched: " + "; ".join(unreadable)
+    raise ConfigError(message)
 
 
 def load_by_name(name: str, config_dir: str | Path) -> ProgramConfig:
