@@ -120,7 +120,15 @@ class Expression:
                 f"expression {self.text!r}: no column(s) {missing} on the candidate; "
                 f"available: {', '.join(n for n in batch.schema.names if not n.startswith('_ceap_'))}"
             )
-        result = _Eval(batch, now).visit(self._tree)
+        try:
+            result = _Eval(batch, now).visit(self._tree)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            # e.g. a text column compared with a number: Arrow's kernel error names no column
+            types = ", ".join(f"{c}: {batch.schema.field(c).type}" for c in sorted(self.columns))
+            raise ConfigError(
+                f"expression {self.text!r}: the column types do not fit the operation "
+                f"({types}): {str(exc).splitlines()[0]}"
+            ) from exc
         if not isinstance(result, pa.Array | pa.ChunkedArray):
             result = pa.array([result] * batch.num_rows, pa.bool_())
         if not pa.types.is_boolean(result.type):

@@ -364,3 +364,11 @@ def test_vectorised_evaluation_agrees_with_a_row_by_row_reference(expr, batch):
     got = Expression(source).evaluate(batch, NOW).to_pylist()
     expected = [reference(row) for row in batch.to_pylist()]
     assert got == expected, source
+
+
+def test_a_type_mismatch_names_the_expression_and_the_column_types():
+    """A text column compared with a number: the error says which expression and which
+    column type, not only Arrow's kernel message."""
+    batch = pa.RecordBatch.from_pydict({"sc": ["0.5", "0.7"]})
+    with pytest.raises(ConfigError, match=r"expression 'sc >= 0.6'.*\(sc: string\)"):
+        Expression("sc >= 0.6").evaluate(batch, None)
