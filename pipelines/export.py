@@ -69,6 +69,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import default_runner
@@ -322,14 +323,20 @@ def build_pipeline(
         | "AllParts" >> beam.combiners.ToList()
         | "Commit" >> beam.Map(commit, output, staging, day)
         | "Report" >> beam.FlatMap(lambda parts: parts)
-        | "Print" >> beam.Map(_print_part)
+        | "Count" >> beam.Map(_count_part)
     )
     return p, staging
 
 
-def _print_part(part: Part) -> Part:
-    print(f"  {part.table:11s} {part.program:20s} {part.rows:>10,}  {part.path}", flush=True)
+def _count_part(part: Part) -> Part:
+    """Reports a committed part to the driver through a counter: a print here would land in
+    a worker's log on a distributed runner (Dask, Dataflow), not on the user's terminal."""
+    Metrics.counter(PARTS, f"{part.table}{_SEP}{part.program}").inc(part.rows)
     return part
+
+
+PARTS = "ceap.export.parts"
+_SEP = "\x1f"
 
 
 def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str] | None = None) -> dict[str, int]:  # fmt: skip
@@ -344,6 +351,14 @@ def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str
     for c in result.metrics().query(MetricsFilter().with_namespace("ceap.export"))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         counts[c.key.metric.name] += int(value or 0)
+    parts = []
+    for c in result.metrics().query(MetricsFilter().with_namespace(PARTS))["counters"]:
+        table, program = c.key.metric.name.split(_SEP)
+        value = c.committed if c.committed is not None else c.attempted
+        parts.append((TABLES.index(table), program, table, int(value or 0)))
+    for _, program, table, rows in sorted(parts):
+        path = FileSystems.join(output, table, f"dt={day}", f"program={program}", PART)
+        print(f"  {table:11s} {program:20s} {rows:>10,}  {path}", flush=True)
     return counts
 
 

@@ -150,3 +150,26 @@ def test_a_failing_dofn_fails_the_run_with_its_error(scheduler):
     _ = p | beam.Create(list(range(10))) | beam.ParDo(Explode())
     with pytest.raises(Exception, match="bad element 7"):
         p.run().wait_until_finish()
+
+
+def test_export_on_dask_writes_the_same_parts_and_reports_them_on_the_driver(
+    scheduler, tmp_path, capsys
+):
+    """On a distributed runner the workers' prints stay in their logs: the part lines the
+    user sees come from the driver, and the files match an in-process export."""
+    from pipelines.export import run_export
+    from tests.pipelines.test_export import DAY, counts, seeded_store
+
+    spec = seeded_store(tmp_path)
+    local = run_export(DAY, str(tmp_path / "local"), spec)
+    capsys.readouterr()
+    on_dask = run_export(
+        DAY, str(tmp_path / "dask"), spec,
+        ["--runner=DaskRunner", f"--dask_client_address={scheduler}"],
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert on_dask == local == {"candidates": 5, "outbox": 4, "responses": 2}
+    for table in ("candidates", "outbox", "responses"):
+        assert counts(tmp_path / "dask", table) == counts(tmp_path / "local", table)
+    assert f"{tmp_path}/dask/candidates/dt={DAY}/program=reviews/part-00000.parquet" in printed
+    assert printed.index("candidates") < printed.index("outbox") < printed.index("responses")
