@@ -147,9 +147,13 @@ class Dispatcher:
         """Leases, screens and sends one batch; returns the rows leased (0: nothing due)."""
         clock = _wall()
         lease_until = clock + self.lease
-        caps = {
-            ch: iso(now - r.cap.window) for (_, ch), r in self.routes.items() if r.cap is not None
-        }
+        # The store counts each channel's contacts over the widest window any program caps it
+        # with; each program then counts those inside its own window (``_screen``).
+        caps: dict[str, str] = {}
+        for (_, ch), r in self.routes.items():
+            if r.cap is not None:
+                since = iso(now - r.cap.window)
+                caps[ch] = min(caps.get(ch, since), since)
         screened: list[tuple[str, str]] = []
         rows = self.store.lease_outbox(
             self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
@@ -180,7 +184,9 @@ class Dispatcher:
                         continue
                 if route.cap is not None and not _shadow(row, route):
                     key = (row["customer_id"], row["channel"])
-                    if row["recent"] + batch_counts[key] >= route.cap.max:
+                    since = iso(now - route.cap.window)
+                    recent = row["in_flight"] + sum(t >= since for t in row["sent_times"])
+                    if recent + batch_counts[key] >= route.cap.max:
                         reason = f"frequency cap: {route.cap.max} per {_days(route.cap.window)}"
                     batch_counts[key] += 1
             if reason is not None:

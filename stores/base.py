@@ -129,8 +129,10 @@ class CandidateStore:
 
         Each row comes back as a dict of its outbox fields plus its candidate's (``cand_status``,
         ``expires_at``, ``action``, ``subject_type``, ``context``), the customer's opt-outs
-        (``opt_outs``: (program, channel) pairs, ``*`` = all) and ``recent``: contacts on that
-        channel since ``cap_since[channel]`` (sent, or leased by another dispatcher). Within
+        (``opt_outs``: (program, channel) pairs, ``*`` = all), ``recent``: contacts on that
+        channel since ``cap_since[channel]`` (sent, or leased by another dispatcher), and
+        what it sums, ``sent_times`` (sorted ``sent_at`` of those sent) and ``in_flight``, so
+        a program whose cap window is shorter than ``cap_since`` counts its own. Within
         the same step ``screen(rows)`` returns ``(rowid, "suppress" | "defer", reason or new
         send_after)`` decisions, which are applied before the lease is granted; the rows
         left are returned. Times are ISO-8601 UTC text."""

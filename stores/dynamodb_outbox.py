@@ -197,34 +197,39 @@ class DynamoDBOutbox:
             cand = candidates.get((r["customer_id"], _sk(r["program"], r["subject_id"])), {})
             r.update({name: cand.get(field) for field, name in _CANDIDATE.items()})
             r["opt_outs"] = sorted(opt_outs.get(r["customer_id"], []))
-            r["recent"] = counts.get(r["customer_id"], Counter())[r["channel"]]
+            sent, in_flight = counts.get(r["customer_id"], ({}, Counter()))
+            r["sent_times"] = sorted(sent.get(r["channel"], []))
+            r["in_flight"] = in_flight[r["channel"]]
+            r["recent"] = len(r["sent_times"]) + r["in_flight"]
 
     def _recent(
         self, customer_id: str, owner: str, clock: str, cap_since: dict[str, str]
-    ) -> Counter:
-        """Per channel: the customer's rows sent since ``cap_since[channel]``, plus those leased
-        by another dispatcher (in flight) that are not shadow. One consistent Query."""
+    ) -> tuple[dict[str, list[str]], Counter]:
+        """Per channel: the ``sent_at`` of the customer's rows sent since ``cap_since[channel]``,
+        and how many are leased by another dispatcher (in flight), not shadow. One consistent
+        Query."""
         values = {"customer_id": customer_id}
         request = {"TableName": self._table, "ConsistentRead": True,
                    "KeyConditionExpression": "#customer_id = :customer_id",
                    "ProjectionExpression": "#channel, #status, #sent_at, #lease_owner, "
                                            "#lease_until, #shadow"}  # fmt: skip
         request = _expressions(request, values)
-        counts: Counter = Counter()
+        sent: dict[str, list[str]] = {}
+        in_flight: Counter = Counter()
         while True:
             page = self._client.query(**request)
             for r in map(_plain, page["Items"]):
                 since = cap_since.get(r["channel"])
                 if since is None:
                     continue
-                sent = r["status"] == "sent" and r.get("sent_at", "") >= since
-                in_flight = (
+                if r["status"] == "sent" and r.get("sent_at", "") >= since:
+                    sent.setdefault(r["channel"], []).append(r["sent_at"])
+                in_flight[r["channel"]] += (
                     r["status"] == "pending" and r.get("lease_owner") not in (None, owner)
                     and r.get("lease_until", "") >= clock and not r.get("shadow")
                 )  # fmt: skip
-                counts[r["channel"]] += sent or in_flight
             if "LastEvaluatedKey" not in page:
-                return counts
+                return sent, in_flight
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _decide(self, rowid: str, kind: str, value: str, owner: str, clock: str) -> bool:

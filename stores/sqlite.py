@@ -476,7 +476,8 @@ class SqliteStore(CandidateStore):
     ) -> None:
         customers = sorted({r["customer_id"] for r in rows})
         opt_outs: dict[str, list[tuple[str, str]]] = {}
-        recent: dict[tuple[str, str], int] = {}
+        sent: dict[tuple[str, str], list[str]] = {}
+        in_flight: dict[tuple[str, str], int] = {}
         for i in range(0, len(customers), 900):
             chunk = customers[i : i + 900]
             marks = ", ".join("?" * len(chunk))
@@ -486,17 +487,26 @@ class SqliteStore(CandidateStore):
             ):
                 opt_outs.setdefault(cust, []).append((prog, chan))
             for chan, since in cap_since.items():
+                for cust, sent_at in self._conn.execute(
+                    "SELECT customer_id, sent_at FROM outbox WHERE channel = ? "
+                    f"AND customer_id IN ({marks}) AND status = 'sent' AND sent_at >= ?",
+                    (chan, *chunk, since),
+                ):
+                    sent.setdefault((cust, chan), []).append(sent_at)
                 for cust, n in self._conn.execute(
                     "SELECT customer_id, count(*) FROM outbox WHERE channel = ? "
-                    f"AND customer_id IN ({marks}) AND ((status = 'sent' AND sent_at >= ?) OR "
-                    "(status = 'pending' AND lease_owner IS NOT NULL AND lease_owner != ? "
-                    "AND lease_until >= ? AND shadow = 0)) GROUP BY customer_id",
-                    (chan, *chunk, since, owner, clock),
+                    f"AND customer_id IN ({marks}) AND status = 'pending' AND lease_owner IS NOT "
+                    "NULL AND lease_owner != ? AND lease_until >= ? AND shadow = 0 "
+                    "GROUP BY customer_id",
+                    (chan, *chunk, owner, clock),
                 ):
-                    recent[(cust, chan)] = n
+                    in_flight[(cust, chan)] = n
         for r in rows:
+            key = (r["customer_id"], r["channel"])
             r["opt_outs"] = opt_outs.get(r["customer_id"], [])
-            r["recent"] = recent.get((r["customer_id"], r["channel"]), 0)
+            r["sent_times"] = sorted(sent.get(key, []))
+            r["in_flight"] = in_flight.get(key, 0)
+            r["recent"] = len(r["sent_times"]) + r["in_flight"]
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         if not updates:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from channels.dispatcher import dispatch
 from stores.base import iso, open_store
-from tests.channels.conftest import NOW
+from tests.channels.conftest import NOW, PROGRAM
 
 
 def run(world, **kw):
@@ -100,6 +100,34 @@ def test_two_rows_of_one_customer_in_one_batch_count_against_the_cap(world, smtp
     world.seed(1, program="surveys")
     summary = run(world)
     assert len(smtp.messages) == 1 and summary.counts[("email", "suppressed")] == 1
+
+
+def test_each_program_counts_contacts_in_its_own_cap_window(world, smtp):
+    """reviews caps email at 5 per 1d, invites at 1 per 30d: an email reviews sent three
+    days ago is outside reviews' window but inside invites', whichever program the store
+    was asked about last (the window used to be one per channel)."""
+    customers = world.customers
+    for name, cap in (("reviews", "{max: 5, window: 1d}"), ("invites", "{max: 1, window: 30d}")):
+        world.write_program(
+            name=f"{name}.yaml",
+            text=PROGRAM.format(customers=customers, extra="")
+            .replace("program: reviews", f"program: {name}")
+            .replace(
+                "options: {recipients: ",
+                f"options: {{frequency_cap: {cap}, recipients: ",
+            ),
+        )
+    earlier = NOW - timedelta(days=3)
+    world.seed(2, program="reviews", send_after=earlier - timedelta(hours=1))
+    run(world, now=earlier)
+    assert len(smtp.messages) == 2
+    (invite, _) = world.seed(2, program="invites")
+    fresh = world.seed(1, program="reviews", start=5)
+    summary = run(world)
+    rows = world.outbox()
+    assert rows[invite]["reason"] == "frequency cap: 1 per 30d"
+    assert rows[fresh[0]]["status"] == "sent"
+    assert summary.counts[("email", "suppressed")] == 2 and len(smtp.messages) == 3
 
 
 def test_quiet_hours_defer_to_the_customers_morning(world, smtp, tmp_path):
