@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 SAMPLE_ROOT = Path("data/warehouse")
@@ -41,13 +41,10 @@ def _quiet_logs() -> None:
         use_json()
 
 
-def _parse_now(text: str | None) -> datetime:
-    from ceap.context import RunContext
+def _parse_now(text: str | None, flag: str = "--now") -> datetime:
+    from ceap.context import RunContext, parse_now
 
-    if not text:
-        return RunContext.utcnow()
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    return parse_now(text, flag) or RunContext.utcnow()
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -242,7 +239,13 @@ def run_generate(argv: list[str]) -> int:
         "--as-of", default=None, help="ISO date the data is relative to (default today)"
     )
     args = parser.parse_args(argv)
-    as_of = _parse_now(args.as_of) if args.as_of else None
+    from ceap.errors import ConfigError
+
+    try:
+        as_of = _parse_now(args.as_of, "--as-of") if args.as_of else None
+    except ConfigError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return 2
     counts = generate_warehouse(args.output, rows=args.rows, seed=args.seed, as_of=as_of,
                                 progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     for table, n in counts.items():
@@ -290,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     if not args.program:
         parser.error("--program is required (a program name, or 'all')")
+    from ceap.errors import ConfigError
+
+    try:
+        _parse_now(args.now)
+    except ConfigError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return 2
     if args.mode == "streaming":
         return run_streaming_mode(args, beam_args)
     return run_batch(args, beam_args)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from ceap.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -25,3 +27,18 @@ class RunContext:
     @staticmethod
     def utcnow() -> datetime:
         return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_now(text: str | None, flag: str = "--now") -> datetime | None:
+    """A command line's reference time: ISO-8601 (``2026-11-25``, ``2026-11-25T10:00:00Z``;
+    naive taken as UTC), as UTC; None when not given. A bad value is a ConfigError naming
+    the flag, reported without a traceback."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r} is not an ISO-8601 time (e.g. 2026-11-25 or 2026-11-25T10:00:00Z)"
+        ) from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)

@@ -14,18 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
-
-
-def _parse_now(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def main(argv: list[str] | None = None) -> int:
     from ceap import stopping
+    from ceap.context import parse_now
     from ceap.errors import CeapError
     from ceap.progress import Progress
     from channels.dispatcher import LEASE_SECONDS, dispatch
@@ -62,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             with Progress("dispatch", noun="outbox rows handled"):
                 summary = dispatch(
-                    args.store, args.config_dir, args.program, args.channel, _parse_now(args.now),
+                    args.store, args.config_dir, args.program, args.channel, parse_now(args.now),
                     owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
                 )  # fmt: skip
             print(summary.render(), flush=True)
