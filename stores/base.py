@@ -41,7 +41,7 @@ class CandidateStore:
 
     def enqueue_outbox(self, rows: pa.Table) -> int:
         """Adds outbox rows; a row already there is left as it is (a re-run never reschedules
-        or resends: the dispatcher owns a row once queued)."""
+        or resends: the dispatcher owns a row once queued). Returns how many were added."""
         raise NotImplementedError
 
     def write_dead_letters(self, rows: pa.Table) -> int:

@@ -364,7 +364,7 @@ class DynamoDBStore(CandidateStore):
         old = self._get_many(table, list(first.values()))
         puts = [{"PutRequest": {"Item": _item(r)}} for k, r in first.items() if k not in old]
         self._write_many(table, puts)
-        return len(records)
+        return len(puts)
 
     def enqueue_outbox(self, rows: pa.Table) -> int:
         records = rows.select(_OUTBOX_INSERT).to_pylist()

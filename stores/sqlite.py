@@ -141,7 +141,10 @@ class SqliteStore(CandidateStore):
     def enqueue_outbox(self, rows: pa.Table) -> int:
         cols = [rows.column(c).to_pylist() for c in _OUTBOX_INSERT[:-1]]
         created = rows.column("created_at").to_pylist()
-        return self._write(_UPSERT_OUTBOX, list(zip(*cols, created, strict=True)))
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(_UPSERT_OUTBOX, list(zip(*cols, created, strict=True)))
+            return self._conn.total_changes - before
 
     def write_dead_letters(self, rows: pa.Table) -> int:
         cols = [

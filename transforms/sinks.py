@@ -166,10 +166,14 @@ class _WriteFn(StoreDoFn):
         records = candidate_records(batch, self._program, self._ctx)
         counter(name, "stored").inc(self._store.upsert_candidates(records))
         for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
-            self._store.enqueue_outbox(rows)
             channel = rows.column("channel")[0].as_py()
-            for item in pc.value_counts(rows.column("status")).to_pylist():
-                counter(name, "queued", channel, item["values"]).inc(item["counts"])
+            for status in pc.unique(rows.column("status")).to_pylist():
+                group = rows.filter(pc.equal(rows.column("status"), status))
+                added = self._store.enqueue_outbox(group)
+                # A row there already (a re-run) is the dispatcher's, maybe sent: not queued.
+                for kind, n in ((status, added), ("already queued", group.num_rows - added)):
+                    if n:
+                        counter(name, "queued", channel, kind).inc(n)
         # Last, after every effect is durable: a crash before this replays the batch
         # (idempotently); a crash after finds it accounted for.
         yield from emit_outcomes(self._ctx, batch, "candidate")

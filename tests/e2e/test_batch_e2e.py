@@ -151,6 +151,15 @@ def test_store_matches_independent_computation_and_reruns_change_nothing(warehou
     assert again.returncode == 0, again.stderr
     after = {t: table(home, t, "1, 2, 3") for t in ("candidates", "outbox", "dead_letters")}
     assert after == before
+    # ... and the re-run's funnel says so: nothing queued, every row already in the outbox.
+    with sqlite3.connect(home / "ceap.db") as con:
+        rerun = json.loads(con.execute("SELECT funnel FROM runs ORDER BY rowid").fetchall()[-1][0])
+    assert {(q["channel"], q["status"]): q["rows"] for q in rerun["queued"]} == {
+        ("email", "already queued"): TOP_N, ("in_app", "already queued"): TOP_N,
+    }  # fmt: skip
+    assert {(q["channel"], q["status"]) for q in funnel["queued"]} == {
+        ("email", "pending"), ("in_app", "pending"),
+    }  # fmt: skip
 
 
 def test_all_programs_isolated_from_a_broken_and_a_missing_one(warehouse, tmp_path):
