@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from ceap.errors import CeapError
     from ceap.progress import Progress
     from channels.dispatcher import LEASE_SECONDS, dispatch
+    from stores.base import require_store
 
     parser = argparse.ArgumentParser(prog="run.py dispatch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--program")
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        require_store(args.store)
         if args.status:
             return _status(args)
         if args.loop is not None:

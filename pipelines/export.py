@@ -74,6 +74,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
+from stores.base import require_store
 
 TABLES = ("candidates", "outbox", "responses")
 PART = "part-00000.parquet"
@@ -376,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"export {args.date} -> {args.output}", flush=True)
     try:
+        require_store(args.store)
         counts = run_export(args.date, args.output, args.store, beam_args)
     except Exception as exc:  # noqa: BLE001 - reported; a failed export changes nothing
         print(f"ceap: export failed: {_root_cause(exc)}", file=sys.stderr)

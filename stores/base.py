@@ -8,6 +8,7 @@ DESIGN.md §5; times are ISO-8601 UTC text (``2026-11-25T10:00:00Z``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -159,6 +160,18 @@ class CandidateStore:
     def outbox_status(self, program: str | None = None, channel: str | None = None) -> pa.Table:
         """Delivery status: (program, channel, status, rows) counts."""
         raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
+
+
+def require_store(spec: str) -> None:
+    """Commands that read a store someone else wrote (dispatch, export) refuse a SQLite path
+    with no database: a typo in ``--store`` would otherwise create an empty one, find
+    nothing to do and exit 0. The default store may be absent (nothing has run yet)."""
+    if spec.startswith("sqlite:"):
+        path = Path(spec.split(":", 1)[1].removeprefix("//"))
+        if not path.is_file():
+            from ceap.errors import ConfigError
+
+            raise ConfigError(f"--store {spec}: no database at {path} (check the path)")
 
 
 def open_store(spec: str = "sqlite") -> CandidateStore:

@@ -29,3 +29,16 @@ def test_dispatch_shows_progress_while_it_runs(world, smtp, monkeypatch, capsys)
     lines = [line for line in err if "[dispatch]" in line and "outbox rows handled" in line]
     counts = [int(line.split("s  ")[1].split()[0].replace(",", "")) for line in lines]
     assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] <= 60
+
+
+def test_a_mistyped_store_path_is_an_error_not_an_empty_store(tmp_path, capsys):
+    """dispatch and export read a store a batch run wrote: a path with no database is a
+    typo, refused (exit 1) rather than created empty with nothing to do (exit 0)."""
+    import run as cli
+
+    missing = tmp_path / "nonexist" / "ceap.db"
+    assert cli.main(["dispatch", "--store", f"sqlite://{missing}"]) == 1
+    out = ["export", "--date", "2026-11-25", "--output", str(tmp_path / "e")]
+    assert cli.main([*out, "--store", f"sqlite://{missing}"]) == 1
+    assert capsys.readouterr().err.count(f"no database at {missing}") == 2
+    assert not missing.parent.exists()
