@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     import uvicorn
 
+    from stores.base import open_store
+
+    try:  # a corrupt or unreachable store: say so before announcing an address
+        open_store(args.store).close()
+    except Exception as exc:  # noqa: BLE001 - reported, exit 1
+        print(f"ceap: serve cannot start: store {args.store}: {exc}", file=sys.stderr)
+        return 1
     os.environ["CEAP_SERVE_STORE"] = args.store
     if args.config_dir:
         os.environ["CEAP_CONFIG_DIR"] = args.config_dir
