@@ -149,7 +149,7 @@ def publish(root: str, program: str, model_id: str, model: bytes, metadata: dict
     before writing (an exclusive mkdir locally, a create-if-absent object on S3 and GCS),
     and moves on to the next number when another got there first. ``latest`` is then set
     to the newest published version, so the later of two publishers leaves it right
-    whichever finishes first."""
+    whichever finishes first (``_point_latest``)."""
     base = join(root, program, model_id)
     version = max([0, *versions(root, program, model_id), *_claimed(base)]) + 1
     while not _claim(join(base, str(version))):
@@ -160,9 +160,22 @@ def publish(root: str, program: str, model_id: str, model: bytes, metadata: dict
     meta["path"] = path
     write_bytes(path, model)
     write_bytes(path + META_SUFFIX, json.dumps(meta, indent=2, sort_keys=True).encode())
-    newest = max([version, *versions(root, program, model_id)])
-    write_bytes(join(base, LATEST), f"{newest}\n".encode())
+    _point_latest(root, program, model_id, version)
     return meta
+
+
+def _point_latest(root: str, program: str, model_id: str, version: int) -> None:
+    """Sets ``latest`` to the newest published version, then checks again: a publisher that
+    listed before another's model was written may have overwritten a newer pointer, and its
+    re-check (every model is written before its publisher's first pointer write) puts the
+    newer one back, so the last writer always leaves the newest."""
+    written = None
+    while True:
+        newest = max([version, *versions(root, program, model_id)])
+        if newest == written:
+            return
+        write_bytes(join(root, program, model_id, LATEST), f"{newest}\n".encode())
+        written = newest
 
 
 def _claimed(base: str) -> list[int]:

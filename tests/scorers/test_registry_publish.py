@@ -86,3 +86,15 @@ def test_latest_names_the_newest_when_the_older_publisher_finishes_last(tmp_path
         newer_done.set()
         assert (older.result()["version"], newer["version"]) == (1, 2)
     assert (tmp_path / "models/reviews/lr/latest").read_text() == "2\n"
+
+
+def test_a_pointer_written_from_a_stale_listing_is_put_back(tmp_path, monkeypatch):
+    """Version 2's publisher listed before version 3's model existed, and writes ``latest``
+    after version 3's publisher did: its re-check restores 3 (a CI run caught ``2``)."""
+    root = str(tmp_path / "models")
+    for blob in (b"one", b"two", b"three"):
+        registry.publish(root, "reviews", "lr", blob, {})
+    real, stale = registry.versions, iter([[1, 2]])
+    monkeypatch.setattr(registry, "versions", lambda *a: next(stale, None) or real(*a))
+    registry._point_latest(root, "reviews", "lr", 2)
+    assert (tmp_path / "models/reviews/lr/latest").read_text() == "3\n"
