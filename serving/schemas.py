@@ -3,6 +3,7 @@ its hot route (same rules and 422 shape as the OpenAPI schema they are documente
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Annotated, Any
@@ -80,13 +81,30 @@ class ResponseOut(BaseModel):
     consumed: bool
 
 
+@functools.cache
+def channel_types() -> frozenset[str]:
+    """The channel types this install knows (built-in and entry points), read once."""
+    from ceap.plugins import channels
+
+    return frozenset(channels.names())
+
+
 class OptOutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customer_id: IdField
     program: NameField | None = None
     """null: every program."""
     channel: NameField | None = None
-    """null: every channel."""
+    """null: every channel. A channel type (``email``, ``sms`` ...): an opt-out of a type no
+    channel has (``fax``, a typo) would suppress nothing, so it is refused (422)."""
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, value: str | None) -> str | None:
+        if value is not None and value not in channel_types():
+            known = ", ".join(sorted(channel_types()))
+            raise ValueError(f"unknown channel {value!r}; known: {known}")
+        return value
 
 
 class OptOutOut(OptOutIn):

@@ -216,6 +216,16 @@ def test_opt_out_via_api_is_honoured_at_once_by_serving_and_pipeline(client, see
     assert sorted(served(client)) == ["P1", "V1"]
 
 
+def test_an_opt_out_of_a_channel_type_that_does_not_exist_is_refused(client, db):
+    """``fax`` (or a typo of ``sms``) would suppress nothing while the caller believes the
+    customer opted out: 422 naming the known types, and nothing recorded."""
+    r = client.post("/v1/opt-outs", json={"customer_id": "C1", "channel": "fax"}, headers=KEY)
+    assert r.status_code == 422 and "unknown channel 'fax'" in r.text and "sms" in r.text
+    store = SqliteStore(db)
+    assert store.opt_outs(["C1"]).num_rows == 0
+    store.close()
+
+
 # -- staleness re-checks -------------------------------------------------------------------------
 class Fixed(EligibilityCheck):
     """Answers ``answer`` after ``delay`` seconds, or raises when ``answer`` is an exception."""
