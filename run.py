@@ -81,7 +81,7 @@ def _ensure_sample(programs: list) -> None:
     generate_warehouse(SAMPLE_ROOT, rows=SAMPLE_ROWS)
 
 
-def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
+def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
     from ceap.context import RunContext
     from ceap.errors import CeapError
     from ceap.home import default_config_dir
@@ -99,7 +99,6 @@ def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
         loaders = [(p.stem, lambda p=p: load_program(p)) for p in paths]
     else:
         loaders = [(args.program, lambda: load_by_name(args.program, config_dir))]
-    now = _parse_now(args.now)
     failures = []
     programs = []
     for name, load in loaders:
@@ -141,7 +140,7 @@ def run_batch(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def run_streaming_mode(args: argparse.Namespace, beam_args: list[str]) -> int:
+def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
     from ceap import stopping
     from ceap.context import RunContext
     from ceap.errors import CeapError
@@ -159,7 +158,7 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"ceap: program {args.program} cannot run: {exc}", file=sys.stderr)
         return 1
     ctx = RunContext(
-        program=program.program, now=_parse_now(args.now), store=args.store, config_dir=str(config_dir),
+        program=program.program, now=now, store=args.store, config_dir=str(config_dir),
         deliver_delay=program.events.delay if program.events else timedelta(0), streaming=True,
     )  # fmt: skip
     stopping.install()
@@ -296,13 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     from ceap.errors import ConfigError
 
     try:
-        _parse_now(args.now)
+        now = _parse_now(args.now)
     except ConfigError as exc:
         print(f"ceap: {exc}", file=sys.stderr)
         return 2
     if args.mode == "streaming":
-        return run_streaming_mode(args, beam_args)
-    return run_batch(args, beam_args)
+        return run_streaming_mode(args, beam_args, now)
+    return run_batch(args, beam_args, now)
 
 
 if __name__ == "__main__":
