@@ -150,14 +150,15 @@ class Dispatcher:
         # The store counts each channel's contacts over the widest window any program caps it
         # with; each program then counts those inside its own window (``_screen``).
         caps: dict[str, str] = {}
-        for (_, ch), r in self.routes.items():
+        windows: dict[tuple[str, str], str] = {}  # (program, channel) -> its cap's start
+        for key, r in self.routes.items():
             if r.cap is not None:
-                since = iso(now - r.cap.window)
-                caps[ch] = min(caps.get(ch, since), since)
+                windows[key] = since = iso(now - r.cap.window)
+                caps[key[1]] = min(caps.get(key[1], since), since)
         screened: list[tuple[str, str]] = []
         rows = self.store.lease_outbox(
             self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
-            channel, caps, lambda rows: self._screen(rows, now, screened),
+            channel, caps, lambda rows: self._screen(rows, now, screened, windows),
         )  # fmt: skip
         for ch, status in screened:
             summary.add(ch, status)
@@ -168,7 +169,9 @@ class Dispatcher:
             self._deliver(self.routes[(program, ch)], group, now, lease_until, summary)
         return len(rows) + len(screened)
 
-    def _screen(self, rows: list[dict], now: datetime, out: list) -> list[tuple[int, str, str]]:
+    def _screen(
+        self, rows: list[dict], now: datetime, out: list, windows: dict[tuple[str, str], str]
+    ) -> list[tuple[int, str, str]]:
         decisions = []
         batch_counts: Counter = Counter()
         for row in rows:
@@ -184,7 +187,7 @@ class Dispatcher:
                         continue
                 if route.cap is not None and not _shadow(row, route):
                     key = (row["customer_id"], row["channel"])
-                    since = iso(now - route.cap.window)
+                    since = windows[(row["program"], row["channel"])]
                     recent = row["in_flight"] + sum(t >= since for t in row["sent_times"])
                     if recent + batch_counts[key] >= route.cap.max:
                         reason = f"frequency cap: {route.cap.max} per {_days(route.cap.window)}"

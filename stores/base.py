@@ -162,16 +162,22 @@ class CandidateStore:
         raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
 
 
+def _sqlite_path(spec: str) -> str | None:
+    """The file a ``sqlite:...`` spec names (None: the default store, or not SQLite)."""
+    if not spec.startswith("sqlite:"):
+        return None
+    return spec.split(":", 1)[1].removeprefix("//") or None
+
+
 def require_store(spec: str) -> None:
     """Commands that read a store someone else wrote (dispatch, export) refuse a SQLite path
     with no database: a typo in ``--store`` would otherwise create an empty one, find
     nothing to do and exit 0. The default store may be absent (nothing has run yet)."""
-    if spec.startswith("sqlite:"):
-        path = Path(spec.split(":", 1)[1].removeprefix("//"))
-        if not path.is_file():
-            from ceap.errors import ConfigError
+    path = _sqlite_path(spec)
+    if path is not None and not Path(path).is_file():
+        from ceap.errors import ConfigError
 
-            raise ConfigError(f"--store {spec}: no database at {path} (check the path)")
+        raise ConfigError(f"--store {spec}: no database at {path} (check the path)")
 
 
 def open_store(spec: str = "sqlite") -> CandidateStore:
@@ -180,8 +186,7 @@ def open_store(spec: str = "sqlite") -> CandidateStore:
     if spec == "sqlite" or spec.startswith("sqlite:"):
         from stores.sqlite import SqliteStore
 
-        path = spec.split(":", 1)[1].removeprefix("//") if ":" in spec else None
-        return SqliteStore(path or None)
+        return SqliteStore(_sqlite_path(spec))
     if spec.startswith("dynamodb:"):
         from stores.dynamodb import DynamoDBStore
 
