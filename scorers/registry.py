@@ -132,13 +132,19 @@ def versions(root: str, program: str, model_id: str) -> list[int]:
     folder marker or a stray key is no version)."""
     base = join(root, program, model_id)
     if is_remote(root):
-        pattern = join(base, "*", MODEL_FILE)
-        with _remote("list", pattern):
-            found = _filesystems().match([pattern])[0].metadata_list
-        names = [m.path.rstrip("/").split("/")[-2] for m in found]
+        names = _folders_holding(base, MODEL_FILE)
     else:
         names = [p.parent.name for p in Path(base).glob(f"*/{MODEL_FILE}")]
     return sorted(int(n) for n in names if n.isdigit())
+
+
+def _folders_holding(base: str, name: str) -> list[str]:
+    """On an object store: the names of the "folders" under ``base`` holding an object
+    ``name`` (there are no directories, only keys)."""
+    pattern = join(base, "*", name)
+    with _remote("list", pattern):
+        found = _filesystems().match([pattern])[0].metadata_list
+    return [m.path.rstrip("/").split("/")[-2] for m in found]
 
 
 def publish(root: str, program: str, model_id: str, model: bytes, metadata: dict) -> dict:
@@ -181,10 +187,7 @@ def _point_latest(root: str, program: str, model_id: str, version: int) -> None:
 def _claimed(base: str) -> list[int]:
     """Versions claimed, published or not (a publisher may be writing one right now)."""
     if is_remote(base):
-        pattern = join(base, "*", CLAIM_FILE)
-        with _remote("list", pattern):
-            found = _filesystems().match([pattern])[0].metadata_list
-        names = [m.path.rstrip("/").split("/")[-2] for m in found]
+        names = _folders_holding(base, CLAIM_FILE)
     else:
         names = [p.name for p in Path(base).glob("*") if p.is_dir()]
     return [int(n) for n in names if n.isdigit()]
