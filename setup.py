@@ -29,7 +29,8 @@ setup(
     package_data={"configs": ["*.yaml", "templates/*.j2"], "channels": ["templates/*.j2"]},
     include_package_data=True,
     install_requires=[
-        "apache-beam>=2.77,<2.78",
+        # The design card's core: BigQuery, GCS, Dataflow and the AWS IOs work after a plain install.
+        "apache-beam[gcp,aws]>=2.77,<2.78",
         "pyarrow>=18,<26",
         "pandas>=2.2,<3.2",
         "numpy>=1.26,<2.5",
@@ -49,7 +50,8 @@ setup(
     extras_require={
         "athena": ["pyathena>=3,<5"],
         "snowflake": ["snowflake-connector-python>=3,<6"],
-        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        # Kept so `pip install ceap[gcp]` still works; Beam's GCP IOs are core now.
+        "gcp": [],
         "dask": ["dask[distributed]>=2024.1,<2027"],
         # feast 0.67 pins pandas<3: installing it moves pandas 3.x down to 2.3.
         "feast": ["feast>=0.60,<1"],
@@ -61,6 +63,7 @@ setup(
             "httpx>=0.27,<1",
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
+            "uv>=0.9,<1",  # tools/lock.py and tools/drift.py resolve and install with it
             "aiosmtpd>=1.4,<2",
             "cryptography>=42,<50",  # tests/channels/test_smtp_tls.py: a test CA
             "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
