@@ -1,4 +1,4 @@
-"""The one CLI of CEAP (DESIGN.md §3).
+"""The one CLI of CEAP (docs/architecture.md, "CLI").
 
     python run.py --program reviews --mode batch [--config-dir configs] [beam options...]
     python run.py --program all --mode batch
@@ -17,9 +17,21 @@ import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ceap.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 SAMPLE_ROOT = Path("data/warehouse")
 SAMPLE_ROWS = 20_000
-SUBCOMMANDS = ("serve", "dispatch", "export", "report", "train", "emit", "generate")
+# Every subcommand with its one line for `run.py --help`; the batch/streaming run is the
+# default (no subcommand, `--program P --mode batch|streaming`).
+SUBCOMMANDS = {
+    "serve": "the Serving API (FastAPI): live candidates, responses, opt-outs",
+    "dispatch": "drains the channel outbox through the channel adapters",
+    "export": "writes candidates, outbox and responses as Hive-partitioned Parquet",
+    "report": "an HTML report of a program: funnel, arms, channels, responses",
+    "train": "fits and versions a program's model in the model registry",
+    "emit": "appends events to a program's embedded event log (streaming input)",
+    "generate": "(re)generates the seeded sample warehouse",
+}
 STREAMING_EXAMPLE = (
     'python run.py emit --program video_ratings --event \'{"customer_id": "C00000001", ...}\''
 )
@@ -95,11 +107,12 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
         paths = program_paths(config_dir)
         if not paths:
             print(f"ceap: no program configs in {config_dir}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         loaders = [(p.stem, lambda p=p: load_program(p)) for p in paths]
     else:
         loaders = [(args.program, lambda: load_by_name(args.program, config_dir))]
-    failures = []
+    failures: list[str] = []
+    degraded: list[str] = []
     programs = []
     for name, load in loaders:
         try:
@@ -134,10 +147,15 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
         print(
             f"  took {funnel.seconds:.1f}s ({funnel.read / max(funnel.seconds, 1e-9):,.0f} rows/s)"
         )
+        if funnel.degraded():
+            degraded.append(program.program)
+    if degraded:
+        print(f"ceap: {len(degraded)} program(s) ran degraded (see DEGRADED above): "
+              f"{', '.join(degraded)}", file=sys.stderr)  # fmt: skip
     if failures:
         print(f"ceap: {len(failures)} program(s) failed: {', '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_DEGRADED if degraded else EXIT_OK
 
 
 def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
@@ -150,13 +168,13 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
 
     if args.program == "all":
         print("ceap: streaming runs one program per process (--program NAME)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     config_dir = Path(args.config_dir or default_config_dir())
     try:
         program = load_by_name(args.program, config_dir)
     except CeapError as exc:
         print(f"ceap: program {args.program} cannot run: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     ctx = RunContext(
         program=program.program, now=now, store=args.store, config_dir=str(config_dir),
         deliver_delay=program.events.delay if program.events else timedelta(0), streaming=True,
@@ -168,9 +186,9 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
         funnel = run_streaming(program, ctx, beam_args)
     except Exception as exc:  # noqa: BLE001 - reported with its root cause
         print(f"ceap: program {program.program} failed: {_root_cause(exc)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(funnel.render())
-    return 0
+    return EXIT_DEGRADED if funnel.degraded() else EXIT_OK
 
 
 def run_emit(argv: list[str]) -> int:
@@ -192,14 +210,14 @@ def run_emit(argv: list[str]) -> int:
         program = load_by_name(args.program, Path(args.config_dir or default_config_dir()))
     except CeapError as exc:
         print(f"ceap: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if program.events is None or program.events.type != "event_log":
         kind = program.events.type if program.events else "no events: block"
         print(
             f"ceap: emit writes to the embedded event_log; program {program.program} reads {kind}",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     if args.event is not None:
         text = args.event
     elif args.file and args.file != "-":
@@ -219,10 +237,10 @@ def run_emit(argv: list[str]) -> int:
             f"ceap: not valid events ({exc}); expected a JSON object per line, e.g. {STREAMING_EXAMPLE}",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAILED
     positions = connectors.get("event_log")(program.events.options).log().append(events)
     print(f"emitted {len(positions)} event(s) to {program.events.options.path}")
-    return 0
+    return EXIT_OK
 
 
 def run_generate(argv: list[str]) -> int:
@@ -244,17 +262,39 @@ def run_generate(argv: list[str]) -> int:
         as_of = _parse_now(args.as_of, "--as-of") if args.as_of else None
     except ConfigError as exc:
         print(f"ceap: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     counts = generate_warehouse(args.output, rows=args.rows, seed=args.seed, as_of=as_of,
                                 progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     for table, n in counts.items():
         print(f"{table:24s} {n:>12,}")
-    return 0
+    return EXIT_OK
+
+
+def _unknown_command(word: str) -> int:
+    """`run.py dispach`: name the nearest command instead of asking for --program."""
+    import difflib
+
+    near = difflib.get_close_matches(word, list(SUBCOMMANDS), n=1)
+    hint = f"; did you mean `run.py {near[0]}`?" if near else ""
+    print(f"ceap: unknown command {word!r}{hint} (commands: {', '.join(SUBCOMMANDS)}; "
+          "`run.py --help` says what each does)", file=sys.stderr)  # fmt: skip
+    return EXIT_USAGE
+
+
+def _commands_help() -> str:
+    width = max(map(len, SUBCOMMANDS)) + 2
+    lines = ["commands (python run.py COMMAND --help for each one's flags):"]
+    lines.append(f"  {'(none)':<{width}}runs --program P (or all) --mode batch|streaming")
+    lines += [f"  {name:<{width}}{text}" for name, text in SUBCOMMANDS.items()]
+    lines.append("exit codes: 0 ok, 1 failed, 2 wrong usage, 3 ran but degraded")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_logs()
+    if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        return _unknown_command(argv[0])
     if argv and argv[0] in SUBCOMMANDS:
         command, rest = argv[0], argv[1:]
         if command == "generate":
@@ -281,11 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             from scorers.cli import main as train
 
             return train(rest)
-        print(f"ceap: `run.py {command}` is not available in this version yet", file=sys.stderr)
-        return 2
     parser = argparse.ArgumentParser(
-        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        prog="run.py", description=__doc__, epilog=_commands_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     from pipelines.options import CeapOptions
 
     CeapOptions._add_argparse_args(parser)
@@ -298,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         now = _parse_now(args.now)
     except ConfigError as exc:
         print(f"ceap: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.mode == "streaming":
         return run_streaming_mode(args, beam_args, now)
     return run_batch(args, beam_args, now)

@@ -19,3 +19,19 @@ class ConnectorError(CeapError):
 
 class ModelError(CeapError):
     """A model could not be loaded or verified (hash mismatch, unsafe content)."""
+
+
+class StoreError(CeapError):
+    """A store could not be opened or reached (bad spec, missing credentials, no database)."""
+
+
+# Exit codes shared by every command of run.py (README "Exit codes"): a scheduler tells
+# "did not run" from "ran, but not as it should" from "called wrongly".
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""The command (or one of its programs) could not run: bad config, unreadable source, crash."""
+EXIT_USAGE = 2
+"""The command line is wrong: unknown command, flag or channel, a bad --now."""
+EXIT_DEGRADED = 3
+"""It ran to the end but did not do its job: a model's circuit breaker opened, or every row
+that reached scoring failed. The run is recorded with status ``degraded``."""

@@ -32,5 +32,20 @@ def find_program_path(name: str, config_dir: str | Path) -> Path:
     raise ConfigError(message)
 
 
+def declared_names(config_dir: str | Path) -> list[str]:
+    """The program names the configs in ``config_dir`` declare (their ``program:`` key, else
+    the file's stem), valid or not: a config that fails to load still names its program, so
+    its data in the store is not "unknown"."""
+    names = set()
+    for path in program_paths(config_dir):
+        try:
+            data = read_yaml(path.read_text())
+        except (yaml.YAMLError, OSError, ConfigError, RecursionError):
+            data = None
+        name = data.get("program") if isinstance(data, dict) else None
+        names.add(name if isinstance(name, str) and name else path.stem)
+    return sorted(names)
+
+
 def load_by_name(name: str, config_dir: str | Path) -> ProgramConfig:
     return load_program(find_program_path(name, config_dir))

@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from ceap.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 
 def main(argv: list[str] | None = None) -> int:
     from ceap import stopping
@@ -44,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         help="write Prometheus metrics here after each pass (node_exporter textfile)",
     )
     args = parser.parse_args(argv)
+    from ceap.plugins import channels
+
+    try:
+        now = parse_now(args.now)
+    except CeapError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.channel is not None and args.channel not in channels.names():
+        known = ", ".join(sorted(channels.names()))
+        print(f"ceap: unknown channel {args.channel!r} (known channels: {known})", file=sys.stderr)
+        return EXIT_USAGE
     try:
         require_store(args.store)
         if args.status:
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             with Progress("dispatch", noun="outbox rows handled"):
                 summary = dispatch(
-                    args.store, args.config_dir, args.program, args.channel, parse_now(args.now),
+                    args.store, args.config_dir, args.program, args.channel, now,
                     owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
                 )  # fmt: skip
             print(summary.render(), flush=True)
@@ -66,13 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 write_to_textfile(args.metrics_file, REGISTRY)  # atomic: temp file + rename
             if args.loop is None or stopping.wait(args.loop):
-                return 0
-    except CeapError as exc:
+                return EXIT_OK
+    except (CeapError, NotImplementedError) as exc:
         print(f"ceap: dispatch cannot run: {exc}", file=sys.stderr)
-        return 1
-    except NotImplementedError as exc:
-        print(f"ceap: dispatch cannot run: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -87,4 +97,4 @@ def _status(args: argparse.Namespace) -> int:
         store.close()
     for row in table.to_pylist():
         print(f"{row['program']:20s} {row['channel']:10s} {row['status']:12s} {row['rows']:>10,}")
-    return 0
+    return EXIT_OK

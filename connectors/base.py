@@ -106,6 +106,13 @@ class Connector:
         """
         raise NotImplementedError(f"connector {self.type_name!r} is not a streaming source")
 
+    def column_names(self) -> list[str] | None:
+        """The columns this source provides, known without reading its rows (a file's
+        schema or header), or None when it cannot tell cheaply (a query, a stream). A batch
+        run checks before any row is read that every column its filters and models read
+        exists; None skips that check (the missing column is then found when rows arrive)."""
+        return None
+
     def split_label(self, split: Any) -> str:
         """A short, stable name for a split (dead letters record it as the row's origin)."""
         return str(split)

@@ -74,6 +74,13 @@ class CsvConnector(Connector):
             table = table.append_column(ERROR_COLUMN, errors)
         yield from table.to_batches(max_chunksize=BATCH_ROWS)
 
+    def column_names(self) -> list[str]:
+        """Every file's header (files may differ); the first block of each only."""
+        names: dict[str, None] = {}
+        for path in self.splits():
+            names.update(dict.fromkeys(_header(path, self._parse(lambda row: "skip"))))
+        return list(names)
+
     def _parse(self, on_invalid=None) -> pcsv.ParseOptions:
         return pcsv.ParseOptions(delimiter=self.options.delimiter, invalid_row_handler=on_invalid)
 

@@ -48,6 +48,14 @@ class ParquetConnector(Connector):
                 splits.append((path, tuple(group)))
         return splits
 
+    def column_names(self) -> list[str]:
+        """Every column of every file (files may differ), from the footers only."""
+        names: dict[str, None] = {}
+        for path in list_files(self.options.path, (".parquet", ".pq")):
+            with open_file(path) as handle:
+                names.update(dict.fromkeys(pq.ParquetFile(handle).schema_arrow.names))
+        return list(names)
+
     def split_label(self, split: tuple[str, tuple[int, ...] | None]) -> str:
         path, groups = split
         return path if not groups else f"{path}[row groups {groups[0]}-{groups[-1]}]"

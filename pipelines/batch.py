@@ -7,6 +7,7 @@ and returns its funnel.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 import uuid
@@ -17,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap import logs
 from ceap.context import RunContext
+from ceap.errors import ConfigError
 from ceap.plugins import connectors, filters, scorers
 from configs.schema import ProgramConfig, SourceConfig
 from connectors.base import accepts_text_columns
@@ -75,6 +77,34 @@ def source_columns(program: ProgramConfig, ctx: RunContext) -> list[str] | None:
     columns = {mapped.get(c) or c for c in used if not (c == "event_time" and not f.event_time)}
     columns |= {f.customer_id, f.subject_id} | ({f.event_time} if f.event_time else set())
     return sorted(columns)
+
+
+def check_columns(program: ProgramConfig, ctx: RunContext) -> None:
+    """Refuses, before any row is read, a filter or model that reads a column neither the
+    source nor the enrichment provides (a typo in an expression): otherwise it is found only
+    when rows reach that stage, and never when an earlier filter removed every row. Sources
+    that cannot list their columns (queries) skip the check."""
+    available = set(CANONICAL) | {c for spec in program.enrich for c in spec.columns}
+    for source in program.primary_sources:
+        names = connectors.get(source.type)(source.options).column_names()
+        if names is None:
+            return
+        available |= set(names)
+    stages = [
+        (f"filter {label}", filters.get(spec.type)(spec.options, ctx).reads())
+        for label, spec in zip(program.filter_labels(), program.filters, strict=True)
+    ] + [(f"model {m.id}", scorers.get(m.type)(m.options, m.id, ctx).reads())
+         for m in program.scoring.models]  # fmt: skip
+    for stage, reads in stages:
+        missing = sorted((reads or set()) - available)
+        if missing:
+            near = difflib.get_close_matches(missing[0], available, n=1)
+            raise ConfigError(
+                f"program {program.program}: {stage} reads {', '.join(map(repr, missing))}, "
+                "which neither the source nor the enrichment provides"
+                + (f" (did you mean {near[0]!r}?)" if near else "")
+                + f"; available: {', '.join(sorted(c for c in available if not c.startswith('_ceap_')))}"
+            )
 
 
 def key_columns(program: ProgramConfig) -> list[str]:
@@ -150,6 +180,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     }
     store = open_store(ctx.store)
     try:
+        check_columns(program, ctx)
         t0 = time.perf_counter()
         result = build_pipeline(program, ctx, PipelineOptions(beam_args)).run()
         result.wait_until_finish()
@@ -160,7 +191,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
             {
                 **record,
                 "finished_at": iso(RunContext.utcnow()),
-                "status": "ok",
+                "status": "degraded" if funnel.degraded() else "ok",
                 "funnel": funnel.as_dict(),
             }
         )

@@ -87,7 +87,8 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     try:
         store.record_run({
             "run_id": run_id, "program": program.program, "mode": "streaming",
-            "started_at": iso(started), "finished_at": iso(RunContext.utcnow()), "status": "ok",
+            "started_at": iso(started), "finished_at": iso(RunContext.utcnow()),
+            "status": "degraded" if funnel.degraded() else "ok",
             "funnel": funnel.as_dict(),
         })  # fmt: skip
     finally:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from jinja2 import Environment
 
+from ceap.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ceap.home import default_config_dir
+from ceap.programs import declared_names
 from reports import charts
 from reports.data import ReportData, load
 
@@ -155,12 +158,18 @@ def main(argv: list[str] | None = None) -> int:
             date.fromisoformat(args.date)
         except ValueError:
             print(f"ceap: --date must be YYYY-MM-DD, not {args.date!r}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     try:
         data = build_report(args.program, args.date, args.store)
     except Exception as exc:  # noqa: BLE001 - reported, not a traceback
         print(f"ceap: report failed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    known = declared_names(args.config_dir or default_config_dir())
+    if args.program not in known and not (data.runs or data.candidates or data.responses):
+        print(f"ceap: unknown program {args.program!r}: no config declares it and the store "
+              f"holds no run, candidate or response of it (programs: {', '.join(known) or 'none'})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     output = Path(
         args.output or f"report-{args.program}{'-' + args.date if args.date else ''}.html"
     )
@@ -170,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
         f"report {args.program}: {data.candidates:,} candidates, {data.responses:,} responses "
         f"-> {output}"
     )
-    return 0
+    return EXIT_OK

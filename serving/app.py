@@ -1,4 +1,4 @@
-"""The Serving API of DESIGN.md §6: a customer's live candidates in milliseconds.
+"""The Serving API (docs/architecture.md, "Serving API"): a customer's live candidates in milliseconds.
 
     GET    /v1/customers/{customer_id}/candidates?program=&channel=&limit=
     POST   /v1/responses        {"program", "customer_id", "subject_id", "response"?}
@@ -36,6 +36,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -151,6 +152,24 @@ def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
     return programs
 
 
+def _known_programs(config_dir: str | os.PathLike | None, programs: dict[str, Any]) -> frozenset:
+    """The programs the API accepts by name: those the config dir declares, loaded or not (a
+    config that fails to load still has candidates in the store and customers who opt out)."""
+    from ceap.home import default_config_dir
+    from ceap.programs import declared_names
+
+    return frozenset(programs) | frozenset(declared_names(config_dir or default_config_dir()))
+
+
+def _require_known(program: str | None, known: frozenset, loc: tuple[str, str]) -> None:
+    """A program no config declares is a typo (``course_fedback``): recording it would
+    suppress nothing and grow an export partition, so it is refused with 422."""
+    if program is not None and program not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise RequestValidationError([{"type": "value_error", "loc": loc, "input": program,
+                                       "msg": f"unknown program {program!r}; known: {names}"}])  # fmt: skip
+
+
 def create_app(
     store_spec: str = "sqlite",
     config_dir: str | os.PathLike | None = None,
@@ -176,6 +195,7 @@ def create_app(
         log.warning("no API keys configured (CEAP_API_KEYS): every data request is refused")
     stores = _Stores(store_spec)
     programs = _load_programs(config_dir)
+    known = _known_programs(config_dir, programs)
     checks = (
         eligibility_checks
         if eligibility_checks is not None
@@ -209,6 +229,7 @@ def create_app(
              openapi_extra={"parameters": CANDIDATE_PARAMETERS})  # fmt: skip
     async def candidates(request: Request) -> Response:
         customer_id, program, channel, limit = candidate_params(request.scope)
+        _require_known(program, known, ("query", "program"))
         now_dt = clock()
         now = iso(now_dt)
         rows = await stores.read(lambda s: s.customer_candidates(customer_id, program, FETCH))
@@ -251,6 +272,7 @@ def create_app(
     @app.post("/v1/responses", response_model=ResponseOut,
               summary="The customer acted: the candidate is consumed")  # fmt: skip
     async def responses(body: ResponseIn) -> ResponseOut:
+        _require_known(body.program, known, ("body", "program"))
         consumed = await stores.write(
             lambda s: s.record_response(body.program, body.customer_id, body.subject_id, body.response)
         )  # fmt: skip
@@ -260,6 +282,7 @@ def create_app(
     @app.post("/v1/opt-outs", response_model=OptOutOut,
               summary="Opt a customer out of a program and/or channel (null = all)")  # fmt: skip
     async def opt_out(body: OptOutIn) -> OptOutOut:
+        _require_known(body.program, known, ("body", "program"))
         await stores.write(lambda s: s.add_opt_out(body.customer_id, body.program, body.channel))
         eligibility.forget(body.customer_id)
         return OptOutOut(**body.model_dump())

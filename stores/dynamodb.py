@@ -53,7 +53,9 @@ import boto3
 import pyarrow as pa
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
+from botocore.exceptions import NoRegionError
 
+from ceap.errors import StoreError
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
 
 if TYPE_CHECKING:
@@ -213,12 +215,19 @@ class DynamoDBStore(CandidateStore):
                 "<table-prefix>?region=..&endpoint_url=..&consistent=true"
             )
         truthy = ("1", "true", "yes")
-        store = cls(
-            prefix=parts.netloc + parts.path.lstrip("/"),
-            region=params.get("region"),
-            endpoint_url=params.get("endpoint_url") or os.environ.get("CEAP_DYNAMODB_ENDPOINT"),
-            consistent=params.get("consistent", "").lower() in truthy,
-        )
+        _require_aws(spec)
+        try:
+            store = cls(
+                prefix=parts.netloc + parts.path.lstrip("/"),
+                region=params.get("region"),
+                endpoint_url=params.get("endpoint_url") or os.environ.get("CEAP_DYNAMODB_ENDPOINT"),
+                consistent=params.get("consistent", "").lower() in truthy,
+            )
+        except NoRegionError:
+            raise StoreError(
+                f"store {spec}: no AWS region; add ?region=eu-west-1 to the spec or set "
+                "AWS_DEFAULT_REGION"
+            ) from None
         if params.get("create", "true").lower() in truthy:
             store.create_tables()
         return store
@@ -442,7 +451,7 @@ class DynamoDBStore(CandidateStore):
         the partition key, sorted here (a customer has few rows). ``program`` narrows with
         ``begins_with`` on the sort key; ``consistent`` sees a response just recorded.
 
-        Returns dicts of customer_id and SERVING_COLUMNS (DESIGN.md §6 plus status and
+        Returns dicts of customer_id and SERVING_COLUMNS (docs/architecture.md, "Serving API" plus status and
         deliver_after), score a float, context the stored JSON text, as SqliteStore's rows.
         The caller still checks expires_at: TTL deletion lags.
         """
@@ -593,3 +602,15 @@ def _only(table: pa.Table, customers: list[str] | None) -> pa.Table:
     return table.filter(
         pc.is_in(table.column("customer_id"), value_set=pa.array(customers, pa.string()))
     )
+
+
+def _require_aws(spec: str) -> None:
+    """botocore's own word for missing credentials ("Unable to locate credentials") names
+    neither the store nor the fix: say both before the first call."""
+    if boto3.session.Session().get_credentials() is None:
+        raise StoreError(
+            f"store {spec}: no AWS credentials found. Set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an IAM role); for DynamoDB "
+            "Local or moto, any keys do, with ?endpoint_url=http://127.0.0.1:8000 in the spec "
+            "or CEAP_DYNAMODB_ENDPOINT"
+        )

@@ -72,6 +72,16 @@ class Funnel:
     def check(self) -> bool:
         return self.accounted == self.read
 
+    def degraded(self) -> list[str]:
+        """Why a run that finished did not do its job (empty when it did): a model whose
+        circuit breaker opened, or scoring that failed for every row that reached it. The
+        CLI exits with ``EXIT_DEGRADED`` and the run is recorded as ``degraded``."""
+        reasons = [f"model {m}: circuit breaker opened" for m in sorted(self.circuit_open)]
+        failed = self.dead_letters.get("score", 0)
+        if failed and not sum(self.scored.values()) and not self.fallback:
+            reasons.append(f"every row that reached scoring failed ({failed:,} dead letters)")
+        return reasons
+
     def as_dict(self) -> dict:
         return {
             "program": self.program, "read": self.read, "dead_letters": self.dead_letters,
@@ -81,6 +91,7 @@ class Funnel:
             "queued": [{"channel": c, "status": s, "rows": n} for (c, s), n in self.queued.items()],
             "fallback": self.fallback, "shadow_read": self.shadow_read, "adds_up": self.check(),
             "circuit_open": self.circuit_open, "arms": self.arm_summary(),
+            "degraded": self.degraded(),
         }  # fmt: skip
 
     def arm_summary(self) -> dict[str, dict]:
@@ -205,6 +216,7 @@ class Funnel:
         verdict = "adds up" if self.check() else f"DOES NOT ADD UP ({self.accounted:,} accounted)"
         lines.append(f"  {'(' + verdict + ')':<{width}}")
         lines += [f"  {label:<{width}}{n:>12,}" for label, n in details]
+        lines += [f"  DEGRADED: {reason}" for reason in self.degraded()]
         return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ceap.context import parse_now
-from ceap.errors import ConfigError
+from ceap.errors import EXIT_USAGE, ConfigError
 
 
 def test_iso_times_are_read_as_utc():
@@ -30,7 +30,8 @@ def test_a_bad_time_is_one_line_and_a_non_zero_exit(argv, tmp_path, monkeypatch,
     import run as cli
 
     monkeypatch.setenv("CEAP_HOME", str(tmp_path))
-    assert cli.main([*argv, *(["--output", str(tmp_path / "w")] if argv[0] == "generate" else [])])
+    code = cli.main([*argv, *(["--output", str(tmp_path / "w")] if argv[0] == "generate" else [])])
+    assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert "'garbage' is not an ISO-8601 time" in err and "Traceback" not in err
     with pytest.raises(ConfigError, match="--now"):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from ceap.errors import EXIT_DEGRADED
 from scorers.base import Scorer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +91,7 @@ def configs(folder: Path, data: Path, **programs: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_failing_program_does_not_change_another_in_the_same_run(tmp_path):
     data = tmp_path / "data"
     write_source(data / "prog_a", "a", files=8, rows=30)
@@ -107,8 +110,14 @@ def test_a_failing_program_does_not_change_another_in_the_same_run(tmp_path):
     # Today it throws on every row, in a run of every program.
     both = configs(tmp_path / "c2", data, prog_a=BROKEN, prog_b=RULE)
     run = run_cli(["--program", "all", "--config-dir", str(both)], together)
-    assert run.returncode == 0, run.stderr
+    # It ran, degraded: a distinct exit code, and the run recorded as such (B's is ok).
+    assert run.returncode == EXIT_DEGRADED, run.stderr
+    assert "ran degraded" in run.stderr and "prog_a" in run.stderr.split("ran degraded")[1]
+    latest = "SELECT status FROM runs WHERE program = ? ORDER BY started_at DESC LIMIT 1"
+    assert rows(together, latest.replace("?", "'prog_a'")) == [("degraded",)]
+    assert rows(together, latest.replace("?", "'prog_b'")) == [("ok",)]
     funnel_a = run.stdout.split("funnel [prog_b]")[0]
+    assert "DEGRADED: model broken_v2: circuit breaker opened" in funnel_a
     assert "CIRCUIT OPEN: model broken_v2" in funnel_a
     assert "scored from cache (fallback)" in funnel_a
     assert "circuit open after" in run.stderr and "ALERT program prog_a" in run.stderr

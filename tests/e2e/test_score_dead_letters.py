@@ -1,6 +1,6 @@
 """A model that fails: every row that reaches scoring is one dead letter in the store, as
 the funnel counts it, even when several events share a candidate key or repeat exactly
-(DESIGN §5: every input row ends as exactly one outcome); a re-run adds none."""
+(docs/architecture.md, "Tables": every input row ends as exactly one outcome); a re-run adds none."""
 
 from __future__ import annotations
 
@@ -100,4 +100,4 @@ def test_a_model_reading_a_column_the_source_lacks_fails_the_run(tmp_path, capsy
         "--now", "2026-11-25T00:00:00Z",
     ])  # fmt: skip
     assert code == 1
-    assert "scorer boom: no column 'nope'" in capsys.readouterr().err
+    assert "model boom reads 'nope', which neither the source" in capsys.readouterr().err

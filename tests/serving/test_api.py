@@ -1,4 +1,4 @@
-"""The Serving API (DESIGN.md §6) on a real SQLite store: in-process through TestClient for
+"""The Serving API (docs/architecture.md, "Serving API") on a real SQLite store: in-process through TestClient for
 the rules, and over real sockets (uvicorn on loopback, then `run.py serve`) for the wiring."""
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def make_client(db):
 
     def make(**kwargs) -> TestClient:
         kwargs.setdefault("api_keys", ["secret"])
-        client = TestClient(create_app(f"sqlite:{db}", config_dir=CONFIGS, **kwargs))
+        kwargs.setdefault("config_dir", CONFIGS)
+        client = TestClient(create_app(f"sqlite:{db}", **kwargs))
         clients.append(client.__enter__())
         return client
 
@@ -226,6 +227,40 @@ def test_an_opt_out_of_a_channel_type_that_does_not_exist_is_refused(client, db)
     store.close()
 
 
+@pytest.mark.parametrize(
+    "method, path, body, where",
+    [
+        ("post", "/v1/opt-outs", {"customer_id": "C1", "program": "course_fedback"}, "body"),
+        ("post", "/v1/responses",
+         {"program": "course_fedback", "customer_id": "C1", "subject_id": "P1"}, "body"),
+        ("get", "/v1/customers/C1/candidates?program=course_fedback", None, "query"),
+    ],
+)  # fmt: skip
+def test_a_program_no_config_declares_is_refused(client, db, method, path, body, where):
+    """A typo of a program would record an opt-out that suppresses nothing (and grow an
+    export partition): 422 naming the known programs, and nothing recorded."""
+    kwargs = {"json": body} if body else {}
+    r = getattr(client, method)(path, headers=KEY, **kwargs)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == [where, "program"]
+    assert "unknown program 'course_fedback'" in detail["msg"] and "reviews" in detail["msg"]
+    store = SqliteStore(db)
+    assert store.opt_outs(["C1"]).num_rows == 0
+    assert store.table("responses").num_rows == 0
+    store.close()
+
+
+def test_a_program_whose_config_fails_to_load_is_still_known(make_client, tmp_path, db):
+    """Its candidates are in the store and its customers may still opt out."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "broken.yaml").write_text("program: broken\naction: [not, a, string]\n")
+    client = make_client(config_dir=configs)
+    r = client.post("/v1/opt-outs", json={"customer_id": "C1", "program": "broken"}, headers=KEY)
+    assert r.status_code == 200, r.text
+
+
 # -- staleness re-checks -------------------------------------------------------------------------
 class Fixed(EligibilityCheck):
     """Answers ``answer`` after ``delay`` seconds, or raises when ``answer`` is an exception."""
@@ -374,6 +409,7 @@ def test_real_uvicorn_server(db, seed):
         thread.join(10)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_run_py_serve_with_two_workers(db, seed, tmp_path):
     seed(candidate("P1"))
