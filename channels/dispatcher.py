@@ -1,4 +1,4 @@
-"""The dispatcher: drains the channel outbox through the adapters (DESIGN.md §1, §3).
+"""The dispatcher: drains the channel outbox through the adapters (docs/architecture.md: "Around the graph", "CLI").
 
 Each round leases due rows atomically (``lease_outbox``: claim, guards and their decisions in
 one store transaction), then sends them per (program, channel) and records each outcome.

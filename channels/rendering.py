@@ -1,4 +1,4 @@
-"""Message text from Jinja2 templates (DESIGN.md §4).
+"""Message text from Jinja2 templates (docs/architecture.md, "Program YAML").
 
 A message's template is looked up, first in ``<config-dir>/templates/`` and then among the
 built-ins in ``channels/templates/``, as the first of

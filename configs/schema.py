@@ -1,4 +1,4 @@
-"""The program config contract (DESIGN.md §4), validated with pydantic.
+"""The program config contract (docs/architecture.md, "Program YAML"), validated with pydantic.
 
 Loading is two passes so every error names the file and the full key path: first the
 program's own shape, then each component's ``options`` against the plugin's own

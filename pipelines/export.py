@@ -1,5 +1,5 @@
 """``python run.py export --date D --output DIR_OR_URI``: one day of the store as Hive-partitioned
-Parquet, for DuckDB, pandas, Spark and Athena/Glue (DESIGN.md §3).
+Parquet, for DuckDB, pandas, Spark and Athena/Glue (docs/architecture.md, "CLI").
 
     python run.py export --date 2026-11-01 --output exports/ [--store sqlite] [beam options...]
     python run.py export --date 2026-11-01 --output s3://bucket/ceap/ [--s3_endpoint_url URL ...]

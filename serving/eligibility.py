@@ -1,4 +1,4 @@
-"""Real-time eligibility re-checks of stale candidates (DESIGN.md §6, seed use case 7).
+"""Real-time eligibility re-checks of stale candidates (docs/architecture.md, "Serving API", seed use case 7).
 
 A candidate older than its program's ``staleness`` bound (by created_at) may no longer be
 worth showing: the customer opted out, already acted, or the subject left the catalogue.

@@ -2,7 +2,7 @@
 registries (opt-outs, responses), behind one interface with an embedded and a cloud backend.
 
 Tables cross the interface as Arrow tables whose columns carry the record field names of
-DESIGN.md §5; times are ISO-8601 UTC text (``2026-11-25T10:00:00Z``).
+docs/architecture.md, "Tables"; times are ISO-8601 UTC text (``2026-11-25T10:00:00Z``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded default store: one SQLite file, ``$CEAP_HOME/ceap.db``, in WAL mode.
 
 Users inspect it with ``sqlite3`` or DuckDB: tables ``candidates``, ``outbox`` and
-``dead_letters`` carry the record fields of DESIGN.md §5; the others are internal.
+``dead_letters`` carry the record fields of docs/architecture.md, "Tables"; the others are internal.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ class SqliteStore(CandidateStore):
     ) -> list[dict]:
         """A customer's live candidates, best score first (index ``candidates_by_customer``).
 
-        Returns dicts of customer_id and the serving fields (DESIGN.md §6 plus status and
+        Returns dicts of customer_id and the serving fields (docs/architecture.md, "Serving API" plus status and
         deliver_after), context the stored JSON text, as DynamoDBStore's. The caller still
         checks expires_at and deliver_after against its own clock.
         """

@@ -15,6 +15,18 @@ from stores.base import CANDIDATE_COLUMNS, iso, open_store
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`python -m pytest -q` (the README's command) leaves out the cases marked ``slow`` so
+    a contributor runs the suite often; ``-m slow`` (or any ``-m``) runs them, and so does
+    naming a test by its node id. CI runs both."""
+    if config.getoption("markexpr") or any("::" in arg for arg in config.args):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 def ctx(tmp_path) -> RunContext:
     """The ``reviews`` program at ``NOW``, with its own empty SQLite store."""

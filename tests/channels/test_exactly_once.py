@@ -45,6 +45,7 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_killed_mid_batch_and_restarted_sends_each_row_once(world, slow_smtp):
     sink, port = slow_smtp
     keys = world.seed(200)
@@ -74,6 +75,7 @@ def test_killed_mid_batch_and_restarted_sends_each_row_once(world, slow_smtp):
           f"rows; {len(unconfirmed)} left unconfirmed")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_dispatchers_at_once_never_send_a_row_twice(world, slow_smtp):
     sink, port = slow_smtp
     sink.delay = 0.002

@@ -1,4 +1,4 @@
-"""The program config contract (DESIGN.md §4): inline YAML in, a ProgramConfig or a
+"""The program config contract (docs/architecture.md, "Program YAML"): inline YAML in, a ProgramConfig or a
 ConfigError naming the file and the path to the bad key out."""
 
 from __future__ import annotations

@@ -133,6 +133,7 @@ scoring: {models: [{id: m, type: column, options: {column: a}}]}
         FeastConnector({"repo_path": "nowhere", "join_key": "k", "features": ["v:f"]}).client()
 
 
+@pytest.mark.slow
 def test_loading_feast_leaves_prometheus_in_memory_and_its_env_alone():
     code = (
         "import os, prometheus_client.values as v\n"

@@ -99,6 +99,7 @@ def table(home: Path, name: str, order: str) -> list[tuple]:
         return con.execute(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
 
 
+@pytest.mark.slow
 def test_store_matches_independent_computation_and_reruns_change_nothing(warehouse, tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
@@ -186,6 +187,7 @@ def test_all_programs_isolated_from_a_broken_and_a_missing_one(warehouse, tmp_pa
     assert programs == {"good"}
 
 
+@pytest.mark.slow
 def test_fresh_clone_default_command_generates_sample_and_stores_reviews(tmp_path):
     home = tmp_path / "home"
     result = run_cli(

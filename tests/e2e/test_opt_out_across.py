@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
@@ -14,6 +15,7 @@ from tests.e2e.test_batch_e2e import NOW, PROGRAM, run_cli, warehouse  # noqa: F
 WITH_REGISTRY = PROGRAM.replace("  - type: dedup", "  - type: opt_out\n  - type: dedup")
 
 
+@pytest.mark.slow
 def test_api_opt_outs_reach_the_pipeline(warehouse, tmp_path):  # noqa: F811 - the fixture
     configs = tmp_path / "configs"
     configs.mkdir()

@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from connectors.event_log import EventLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +66,7 @@ def events(first: int, count: int) -> list[dict]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_restart_and_drain_account_for_every_event_once(tmp_path):
     log, home, configs = tmp_path / "log", tmp_path / "home", tmp_path / "configs"
     configs.mkdir()

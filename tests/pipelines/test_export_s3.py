@@ -73,7 +73,7 @@ def exported(client, bucket: str) -> dict[tuple[str, str, str], int]:
 
 
 def store_counts(spec: str, day: str) -> dict[tuple[str, str, str], int]:
-    """What the store holds for the day (DESIGN.md §3), counted with SQL of its own."""
+    """What the store holds for the day (docs/architecture.md, "CLI"), counted with SQL of its own."""
     low, high = export.day_bounds(day)
     queries = {
         "candidates": "SELECT program, count(*) FROM candidates WHERE created_at >= ?1 "
@@ -119,6 +119,7 @@ def test_export_to_s3_matches_the_store(spec, s3, moto_endpoint, capsys):
     print(f"export of {DAY} to moto s3: {seconds:.2f}s")
 
 
+@pytest.mark.slow
 def test_reexport_to_s3_replaces_the_day(spec, s3, moto_endpoint):
     """Changed data, a stale part of a program that is gone and folder markers (the S3
     console's "Create folder"): the re-export leaves exactly the store's day, and other days
@@ -158,6 +159,7 @@ def test_reexport_to_s3_replaces_the_day(spec, s3, moto_endpoint):
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_export_to_s3_with_the_endpoint_from_the_environment(spec, s3, moto_endpoint):
     """``python run.py export`` as a user runs it: here with ``AWS_ENDPOINT_URL`` (boto3 reads
     it when no ``--s3_endpoint_url`` is given) and the credentials of the environment."""

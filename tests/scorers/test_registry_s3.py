@@ -144,6 +144,7 @@ def test_train_reads_its_outcomes_from_s3_too(outcomes, config_dir, bucket, endp
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_trains_to_s3_with_the_endpoint_from_the_environment(
     outcomes, config_dir, bucket, moto_endpoint
 ):
@@ -185,6 +186,7 @@ def test_cli_names_a_missing_bucket(outcomes, config_dir, endpoint_env, capsys):
     assert "ceap: train reviews: cannot" in err and "s3://no-such-bucket-ceap/models" in err
 
 
+@pytest.mark.slow
 def test_a_tampered_model_in_the_bucket_is_refused(outcomes, config_dir, bucket, endpoint_env, ctx):
     client, name = bucket
     root = f"s3://{name}/models"
@@ -255,6 +257,7 @@ def test_batch_run_scores_with_the_model_on_s3(
     assert meta["metrics"]["base_rate"] / 3 < scores.mean() < 3 * meta["metrics"]["base_rate"]
 
 
+@pytest.mark.slow
 def test_two_publishers_at_once_on_s3_get_two_versions(bucket, endpoint_env, monkeypatch):
     """Both list the bucket before either writes; S3's conditional PUT of the claim gives
     each its own version."""

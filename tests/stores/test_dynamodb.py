@@ -242,6 +242,7 @@ def test_contacts_cached_scores_and_runs(store: CandidateStore) -> None:
     assert (run["run_id"], json.loads(run["funnel"]), run["error"]) == ("r1", {"in": 3}, None)
 
 
+@pytest.mark.slow
 def test_thousand_candidates_round_trip_exactly(store: CandidateStore) -> None:
     rng = random.Random(7)
     batch = [

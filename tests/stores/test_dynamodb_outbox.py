@@ -195,6 +195,7 @@ def test_two_dispatchers_at_once_send_every_row_exactly_once(world: World, monke
     }
 
 
+@pytest.mark.slow
 def test_two_dispatcher_processes_mail_every_row_exactly_once(world: World) -> None:
     """``python run.py dispatch --store dynamodb://...`` twice at once, real SMTP on loopback."""
     from tests.channels.conftest import PROGRAM, SmtpSink, start_smtp
