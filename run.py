@@ -41,12 +41,6 @@ def _quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore")
-
-    class _DropNoise(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "apitools" not in record.getMessage()
-
-    logging.getLogger().addFilter(_DropNoise())
     if os.environ.get("CEAP_LOG_FORMAT", "text") == "json":
         from ceap.logs import use_json
 
@@ -120,6 +114,9 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
         except CeapError as exc:
             failures.append(name)
             print(f"ceap: program {name} cannot run: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - isolation: a config that breaks the loader
+            failures.append(name)  # (RecursionError, MemoryError ...) fails only its program
+            print(f"ceap: program {name} cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
     seen = {}
     for program in list(programs):
         if program.program in seen:

@@ -202,9 +202,29 @@ def _fill_shares(items: list[Any], where: str) -> None:
 # --- loading ------------------------------------------------------------------------------
 
 
+MAX_YAML_CHARS = 1 << 20
+"""A program config is a page of YAML; a megabyte is a mistake or an attack."""
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+"""Nodes of the document with every alias expanded: what validation walks. An alias bomb
+(9 levels of 10 aliases in 99 lines) expands to 10^9 and used to run out of memory."""
+
+
 class _Yaml12Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. PyYAML's 1.1 rules read the contract's ``on:``
-    key (and yes/no/off) as booleans, which would silently break ``enrich: [{on: ...}]``."""
+    key (and yes/no/off) as booleans, which would silently break ``enrich: [{on: ...}]``.
+    Aliases are counted as they are composed (at most ``MAX_YAML_ALIASES``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -225,15 +245,44 @@ class DuplicateKeyError(yaml.YAMLError):
 def read_yaml(text: str):
     """Parses one YAML document with 1.2 booleans, refusing duplicate keys (raises
     ``DuplicateKeyError``, a ``yaml.YAMLError``, naming the key's path and lines)."""
+    if len(text) > MAX_YAML_CHARS:
+        raise yaml.YAMLError(f"{len(text):,} characters; a config may have {MAX_YAML_CHARS:,}")
     loader = _Yaml12Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"with its aliases expanded the document has {size:,} nodes or more; at most "
+                f"{MAX_YAML_NODES:,} are allowed (an alias bomb?)"
+            )
         _unique_keys(loader, node, (), set())
         return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes under ``node`` counting every alias as a copy, memoised per node (so it costs
+    one visit per distinct node) and capped just past the limit."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        size = min(size + _expanded_size(child, memo), MAX_YAML_NODES + 1)
+    memo[id(node)] = size
+    return size
 
 
 def _unique_keys(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, seen: set[int]) -> None:

@@ -145,7 +145,7 @@ def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
     for path in program_paths(FilePath(config_dir or default_config_dir())):
         try:
             program = load_program(path)
-        except CeapError as exc:
+        except (CeapError, RecursionError, MemoryError) as exc:  # one bad file, not the API
             log.warning("serving without program config %s: %s", path, exc)
             continue
         programs[program.program] = program
@@ -219,6 +219,17 @@ def create_app(
     app.add_middleware(Observe, max_body=max_body, keys=keys)
     document_security(app)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422 echoes the input as it parsed it, and fails (a 500) on what
+        JSON cannot carry: NaN, 1e999, a lone surrogate. Echo those as their repr."""
+        errors = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": _echo(e.get("msg")),
+             "input": _echo(e.get("input"))}
+            for e in exc.errors()
+        ]  # fmt: skip
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -274,7 +285,8 @@ def create_app(
     async def responses(body: ResponseIn) -> ResponseOut:
         _require_known(body.program, known, ("body", "program"))
         consumed = await stores.write(
-            lambda s: s.record_response(body.program, body.customer_id, body.subject_id, body.response)
+            lambda s: s.record_response(body.program, body.customer_id, body.subject_id,
+                                        body.response, key=body.idempotency_key)
         )  # fmt: skip
         eligibility.forget(body.customer_id)
         return ResponseOut(recorded=True, consumed=bool(consumed))
@@ -309,6 +321,15 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _echo(value: Any) -> Any:
+    """``value`` when it is plain JSON text can carry, else a short repr of it."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        return value
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+        return repr(value)[:200]
 
 
 def _has_channel(program: Any, channel: str) -> bool:

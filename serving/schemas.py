@@ -63,14 +63,17 @@ class ResponseIn(BaseModel):
     customer_id: IdField
     subject_id: IdField
     response: Any = None
+    idempotency_key: IdField | None = None
+    """The client's key for this response: sending it again (a retry) records nothing new.
+    Without one, every POST is a response of its own (a customer may answer twice)."""
 
     @field_validator("response")
     @classmethod
     def _small(cls, value: Any) -> Any:
-        try:
-            size = len(json.dumps(value))
+        try:  # NaN, Infinity and 1e999 parse in Python but are not JSON: strict readers break
+            size = len(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError, RecursionError):
-            raise ValueError("response must be plain JSON") from None
+            raise ValueError("response must be plain JSON (no NaN or Infinity)") from None
         if size > MAX_RESPONSE:
             raise ValueError(f"response must be at most {MAX_RESPONSE} bytes of JSON")
         return value
@@ -141,7 +144,8 @@ def candidate_params(scope: dict) -> tuple[str, str | None, str | None, int]:
     errors = []
     for name, (where, rx, size) in PARAMS.items():
         value = values[name]
-        if value is not None and (len(value) > size or not rx.match(value)):
+        # fullmatch: with match, the pattern's `$` also matches before a trailing newline
+        if value is not None and (len(value) > size or not rx.fullmatch(value)):
             errors.append({"type": "string_pattern_mismatch", "loc": (where, name),
                            "msg": f"must match {rx.pattern}, at most {size} characters",
                            "input": value[:200]})  # fmt: skip

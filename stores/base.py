@@ -99,8 +99,12 @@ class CandidateStore:
         raise NotImplementedError
 
     def record_response(
-        self, program: str, customer_id: str, subject_id: str, response: Any
-    ) -> bool:
+        self, program: str, customer_id: str, subject_id: str, response: Any,
+        key: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Keeps the response (every one: a customer may answer twice) and consumes the
+        candidate; True when there was a candidate. A ``key`` (the client's idempotency key)
+        makes a retry a no-op: one response per key and candidate key."""
         raise NotImplementedError
 
     # -- reads ---------------------------------------------------------------------------
@@ -178,6 +182,14 @@ def require_store(spec: str) -> None:
         from ceap.errors import ConfigError
 
         raise ConfigError(f"--store {spec}: no database at {path} (check the path)")
+
+
+def response_id(now: str, key: str | None) -> str:
+    """A response's id: the client's idempotency key, else its time and a random part (two
+    responses in the same second are two rows). The prefixes keep the two kinds apart."""
+    import uuid
+
+    return f"key:{key}" if key is not None else f"at:{now}:{uuid.uuid4().hex[:12]}"
 
 
 def open_store(spec: str = "sqlite") -> CandidateStore:

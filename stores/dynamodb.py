@@ -56,7 +56,14 @@ from botocore.config import Config
 from botocore.exceptions import NoRegionError
 
 from ceap.errors import StoreError
-from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
+from stores.base import (
+    CANDIDATE_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    OUTBOX_COLUMNS,
+    CandidateStore,
+    iso,
+    response_id,
+)
 
 if TYPE_CHECKING:
     from stores.dynamodb_outbox import DynamoDBOutbox
@@ -69,7 +76,7 @@ COLUMNS = {
                "next_attempt_at"],
     "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
     "opt_outs": ["customer_id", "program", "channel", "created_at"],
-    "responses": ["program", "customer_id", "subject_id", "response", "created_at"],
+    "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],
     "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel", "error"],
 }  # fmt: skip
 SERVING_COLUMNS = [
@@ -490,16 +497,23 @@ class DynamoDBStore(CandidateStore):
         return len(found)
 
     def record_response(
-        self, program: str, customer_id: str, subject_id: str, response: Any
-    ) -> bool:
+        self, program: str, customer_id: str, subject_id: str, response: Any,
+        key: str | None = None,
+    ) -> bool:  # fmt: skip
         from ceap.context import RunContext
 
         now = iso(RunContext.utcnow())
+        rid = response_id(now, key)
         record = {"program": program, "customer_id": customer_id, "subject_id": subject_id}
         record.update(
-            response=json.dumps(response), created_at=now, sk=_sk(program, subject_id, now)
-        )
-        self._client.put_item(TableName=self.name("responses"), Item=_item(record))
+            response=json.dumps(response, allow_nan=False), created_at=now, response_id=rid,
+            sk=_sk(program, subject_id, rid),
+        )  # fmt: skip
+        with suppress(self._errors.ConditionalCheckFailedException):  # a replayed key
+            self._client.put_item(
+                TableName=self.name("responses"), Item=_item(record),
+                ConditionExpression="attribute_not_exists(sk)",
+            )  # fmt: skip
         key = {"customer_id": customer_id, "sk": _sk(program, subject_id)}
         fields = {"status": "consumed", "updated_at": now}
         update = self._update("candidates", key, fields, "attribute_exists(#sk)", {})

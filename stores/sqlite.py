@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from ceap.home import sqlite_path
-from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso
+from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso, response_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -48,8 +48,8 @@ CREATE TABLE IF NOT EXISTS opt_outs (
 );
 CREATE TABLE IF NOT EXISTS responses (
     program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
-    response TEXT, created_at TEXT NOT NULL,
-    PRIMARY KEY (program, customer_id, subject_id, created_at)
+    response TEXT, created_at TEXT NOT NULL, response_id TEXT NOT NULL,
+    PRIMARY KEY (program, customer_id, subject_id, response_id)
 );
 CREATE TABLE IF NOT EXISTS event_outcomes (
     program TEXT NOT NULL, position INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT,
@@ -116,6 +116,7 @@ class SqliteStore(CandidateStore):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            _migrate_responses(self._conn)
         self._conn.execute("PRAGMA busy_timeout=60000")
 
     @property
@@ -321,16 +322,19 @@ class SqliteStore(CandidateStore):
         return cur.rowcount
 
     def record_response(
-        self, program: str, customer_id: str, subject_id: str, response: Any
-    ) -> bool:
+        self, program: str, customer_id: str, subject_id: str, response: Any,
+        key: str | None = None,
+    ) -> bool:  # fmt: skip
         from ceap.context import RunContext
 
         now = iso(RunContext.utcnow())
         with self._transaction():
             self._conn.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                (program, customer_id, subject_id, json.dumps(response), now),
-            )
+                "INSERT OR IGNORE INTO responses (program, customer_id, subject_id, response, "
+                "created_at, response_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (program, customer_id, subject_id, json.dumps(response, allow_nan=False), now,
+                 response_id(now, key)),
+            )  # fmt: skip
             cur = self._conn.execute(
                 "UPDATE candidates SET status = 'consumed', updated_at = ? "
                 "WHERE program = ? AND customer_id = ? AND subject_id = ?",
@@ -567,3 +571,24 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _migrate_responses(conn: sqlite3.Connection) -> None:
+    """Stores made before responses had ids kept one per key and second (``INSERT OR
+    REPLACE``): give each kept row its time as its id, under the new key, in one transaction."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(responses)")]
+    if "response_id" in columns:
+        return
+    conn.executescript("""
+        BEGIN IMMEDIATE;
+        ALTER TABLE responses RENAME TO responses_before_ids;
+        CREATE TABLE responses (
+            program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+            response TEXT, created_at TEXT NOT NULL, response_id TEXT NOT NULL,
+            PRIMARY KEY (program, customer_id, subject_id, response_id)
+        );
+        INSERT INTO responses SELECT program, customer_id, subject_id, response, created_at,
+            created_at FROM responses_before_ids;
+        DROP TABLE responses_before_ids;
+        COMMIT;
+    """)

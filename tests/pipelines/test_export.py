@@ -73,7 +73,7 @@ def seeded_store(directory) -> str:
         "WHERE idempotency_key = 'k1'"
     )
     con.executemany(
-        "INSERT INTO responses VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?5)",  # id: its time
         [
             ("reviews", "C1", "P1", '"5 stars"', f"{DAY}T12:00:00Z"),
             ("surveys", "C4", "S4", "null", f"{DAY}T13:00:00Z"),

@@ -65,7 +65,7 @@ def spec(tmp_path) -> str:
         [(c, ch, DAY, st, f"{c}{ch}", sent, upd, DAY) for c, ch, st, sent, upd in outbox],
     )
     con.executemany(
-        "INSERT INTO responses VALUES ('reviews', ?, 'P', 'null', ?)",
+        "INSERT INTO responses VALUES ('reviews', ?1, 'P', 'null', ?2, ?1)",
         [("C1", f"{DAY}T12:00:00Z"), ("C2", f"{DAY}T12:00:00Z"), ("C3", f"{DAY}T12:00:00Z"),
          ("C0", "2026-10-31T12:00:00Z")],
     )  # fmt: skip

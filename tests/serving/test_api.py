@@ -251,6 +251,32 @@ def test_a_program_no_config_declares_is_refused(client, db, method, path, body,
     store.close()
 
 
+@pytest.mark.parametrize("number", ["1e999", "NaN", "Infinity", "-Infinity"])
+def test_a_response_that_is_not_json_is_refused(client, db, number):
+    """Python's parser takes them; stored, they were ``Infinity`` text that strict JSON
+    readers of the export reject."""
+    body = '{"program": "reviews", "customer_id": "C1", "subject_id": "P1", "response": {"x": %s}}'
+    r = client.post("/v1/responses", content=body % number,
+                    headers=KEY | {"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422 and "plain JSON" in r.text
+    store = SqliteStore(db)
+    assert store.table("responses").num_rows == 0
+    store.close()
+
+
+def test_three_responses_in_one_second_are_three_and_a_keyed_retry_is_one(client, db):
+    body = {"program": "reviews", "customer_id": "C1", "subject_id": "P1"}
+    for stars in (3, 4, 5):
+        r = client.post("/v1/responses", json=body | {"response": stars}, headers=KEY)
+        assert r.json()["recorded"] is True
+    for _ in range(2):
+        keyed = body | {"response": 1, "idempotency_key": "app-42"}
+        assert client.post("/v1/responses", json=keyed, headers=KEY).status_code == 200
+    store = SqliteStore(db)
+    assert sorted(store.table("responses").column("response").to_pylist()) == ["1", "3", "4", "5"]
+    store.close()
+
+
 def test_a_program_whose_config_fails_to_load_is_still_known(make_client, tmp_path, db):
     """Its candidates are in the store and its customers may still opt out."""
     configs = tmp_path / "configs"
@@ -297,7 +323,7 @@ def test_default_checks_expire_stale_candidates_already_acted_on(client, seed, d
     seed(candidate("stale", created_at=iso(NOW - 2 * DAY)))
     store = SqliteStore(db)
     store.connection.execute(  # a response that did not consume (e.g. recorded elsewhere)
-        "INSERT INTO responses VALUES ('reviews', 'C1', 'stale', 'null', ?)", (iso(NOW),)
+        "INSERT INTO responses VALUES ('reviews', 'C1', 'stale', 'null', ?, 'r1')", (iso(NOW),)
     )
     store.close()
     assert served(client) == []

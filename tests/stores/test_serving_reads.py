@@ -92,3 +92,41 @@ def test_is_opted_out(store):
     assert store.is_opted_out("c2", "anything", "push") is True
     store.remove_opt_outs("c1")
     assert store.is_opted_out("c1", "reviews") is False
+
+
+def test_every_response_is_kept_and_a_key_makes_a_retry_a_no_op(store, monkeypatch):
+    """Three responses in the same second were one row (``INSERT OR REPLACE`` keyed to the
+    second): each is kept now; the same idempotency key twice is one row."""
+    from ceap.context import RunContext
+
+    monkeypatch.setattr(RunContext, "utcnow", staticmethod(lambda: T0))
+    add(store, {"subject_id": "s1"})
+    for stars in (3, 4, 5):
+        assert store.record_response("reviews", "c1", "s1", {"stars": stars}) is True
+    assert store.record_response("reviews", "c1", "s1", {"stars": 1}, key="retry-1") is True
+    assert store.record_response("reviews", "c1", "s1", {"stars": 2}, key="retry-1") is True
+    rows = store.table("responses").to_pylist()
+    assert sorted(r["response"] for r in rows) == [
+        '{"stars": 1}', '{"stars": 3}', '{"stars": 4}', '{"stars": 5}'
+    ]  # fmt: skip
+    assert len({r["response_id"] for r in rows}) == 4
+
+
+def test_a_store_made_before_response_ids_keeps_its_responses(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "CREATE TABLE responses (program TEXT NOT NULL, customer_id TEXT NOT NULL, "
+            "subject_id TEXT NOT NULL, response TEXT, created_at TEXT NOT NULL, "
+            "PRIMARY KEY (program, customer_id, subject_id, created_at))"
+        )
+        con.execute("INSERT INTO responses VALUES ('reviews', 'c1', 's1', '5', ?)", (iso(T0),))
+    store = SqliteStore(path)
+    assert store.record_response("reviews", "c1", "s1", 4) is False  # no candidate
+    rows = store.table("responses").to_pylist()
+    store.close()
+    assert sorted((r["response"], r["response_id"][:3]) for r in rows) == [
+        ("4", "at:"), ("5", "202")
+    ]  # fmt: skip

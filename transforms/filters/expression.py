@@ -75,17 +75,67 @@ _PY_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mu
              ast.Div: operator.truediv, ast.Mod: operator.mod}  # fmt: skip
 
 
+MAX_TEXT = 4_096
+"""Characters of an expression: a filter is a line, not a program."""
+MAX_NODES = 1_000
+MAX_DEPTH = 64
+MAX_CONSTANT = 10_000
+"""Characters (or items) of a constant folded from constants (``'x' * 100``)."""
+MAX_INTEGER = 2**63
+"""Magnitude of an integer folded from constants: Arrow's int64 holds no more."""
+
+
+def _fold(op: ast.operator, left: Any, right: Any) -> Any:
+    """Python arithmetic on two constants, refused before it builds something huge
+    (``'x' * 100000 * 100000`` would allocate 10 GB per batch) or a number past int64."""
+    if isinstance(op, ast.Mult | ast.Add):
+        sizes = [len(v) for v in (left, right) if isinstance(v, str | list | tuple)]
+        counts = [v for v in (left, right) if isinstance(v, int) and not isinstance(v, bool)]
+        size = sizes[0] * max(counts[0], 0) if len(sizes) == 1 and counts else sum(sizes)
+        if size > MAX_CONSTANT:
+            raise ValueError(
+                f"a constant of {size:,} characters or items; at most {MAX_CONSTANT:,}"
+            )
+    value = _PY_ARITH[type(op)](left, right)
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        raise ValueError(f"a constant past {MAX_INTEGER:,} (int64)")
+    return value
+
+
+def _depth(node: ast.AST) -> int:
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack += [(child, depth + 1) for child in ast.iter_child_nodes(node)]
+    return deepest
+
+
 class Expression:
-    """A compiled expression: ``evaluate(batch) -> BooleanArray`` (may contain nulls)."""
+    """A compiled expression: ``evaluate(batch) -> BooleanArray`` (may contain nulls).
+
+    Bounded at load, since configs come from other teams: ``MAX_TEXT`` characters,
+    ``MAX_NODES`` syntax nodes nested at most ``MAX_DEPTH`` deep, and constants folded
+    from constants within ``MAX_CONSTANT`` / ``MAX_INTEGER``."""
 
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"{len(text):,} characters; an expression may have {MAX_TEXT:,}")
         try:
             self._tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError as exc:
             raise ValueError(f"not a valid expression: {exc.msg} at column {exc.offset}") from None
+        except (RecursionError, MemoryError):
+            raise ValueError("nested too deeply") from None
+        nodes = sum(1 for _ in ast.walk(self._tree))
+        if nodes > MAX_NODES:
+            raise ValueError(f"{nodes:,} terms; an expression may have {MAX_NODES:,}")
+        if _depth(self._tree) > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} deep")
         self.columns: set[str] = set()
         self._check(self._tree)
+        _Constants().visit(self._tree)
 
     def _check(self, node: ast.AST) -> None:
         allowed = (
@@ -177,7 +227,7 @@ class _Eval(ast.NodeVisitor):
             return None
         if not any(isinstance(v, pa.Array | pa.ChunkedArray | pa.Scalar) for v in (left, right)):
             try:
-                return _PY_ARITH[type(node.op)](left, right)
+                return _fold(node.op, left, right)
             except ZeroDivisionError:
                 return None
         left, right = _utc(left), _utc(right)
@@ -216,6 +266,43 @@ class _Eval(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> Any:
         return _FUNCTIONS[node.func.id](*[self.visit(a) for a in node.args])
+
+
+class _Constants(ast.NodeVisitor):
+    """Folds the constant parts at load, as evaluation would, so a constant too large is a
+    config error (naming the expression) rather than a worker out of memory."""
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def visit_List(self, node: ast.List) -> Any:
+        values = [self.visit(e) for e in node.elts]
+        return None if any(v is _UNKNOWN for v in values) else values
+
+    visit_Tuple = visit_Set = visit_List
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.USub) and isinstance(value, int | float):
+            return -value
+        return _UNKNOWN
+
+    def visit_BinOp(self, node: ast.BinOp) -> Any:
+        left, right = self.visit(node.left), self.visit(node.right)
+        if _UNKNOWN in (left, right) or left is None or right is None:
+            return _UNKNOWN
+        try:
+            return _fold(node.op, left, right)
+        except (ZeroDivisionError, TypeError):
+            return _UNKNOWN  # as at run time: null, or Arrow's error naming the types
+
+    def generic_visit(self, node: ast.AST) -> Any:
+        super().generic_visit(node)
+        return _UNKNOWN
+
+
+_UNKNOWN = object()
+"""Not a constant: depends on a column, ``now`` or a function."""
 
 
 def _is_array(value: Any) -> bool:
