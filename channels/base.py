@@ -133,6 +133,9 @@ class Channel:
     """Messages per ``send`` call, each call's outcome made durable before the next. For an
     adapter that does not call ``commit`` this is the window in which a crash leaves a message
     in doubt (accepted by the provider, not yet recorded)."""
+    renders: ClassVar[bool] = True
+    """Whether the channel's ``template:`` names a Jinja2 template (checked when a program
+    loads); False where it names the provider's own (WhatsApp's approved templates)."""
     commits: ClassVar[bool] = False
     """Whether ``send`` takes and calls ``commit`` (see ``send``); the dispatcher passes it
     only then, so adapters written before it keep working."""

@@ -52,6 +52,7 @@ from ceap.home import default_config_dir
 from ceap.progress import add_rows
 from channels.base import Channel, Commit, Message, Result
 from channels.recipients import Recipients
+from channels.rendering import check_templates
 from channels.schedule import frequency_cap, quiet_hours, quiet_until
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso, open_store
@@ -303,6 +304,8 @@ def dispatch(
     config_dir = Path(config_dir or default_config_dir())
     logs.bind(stage="dispatch")
     programs = load_programs(config_dir, program)
+    for p in programs:  # a missing or unsafe template stops the run before a row is leased
+        check_templates(p, config_dir)
     store = open_store(store_spec)
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
     summary = Summary()

@@ -31,6 +31,7 @@ class WhatsappOptions(ChannelOptions):
 class WhatsappChannel(Channel):
     Options = WhatsappOptions
     address_field = "phone"
+    renders = False  # `template:` is the approved template's name at Meta
 
     def __init__(self, options=None, config_dir=None) -> None:
         super().__init__(options, config_dir)

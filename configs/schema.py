@@ -117,8 +117,13 @@ class StoreConfig(Strict):
     ttl: Duration = timedelta(days=30)
 
 
+TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+"""A template name is a word: found as ``<config-dir>/templates/<name>.<channel>.j2``, never
+a path (``../x``)."""
+
+
 class ChannelConfig(Component):
-    template: str | None = None
+    template: str | None = Field(default=None, pattern=TEMPLATE_PATTERN, max_length=100)
     delay: Duration = timedelta(0)
     """Send this long after the candidate's event_time."""
     send_at: str | None = None

@@ -11,6 +11,7 @@ import difflib
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -20,6 +21,7 @@ from ceap import logs
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors, filters, scorers
+from channels.rendering import check_templates
 from configs.schema import ProgramConfig, SourceConfig
 from connectors.base import accepts_text_columns
 from pipelines.graph import candidate_graph
@@ -181,6 +183,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     store = open_store(ctx.store)
     try:
         check_columns(program, ctx)
+        check_templates(program, Path(ctx.config_dir) if ctx.config_dir else None)
         t0 = time.perf_counter()
         result = build_pipeline(program, ctx, PipelineOptions(beam_args)).run()
         result.wait_until_finish()

@@ -70,10 +70,13 @@ class ResponseIn(BaseModel):
     @field_validator("response")
     @classmethod
     def _small(cls, value: Any) -> Any:
-        try:  # NaN, Infinity and 1e999 parse in Python but are not JSON: strict readers break
-            size = len(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError, RecursionError):
-            raise ValueError("response must be plain JSON (no NaN or Infinity)") from None
+        try:  # NaN, Infinity, 1e999 and lone surrogates parse in Python, but strict JSON
+            # readers of the store and the export refuse them
+            size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+        except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+            raise ValueError(
+                "response must be plain JSON (no NaN, Infinity or lone surrogates)"
+            ) from None
         if size > MAX_RESPONSE:
             raise ValueError(f"response must be at most {MAX_RESPONSE} bytes of JSON")
         return value

@@ -264,6 +264,26 @@ def test_a_response_that_is_not_json_is_refused(client, db, number):
     store.close()
 
 
+def test_a_trailing_newline_in_an_id_is_refused(client):
+    """The hand-written check used re.match, whose `$` also matches before a final newline."""
+    r = client.get("/v1/customers/C1%0A/candidates", headers=KEY)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "customer_id"]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/opt-outs", '{"customer_id": "\\ud800"}'),
+        ("/v1/responses", '{"program": "reviews", "customer_id": "C1", "subject_id": "P1", '
+                          '"response": "\\ud800"}'),
+        ("/v1/responses", '{"program": "reviews", "customer_id": "C1", "subject_id": "\\ud800"}'),
+    ],
+)  # fmt: skip
+def test_a_lone_surrogate_is_a_422_not_a_500(client, path, body):
+    r = client.post(path, content=body, headers=KEY | {"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+
+
 def test_three_responses_in_one_second_are_three_and_a_keyed_retry_is_one(client, db):
     body = {"program": "reviews", "customer_id": "C1", "subject_id": "P1"}
     for stars in (3, 4, 5):
