@@ -19,6 +19,7 @@ import socket
 import ssl
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.utils import formatdate
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -173,6 +174,7 @@ class EmailChannel(Channel):
         mail["From"] = self.sender
         mail["To"] = message.address
         mail["Subject"] = message.subject or message.action
+        mail["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it (origination time)
         mail["Message-ID"] = f"<{message.key}@ceap>"
         mail["X-CEAP-Idempotency-Key"] = message.key
         mail["X-CEAP-Campaign"] = message.campaign

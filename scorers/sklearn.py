@@ -2,16 +2,18 @@
 
 Loading never unpickles arbitrary objects: the file's sha256 must match the one pinned in
 ``options.sha256`` or recorded in the model registry's metadata beside it
-(``<file>.json``, written by ``run.py train``), and skops refuses any type that is not
-scikit-learn's, numpy's or listed in ``options.trusted``. ``options.path`` may name the
+(``<file>.json``, written by ``run.py train``), and only the types CEAP trains (``MODEL_TYPES``, an
+explicit list) or listed in ``options.trusted`` are loaded. ``options.path`` may name the
 file, a registry version directory or a registry ``latest`` pointer, locally or on
 ``s3://`` / ``gs://`` (``scorers/registry.py``).
 """
 
 from __future__ import annotations
 
-import builtins
 import hashlib
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +26,49 @@ from ceap.plugins import scorers
 from scorers import registry
 from scorers.base import Scorer, merge_errors, numbers, score_good_rows
 
-SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "collections.")
+MODEL_TYPES = frozenset({
+    # the estimators `run.py train` builds (scorers/training.py make_estimator) ...
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    # ... the parts they are saved with ...
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.Interval",
+    "sklearn.preprocessing._label.LabelEncoder",
+    # ... and their data: containers, arrays and numpy's numeric types
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
+    "builtins.float", "builtins.bool", "builtins.NoneType",
+    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64",
+    "numpy.int32", "numpy.uint64", "numpy.uint32", "numpy.uint8", "numpy.bool_",
+    "numpy.random._generator.Generator", "numpy.random._pcg64.PCG64",
+})  # fmt: skip
+"""Every type a model file may hold, by its full name: an explicit list, never a module
+prefix (``numpy.`` includes ``numpy.testing._private.utils.runstring``, which calls
+``exec``; a chain of FunctionTransformers reached it from ``predict_proba``). Anything else
+must be listed by the program in ``options.trusted``, reviewed by its authors."""
 
 
-def _safe_type(name: str) -> bool:
-    """scikit-learn's, numpy's and scipy's types, and builtin *types* (int, dict), but never
-    a builtin function (eval, exec, open, getattr): a model could call it on its input."""
-    if name.startswith("builtins."):
-        return isinstance(getattr(builtins, name.removeprefix("builtins."), None), type)
-    return name.startswith(SAFE_PREFIXES)
+def model_types(data: bytes) -> set[str]:
+    """Every ``module.Class`` a skops file names (its ``schema.json``), functions included:
+    skops' own list of untrusted types leaves out those it trusts by default."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found, stack = set(), [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 class SklearnOptions(BaseModel):
@@ -99,11 +135,18 @@ def load_verified(path: Path | str, pinned: str | None, trusted: list[str]):
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelError(f"model {path}: sha256 {actual} does not match the expected {expected}")
-    found = sio.get_untrusted_types(data=data)
-    untrusted = [t for t in found if not _safe_type(t) and t not in trusted]
-    if untrusted:
-        raise ModelError(f"model {path} contains types that are not trusted: {untrusted}")
-    return sio.loads(data, trusted=list(found))
+    try:
+        untrusted = sorted(model_types(data) - MODEL_TYPES - set(trusted))
+        if untrusted:
+            raise ModelError(
+                f"model {path} contains types CEAP does not train: {untrusted} (list them in "
+                "options.trusted only after reviewing what they do)"
+            )
+        return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: name it, never a KeyError
+        raise ModelError(f"model {path} cannot be loaded: {type(exc).__name__}: {exc}") from None
 
 
 def feature_rows(

@@ -3,7 +3,8 @@ hours, shadow mode, retries."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from channels.dispatcher import dispatch
 from stores.base import iso, open_store
@@ -24,6 +25,10 @@ def test_due_rows_are_mailed_once_and_marked_sent(world, smtp):
     mail = smtp.messages[0]
     assert mail["To"].endswith("@example.com") and mail["Message-ID"].endswith("@ceap>")
     assert "Kettle" in mail["Subject"]
+    # RFC 5322: an origination date (absent before), parsed as an aware time close to now
+    sent_at = parsedate_to_datetime(mail["Date"])
+    assert sent_at.tzinfo is not None and abs(datetime.now(UTC) - sent_at) < timedelta(minutes=5)
+    assert not mail.defects and all(not mail[h].defects for h in ("Date", "From", "To"))
     assert "utm_source=ceap" in mail.get_content() and "ceap_key=" in mail.get_content()
     rows = world.outbox()
     assert all(rows[k]["status"] == "sent" and rows[k]["sent_at"] == iso(NOW) for k in keys)

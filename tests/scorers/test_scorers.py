@@ -129,7 +129,7 @@ def _builtin_function():
 def test_sklearn_refuses_untrusted_types(ctx, tmp_path, make, untrusted):
     path = tmp_path / "custom.skops"
     sio.dump(make(), path)
-    with pytest.raises(ModelError, match=f"types that are not trusted: .*{untrusted}"):
+    with pytest.raises(ModelError, match=f"types CEAP does not train: .*{untrusted}"):
         sklearn_scorer(ctx, path, sha256=sha256_of(path)).setup()
 
 
