@@ -186,10 +186,17 @@ class Dispatcher:
                         decisions.append((row["rowid"], "defer", iso(until)))
                         out.append((row["channel"], "deferred"))
                         continue
-                if route.cap is not None and not _shadow(row, route):
-                    key = (row["customer_id"], row["channel"])
+                if route.cap is not None:
+                    # A shadow row meets every rule a live one does, against shadow contacts
+                    # only: the rehearsal shows what the live channel would send.
+                    shadow = _shadow(row, route)
+                    key = (row["customer_id"], row["channel"], shadow)
                     since = windows[(row["program"], row["channel"])]
-                    recent = row["in_flight"] + sum(t >= since for t in row["sent_times"])
+                    times, in_flight = (
+                        (row["shadow_times"], row["shadow_in_flight"]) if shadow
+                        else (row["sent_times"], row["in_flight"])
+                    )  # fmt: skip
+                    recent = in_flight + sum(t >= since for t in times)
                     if recent + batch_counts[key] >= route.cap.max:
                         reason = f"frequency cap: {route.cap.max} per {_days(route.cap.window)}"
                     batch_counts[key] += 1

@@ -5,8 +5,8 @@ became of them: their outbox rows and the responses to them. The funnel is the l
 (on ``day`` when given), as recorded in the ``runs`` table.
 
 Touches and attribution. A *touch* is an outbox row that reached the customer: ``sent`` (at
-``sent_at``) or ``shadowed`` (a shadow send, at the time the dispatcher recorded it,
-``updated_at``): shadow mode rehearses delivery, so the report treats it as delivered. A
+``sent_at``). A ``shadowed`` row is a rehearsal that reached nobody: it is counted apart, per
+channel (``shadowed``), and never as reached nor credited with a response. A
 response is attributed to the last channel that touched the same (customer, subject) at or
 before the response (*last touch*); *multi-touch* credit splits each response equally among
 the distinct channels that touched it before; a response with no touch is *unattributed*.
@@ -43,7 +43,8 @@ class ReportData:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     """Per channel and status: rows."""
     channels: list[dict[str, Any]] = field(default_factory=list)
-    """Per channel: touched (candidates reached), responses after a touch, rate."""
+    """Per channel: touched (candidates reached: sent), responses after a touch, rate, and
+    shadowed (candidates a shadow channel rehearsed: reached nobody, counted apart)."""
     attribution: list[dict[str, Any]] = field(default_factory=list)
     """Per channel: last_touch responses and share, multi_touch credit and share."""
     responses: int = 0
@@ -100,7 +101,7 @@ def load(store, program: str, day: str | None, generated_at: str) -> ReportData:
     con.execute(
         "CREATE TEMP TABLE touches AS SELECT o.customer_id, o.subject_id, o.channel, o.status, "
         f"{TOUCH_TIME} AS touched_at FROM outbox_all o JOIN cohort c USING (customer_id, "
-        "subject_id) WHERE o.program = ? AND o.status IN ('sent', 'shadowed')",
+        "subject_id) WHERE o.program = ? AND o.status = 'sent'",
         [program],
     )
     con.execute(
@@ -134,6 +135,17 @@ def load(store, program: str, day: str | None, generated_at: str) -> ReportData:
         LEFT JOIN answered a ON a.customer_id = t.customer_id AND a.subject_id = t.subject_id
              AND a.responded_at >= t.first_touch
         GROUP BY ALL ORDER BY 1""")  # fmt: skip
+    shadowed = dict(con.execute("""
+        SELECT o.channel, count(DISTINCT (o.customer_id, o.subject_id)) FROM outbox_all o
+        JOIN cohort c USING (customer_id, subject_id) WHERE o.program = ? AND o.status = 'shadowed'
+        GROUP BY ALL""", [program]).fetchall())  # fmt: skip
+    reached = {c["channel"] for c in data.channels}
+    data.channels += [
+        {"channel": ch, "touched": 0, "responses": 0, "response_rate": None}
+        for ch in sorted(set(shadowed) - reached)
+    ]
+    for c in data.channels:
+        c["shadowed"] = int(shadowed.get(c["channel"], 0))
     _attribution(con, data)
     return data
 

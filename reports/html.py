@@ -73,9 +73,10 @@ TEMPLATE = """<!doctype html>
 <table id="outbox-table"><tr><th>channel</th><th>status</th><th>rows</th></tr>
 {% for o in d.outbox %}<tr><td>{{ o.channel }}</td><td>{{ o.status }}</td><td class="n">{{ "{:,}".format(o.rows) }}</td></tr>
 {% endfor %}</table>
-<table id="channels-table"><tr><th>channel</th><th>reached (sent or shadowed)</th><th>responses after</th><th>response rate</th></tr>
+<table id="channels-table"><tr><th>channel</th><th>reached (sent)</th><th>responses after</th><th>response rate</th><th>shadowed (reached nobody)</th></tr>
 {% for c in d.channels %}<tr><td>{{ c.channel }}</td><td class="n">{{ "{:,}".format(c.touched) }}</td>
-<td class="n">{{ "{:,}".format(c.responses) }}</td><td class="n">{{ pct(c.response_rate) }}</td></tr>
+<td class="n">{{ "{:,}".format(c.responses) }}</td><td class="n">{{ pct(c.response_rate) }}</td>
+<td class="n">{{ "{:,}".format(c.shadowed) }}</td></tr>
 {% endfor %}</table>
 {{ img(images.channel_rates, "response rate per channel") }}
 

@@ -137,7 +137,9 @@ class CandidateStore:
         (``opt_outs``: (program, channel) pairs, ``*`` = all), ``recent``: contacts on that
         channel since ``cap_since[channel]`` (sent, or leased by another dispatcher), and
         what it sums, ``sent_times`` (sorted ``sent_at`` of those sent) and ``in_flight``, so
-        a program whose cap window is shorter than ``cap_since`` counts its own. Within
+        a program whose cap window is shorter than ``cap_since`` counts its own; and the same
+        for shadow contacts, ``shadow_times`` and ``shadow_in_flight``, which count toward
+        shadow caps only. Within
         the same step ``screen(rows)`` returns ``(rowid, "suppress" | "defer", reason or new
         send_after)`` decisions, which are applied before the lease is granted; the rows
         left are returned. Times are ISO-8601 UTC text."""

@@ -198,23 +198,26 @@ class DynamoDBOutbox:
             r.update({name: cand.get(field) for field, name in _CANDIDATE.items()})
             r["opt_outs"] = sorted(opt_outs.get(r["customer_id"], []))
             sent, in_flight = counts.get(r["customer_id"], ({}, Counter()))
-            r["sent_times"] = sorted(sent.get(r["channel"], []))
-            r["in_flight"] = in_flight[r["channel"]]
+            r["sent_times"] = sorted(sent.get((r["channel"], False), []))
+            r["in_flight"] = in_flight[(r["channel"], False)]
             r["recent"] = len(r["sent_times"]) + r["in_flight"]
+            r["shadow_times"] = sorted(sent.get((r["channel"], True), []))
+            r["shadow_in_flight"] = in_flight[(r["channel"], True)]
 
     def _recent(
         self, customer_id: str, owner: str, clock: str, cap_since: dict[str, str]
-    ) -> tuple[dict[str, list[str]], Counter]:
-        """Per channel: the ``sent_at`` of the customer's rows sent since ``cap_since[channel]``,
-        and how many are leased by another dispatcher (in flight), not shadow. One consistent
+    ) -> tuple[dict[tuple[str, bool], list[str]], Counter]:
+        """Per (channel, shadow): the times of the customer's rows sent (or shadowed: their
+        ``updated_at``) since ``cap_since[channel]``, and how many are leased by another
+        dispatcher (in flight). Shadow rows count toward shadow caps only. One consistent
         Query."""
         values = {"customer_id": customer_id}
         request = {"TableName": self._table, "ConsistentRead": True,
                    "KeyConditionExpression": "#customer_id = :customer_id",
-                   "ProjectionExpression": "#channel, #status, #sent_at, #lease_owner, "
-                                           "#lease_until, #shadow"}  # fmt: skip
+                   "ProjectionExpression": "#channel, #status, #sent_at, #updated_at, "
+                                           "#lease_owner, #lease_until, #shadow"}  # fmt: skip
         request = _expressions(request, values)
-        sent: dict[str, list[str]] = {}
+        sent: dict[tuple[str, bool], list[str]] = {}
         in_flight: Counter = Counter()
         while True:
             page = self._client.query(**request)
@@ -222,11 +225,12 @@ class DynamoDBOutbox:
                 since = cap_since.get(r["channel"])
                 if since is None:
                     continue
-                if r["status"] == "sent" and r.get("sent_at", "") >= since:
-                    sent.setdefault(r["channel"], []).append(r["sent_at"])
-                in_flight[r["channel"]] += (
+                at = r.get("sent_at") or r.get("updated_at") or ""
+                if r["status"] in ("sent", "shadowed") and at >= since:
+                    sent.setdefault((r["channel"], r["status"] == "shadowed"), []).append(at)
+                in_flight[(r["channel"], bool(r.get("shadow")))] += (
                     r["status"] == "pending" and r.get("lease_owner") not in (None, owner)
-                    and r.get("lease_until", "") >= clock and not r.get("shadow")
+                    and r.get("lease_until", "") >= clock
                 )  # fmt: skip
             if "LastEvaluatedKey" not in page:
                 return sent, in_flight

@@ -483,8 +483,8 @@ class SqliteStore(CandidateStore):
     ) -> None:
         customers = sorted({r["customer_id"] for r in rows})
         opt_outs: dict[str, list[tuple[str, str]]] = {}
-        sent: dict[tuple[str, str], list[str]] = {}
-        in_flight: dict[tuple[str, str], int] = {}
+        sent: dict[tuple[str, str, bool], list[str]] = {}  # (customer, channel, shadow)
+        in_flight: dict[tuple[str, str, bool], int] = {}
         for i in range(0, len(customers), 900):
             chunk = customers[i : i + 900]
             marks = ", ".join("?" * len(chunk))
@@ -494,26 +494,32 @@ class SqliteStore(CandidateStore):
             ):
                 opt_outs.setdefault(cust, []).append((prog, chan))
             for chan, since in cap_since.items():
-                for cust, sent_at in self._conn.execute(
-                    "SELECT customer_id, sent_at FROM outbox WHERE channel = ? "
-                    f"AND customer_id IN ({marks}) AND status = 'sent' AND sent_at >= ?",
+                # A shadow send is recorded when it is decided (updated_at, no sent_at).
+                for cust, shadow, at in self._conn.execute(
+                    "SELECT customer_id, status = 'shadowed', coalesce(sent_at, updated_at) "
+                    f"FROM outbox WHERE channel = ? AND customer_id IN ({marks}) AND status IN "
+                    "('sent', 'shadowed') AND coalesce(sent_at, updated_at) >= ?",
                     (chan, *chunk, since),
                 ):
-                    sent.setdefault((cust, chan), []).append(sent_at)
-                for cust, n in self._conn.execute(
-                    "SELECT customer_id, count(*) FROM outbox WHERE channel = ? "
+                    sent.setdefault((cust, chan, bool(shadow)), []).append(at)
+                for cust, shadow, n in self._conn.execute(
+                    "SELECT customer_id, shadow != 0, count(*) FROM outbox WHERE channel = ? "
                     f"AND customer_id IN ({marks}) AND status = 'pending' AND lease_owner IS NOT "
-                    "NULL AND lease_owner != ? AND lease_until >= ? AND shadow = 0 "
-                    "GROUP BY customer_id",
+                    "NULL AND lease_owner != ? AND lease_until >= ? GROUP BY 1, 2",
                     (chan, *chunk, owner, clock),
                 ):
-                    in_flight[(cust, chan)] = n
+                    in_flight[(cust, chan, bool(shadow))] = n
         for r in rows:
-            key = (r["customer_id"], r["channel"])
+            live, shadow = (
+                (r["customer_id"], r["channel"], False),
+                (r["customer_id"], r["channel"], True),
+            )
             r["opt_outs"] = opt_outs.get(r["customer_id"], [])
-            r["sent_times"] = sorted(sent.get(key, []))
-            r["in_flight"] = in_flight.get(key, 0)
+            r["sent_times"] = sorted(sent.get(live, []))
+            r["in_flight"] = in_flight.get(live, 0)
             r["recent"] = len(r["sent_times"]) + r["in_flight"]
+            r["shadow_times"] = sorted(sent.get(shadow, []))
+            r["shadow_in_flight"] = in_flight.get(shadow, 0)
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         if not updates:

@@ -131,10 +131,11 @@ class World:
         shadow: bool = False,
         program: str = "reviews",
         start: int = 0,
+        subject: str = "",
         **candidate,
     ) -> list[str]:
         """Live candidates and pending outbox rows for customers C{start}..C{start+n-1}, each
-        with one subject; returns the idempotency keys."""
+        with one subject (``P<customer><subject>``); returns the idempotency keys."""
         store = open_store(self.store_spec)
         custs = [f"C{i:05d}" for i in range(start, start + n)]
         cand = {
@@ -143,16 +144,16 @@ class World:
             "created_at": iso(NOW - timedelta(days=1)), "expires_at": iso(NOW + timedelta(days=29)),
             "deliver_after": iso(NOW - timedelta(days=1)), "status": "live", **candidate,
         }  # fmt: skip
-        rows = [{**cand, "customer_id": c, "subject_id": f"P{c}"} for c in custs]
+        rows = [{**cand, "customer_id": c, "subject_id": f"P{c}{subject}"} for c in custs]
         store.upsert_candidates(pa.table({k: [r[k] for r in rows] for k in CANDIDATE_COLUMNS}))
         keys = []
         out = []
         for ch in channels:
             for c in custs:
-                key = hashlib.sha256(f"{program}|{c}|P{c}|{ch}".encode()).hexdigest()
+                key = hashlib.sha256(f"{program}|{c}|P{c}{subject}|{ch}".encode()).hexdigest()
                 keys.append(key)
                 out.append({
-                    "program": program, "customer_id": c, "subject_id": f"P{c}", "channel": ch,
+                    "program": program, "customer_id": c, "subject_id": f"P{c}{subject}", "channel": ch,
                     "send_after": iso(send_after), "status": "pending", "attempts": 0,
                     "idempotency_key": key, "reason": None, "template": None,
                     "shadow": int(shadow), "created_at": iso(NOW - timedelta(days=1)),

@@ -198,3 +198,21 @@ def test_server_down_is_retried_with_backoff_then_failed(world, monkeypatch):
     run(world)
     row = world.outbox()[key]
     assert row["status"] == "failed" and row["attempts"] == 2 and "SMTP" in row["reason"]
+
+
+def test_shadow_rows_meet_the_frequency_cap_counting_shadow_contacts_only(world, smtp, monkeypatch):
+    """Shadow is a rehearsal of the live channel: it applied no cap (92 customers got 4-12
+    shadowed emails while live stopped at 3). Now it meets the same cap, against its own
+    contacts; and what it shadowed does not use up the live channel's cap."""
+    monkeypatch.setenv("CEAP_FREQUENCY_CAP", "3/7d")
+    shadow = [k for i in range(5) for k in world.seed(1, shadow=True, subject=f"s{i}")]
+    summary = run(world)
+    rows = world.outbox()
+    assert summary.counts[("email", "shadowed")] == 3
+    assert sorted(rows[k]["status"] for k in shadow) == ["shadowed"] * 3 + ["suppressed"] * 2
+    assert all(rows[k]["reason"].startswith("frequency cap: 3 per 7d") for k in shadow
+               if rows[k]["status"] == "suppressed")  # fmt: skip
+    live = [k for i in range(2) for k in world.seed(1, subject=f"live{i}")]
+    run(world)
+    rows = world.outbox()
+    assert [rows[k]["status"] for k in live] == ["sent", "sent"] and len(smtp.messages) == 2

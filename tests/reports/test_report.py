@@ -39,9 +39,10 @@ def _candidate(customer: str, arm: str, score: float, created: str = f"{DAY}T01:
 
 @pytest.fixture
 def spec(tmp_path) -> str:
-    """Four candidates on DAY (two arms) and one the day before. C1 was reached by email then
-    in-app and responded (multi-touch, last in_app); C2 by email only and responded; C3 was
-    shadowed on email after it responded (unattributed); C4 was suppressed, no response."""
+    """Four candidates on DAY (two arms) and one the day before. C1 was reached by email,
+    shadowed on in-app (a rehearsal: reached nobody), and responded; C2 by email only and
+    responded; C3 was shadowed on email after it responded (unattributed); C4 was
+    suppressed, no response."""
     spec = "sqlite:///" + str(tmp_path / "ceap.db")
     store = open_store(spec)
     rows = [
@@ -104,11 +105,12 @@ def test_report_numbers_for_a_day(spec):
         ("email", "sent"): 2, ("email", "shadowed"): 1, ("email", "suppressed"): 1,
         ("in_app", "shadowed"): 1,
     }  # fmt: skip
-    channels = {c["channel"]: (c["touched"], c["responses"]) for c in data.channels}
-    assert channels == {"email": (3, 2), "in_app": (1, 1)}  # C3 answered before its touch
-    assert (data.responses, data.attributed, data.multi_touch_responses) == (3, 2, 1)
+    # Shadowed rows reached nobody: counted apart, never as reached nor credited.
+    channels = {c["channel"]: (c["touched"], c["responses"], c["shadowed"]) for c in data.channels}
+    assert channels == {"email": (2, 2, 1), "in_app": (0, 0, 1)}
+    assert (data.responses, data.attributed, data.multi_touch_responses) == (3, 2, 0)
     attribution = {a["channel"]: (a["last_touch"], a["multi_touch"]) for a in data.attribution}
-    assert attribution == {"email": (1, 1.5), "in_app": (1, 0.5)}
+    assert attribution == {"email": (2, 2.0)}
 
 
 def test_report_without_a_day_covers_every_candidate(spec):
