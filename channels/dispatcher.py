@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +49,7 @@ from ceap.context import RunContext
 from ceap.home import default_config_dir
 from ceap.progress import add_rows
 from channels.base import Channel, Commit, Message, Result
+from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
 from channels.rendering import check_templates
 from channels.schedule import frequency_cap, quiet_hours, quiet_until
@@ -60,7 +59,11 @@ from stores.base import CandidateStore, iso, open_store
 MESSAGES = Metric(
     "ceap_dispatch_messages", "Outbox rows dispatched, by outcome", ["program", "channel", "status"]
 )
-LEASE_SECONDS = float(os.environ.get("CEAP_DISPATCH_LEASE_SECONDS", "300"))
+LEASE_SECONDS = float(os.environ.get("CEAP_DISPATCH_LEASE_SECONDS", "60"))
+"""How long a leased row is held: one batch's sending (500 rows over SMTP take seconds); a
+dispatcher stops sending with a quarter of it left and leaves the rest to the next round.
+A dispatcher that dies holds its rows this long, unless one restarted on the same host
+frees them first (``reclaim_orphaned_leases``)."""
 MAX_ATTEMPTS = int(os.environ.get("CEAP_DISPATCH_MAX_ATTEMPTS", "5"))
 BACKOFF_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -93,10 +96,6 @@ class Summary:
             f"  took {self.seconds:.2f}s ({handled / max(self.seconds, 1e-9):,.0f} rows/s)"
         )
         return "\n".join(lines)
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class _Route:
@@ -314,6 +313,7 @@ def dispatch(
     for p in programs:  # a missing or unsafe template stops the run before a row is leased
         check_templates(p, config_dir)
     store = open_store(store_spec)
+    reclaim_orphaned_leases(store, iso(_wall()))
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
     summary = Summary()
     started = time.perf_counter()

@@ -159,6 +159,12 @@ class CandidateStore:
         ``pending``) is the status the row must have, ``sent`` to settle a committed row."""
         raise NotImplementedError(f"{type(self).__name__} cannot mark outbox rows yet")
 
+    def outbox_leases(self, owner_prefix: str, clock: str) -> dict[str, list[str]]:
+        """Owner -> idempotency keys of the pending rows it holds a live lease on (at
+        ``clock``), for owners whose id starts with ``owner_prefix`` (a host's dispatchers),
+        so a restarted dispatcher can free those of a process that is gone."""
+        raise NotImplementedError(f"{type(self).__name__} has no outbox")
+
     def release_outbox(self, owner: str, keys: list[str]) -> int:
         """Frees leases held by ``owner`` on rows it will not send now (stopping, lease short)."""
         raise NotImplementedError(f"{type(self).__name__} cannot release outbox rows yet")

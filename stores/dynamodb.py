@@ -599,6 +599,9 @@ class DynamoDBStore(CandidateStore):
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         return self._outbox.mark(owner, updates, clock)
 
+    def outbox_leases(self, owner_prefix: str, clock: str) -> dict[str, list[str]]:
+        return self._outbox.leases(owner_prefix, clock)
+
     def release_outbox(self, owner: str, keys: list[str]) -> int:
         return self._outbox.release(owner, keys)
 

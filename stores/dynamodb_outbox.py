@@ -273,6 +273,35 @@ class DynamoDBOutbox:
         unique = len({u["key"] for u in updates}) == len(updates)
         return sum(self._each(one, updates, parallel=unique))
 
+    def leases(self, owner_prefix: str, clock: str) -> dict[str, list[str]]:
+        """CandidateStore.outbox_leases: the pending rows (all in the ``due`` index) leased
+        by owners starting with ``owner_prefix``, live at ``clock``; one Query per shard."""
+
+        def shard(n: int) -> list[dict]:
+            request = _expressions({
+                "TableName": self._table, "IndexName": "due",
+                "KeyConditionExpression": "#due = :shard",
+                "FilterExpression": "begins_with(#lease_owner, :prefix) AND #lease_until >= :clock",
+                "ProjectionExpression": "#customer_id, #sk, #lease_owner, #idempotency_key",
+            }, {"shard": f"{n:02d}", "prefix": owner_prefix, "clock": clock})  # fmt: skip
+            found: list[dict] = []
+            while True:
+                page = self._client.query(**request)
+                found += map(_plain, page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    return found
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+        held: dict[str, list[str]] = {}
+        with ThreadPoolExecutor(_THREADS) as pool:
+            for item in (i for part in pool.map(shard, range(DUE_SHARDS)) for i in part):
+                self._keys[item["idempotency_key"]] = {
+                    "customer_id": item["customer_id"],
+                    "sk": item["sk"],
+                }
+                held.setdefault(item["lease_owner"], []).append(item["idempotency_key"])
+        return held
+
     def release(self, owner: str, keys: list[str]) -> int:
         """CandidateStore.release_outbox: frees ``owner``'s leases on rows still pending."""
         found = self._resolve(keys)

@@ -544,6 +544,17 @@ class SqliteStore(CandidateStore):
             )
             return self._conn.total_changes - before
 
+    def outbox_leases(self, owner_prefix: str, clock: str) -> dict[str, list[str]]:
+        held: dict[str, list[str]] = {}
+        escaped = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        for owner, key in self._conn.execute(
+            "SELECT lease_owner, idempotency_key FROM outbox WHERE status = 'pending' AND "
+            "lease_owner LIKE ? ESCAPE '\\' AND lease_until >= ?",
+            (escaped + "%", clock),
+        ):
+            held.setdefault(owner, []).append(key)
+        return held
+
     def release_outbox(self, owner: str, keys: list[str]) -> int:
         if not keys:
             return 0
