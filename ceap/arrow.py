@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import duckdb
@@ -70,11 +71,33 @@ def to_utc(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     if pa.types.is_date(kind):
         return values.cast(pa.timestamp("us")).cast(UTC_US), pa.array([True] * len(values))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        parsed = pd.to_datetime(values.to_pandas(), errors="coerce", utc=True, format="ISO8601")
-        out = pa.array(parsed, UTC_US, from_pandas=True)
+        out = pa.array(parse_times(values.to_pandas()), UTC_US, from_pandas=True)
         ok = pc.or_(pc.is_valid(out), pc.is_null(values))
         return out, ok
     return pa.nulls(len(values), UTC_US), pc.is_null(values)
+
+
+_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$")
+"""A time of day followed by a UTC offset (``10:00Z``, ``10:00:00-08:00``, ``10:00+0530``)."""
+
+
+def parse_times(text: pd.Series, timezone: str = "UTC") -> pd.Series:
+    """ISO-8601 text as UTC times, each value by its own rule: one with an offset keeps it,
+    one without is in ``timezone`` (a local time that does not exist, or exists twice, at a
+    DST change is NaT). pandas alone gives a naive value the offset of the value before it
+    (``10:00`` after a ``-08:00`` row became 18:00 UTC). Unparsable values are NaT."""
+    text = text.astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, na=False).to_numpy(dtype=bool)
+    naive = ~aware & text.notna().to_numpy(dtype=bool)
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    if aware.any():
+        out[aware] = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
+    if naive.any():
+        local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+        if getattr(local.dt, "tz", None) is None:
+            local = local.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+        out[naive] = local.dt.tz_convert("UTC")
+    return out
 
 
 def is_key_type(kind: pa.DataType) -> bool:

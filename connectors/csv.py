@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ceap.arrow import parse_times
 from ceap.plugins import connectors
 from connectors.base import BATCH_ROWS, ERROR_COLUMN, Connector
 from connectors.files import is_local, list_files, open_file
@@ -42,6 +44,20 @@ class CsvOptions(BaseModel):
     path: str = Field(min_length=1)
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null", "NA", "N/A"])
+    timezone: str = "UTC"
+    """The zone of times written without an offset (``2026-12-01 10:00``); times with one
+    (``Z``, ``-08:00``) keep theirs, whatever their neighbours say."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected e.g. UTC, Europe/Paris"
+            ) from None
+        return value
 
 
 @connectors.register("csv")
@@ -65,8 +81,10 @@ class CsvConnector(Connector):
             # Line numbers are only known to a serial parse: read the file again, serially,
             # only when it has ragged lines (the common clean file keeps the threaded read).
             raw, ragged = self._read(split, names, wanted, threads=False)
+        raw, not_utf8 = _decode(raw.select(wanted))
         # Only the wanted columns are typed, so a bad cell elsewhere marks no row.
-        table, errors = infer_types(raw.select(wanted), text=set(text_columns))
+        table, errors = infer_types(raw, text=set(text_columns), timezone=self.options.timezone)
+        errors = _first(not_utf8, errors)
         if ragged:
             table, errors, lines = _insert_ragged(table, errors, ragged)
             table = table.append_column(ERROR_COLUMN, errors).append_column(RAW, lines)
@@ -100,7 +118,9 @@ class CsvConnector(Connector):
                 read_options=pcsv.ReadOptions(use_threads=threads),
                 parse_options=self._parse(skip),
                 convert_options=pcsv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()),
+                    # bytes, decoded per cell after (_decode): one byte that is not UTF-8
+                    # costs its row, not the file
+                    column_types=dict.fromkeys(names, pa.binary()),
                     include_columns=wanted,
                     null_values=self.options.null_values,
                     strings_can_be_null=True,
@@ -168,14 +188,49 @@ def _header(path: str, parse: pcsv.ParseOptions) -> list[str]:
         ).schema.names
 
 
-def infer_types(table: pa.Table, text: Collection[str] = ()) -> tuple[pa.Table, pa.Array | None]:
+def _decode(raw: pa.Table) -> tuple[pa.Table, pa.Array | None]:
+    """Binary columns as UTF-8 text. A cell that is not UTF-8 (a Latin-1 ``é`` in an export)
+    becomes null and its row carries the reason; the common clean column is one cast."""
+    errors: np.ndarray | None = None
+    columns = {}
+    for name in raw.column_names:
+        values = raw.column(name).combine_chunks()
+        try:
+            columns[name] = values.cast(pa.string())
+            continue
+        except pa.ArrowInvalid:
+            pass
+        cells: list[str | None] = []
+        for i, cell in enumerate(values.to_pylist()):
+            try:
+                cells.append(None if cell is None else cell.decode("utf-8"))
+            except UnicodeDecodeError:
+                cells.append(None)
+                errors = np.full(len(values), None, dtype=object) if errors is None else errors
+                errors[i] = errors[i] or f"column {name!r}: not valid UTF-8: {cell[:80]!r}"
+        columns[name] = pa.array(cells, pa.string())
+    table = pa.table(columns) if columns else raw
+    return table, (None if errors is None else pa.array(errors, pa.string()))
+
+
+def _first(*errors: pa.Array | None) -> pa.Array | None:
+    """Per row, the first reason any of ``errors`` gives (None when none has one)."""
+    present = [e for e in errors if e is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return pc.coalesce(*present)
+
+
+def infer_types(
+    table: pa.Table, text: Collection[str] = (), timezone: str = "UTC"
+) -> tuple[pa.Table, pa.Array | None]:
     """Types each string column but those in ``text`` (kept as written); returns the table
-    and per-row error text (None if clean)."""
+    and per-row error text (None if clean). Times without an offset are in ``timezone``."""
     errors = np.full(table.num_rows, None, dtype=object)
     columns = {}
     for name in table.column_names:
         values = table.column(name).combine_chunks()
-        typed, bad = (values, None) if name in text else _type_column(values)
+        typed, bad = (values, None) if name in text else _type_column(values, timezone)
         columns[name] = typed
         if bad is not None and bad.any():
             for i in np.flatnonzero(bad):
@@ -186,7 +241,7 @@ def infer_types(table: pa.Table, text: Collection[str] = ()) -> tuple[pa.Table, 
     return out, (pa.array(errors, pa.string()) if has_errors else None)
 
 
-def _type_column(values: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+def _type_column(values: pa.Array, timezone: str = "UTC") -> tuple[pa.Array, np.ndarray | None]:
     present = pc.is_valid(values).to_numpy(zero_copy_only=False)
     n = int(present.sum())
     if n == 0:
@@ -211,7 +266,7 @@ def _type_column(values: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
                 pass  # beyond int64: floats
         floats = numbers.astype("float64").where(parsed)
         return pa.array(floats, pa.float64(), from_pandas=True), bad
-    times = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    times = parse_times(text, timezone)
     parsed = times.notna().to_numpy() & present
     if parsed.sum() >= MIN_SHARE * n:
         arr = pa.array(times, pa.timestamp("us", tz="UTC"), from_pandas=True)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from ceap.errors import ConnectorError
 from ceap.plugins import connectors
 from connectors.base import BATCH_ROWS, Connector
 from connectors.files import is_local, list_files, open_file
@@ -35,7 +36,7 @@ class ParquetConnector(Connector):
             if not is_local(path):
                 splits.append((path, None))
                 continue
-            meta = pq.ParquetFile(path).metadata
+            meta = _open_parquet(path).metadata
             group: list[int] = []
             rows = 0
             for i in range(meta.num_row_groups):
@@ -53,7 +54,7 @@ class ParquetConnector(Connector):
         names: dict[str, None] = {}
         for path in list_files(self.options.path, (".parquet", ".pq")):
             with open_file(path) as handle:
-                names.update(dict.fromkeys(pq.ParquetFile(handle).schema_arrow.names))
+                names.update(dict.fromkeys(_open_parquet(path, handle).schema_arrow.names))
         return list(names)
 
     def split_label(self, split: tuple[str, tuple[int, ...] | None]) -> str:
@@ -69,9 +70,23 @@ class ParquetConnector(Connector):
     ) -> Iterator[pa.RecordBatch]:
         path, row_groups = split
         with open_file(path) as handle:
-            pf = pq.ParquetFile(handle)
+            pf = _open_parquet(path, handle)
             names = set(pf.schema_arrow.names)
             wanted = [c for c in columns if c in names] if columns else None
             if row_groups == ():
                 return
-            yield from pf.iter_batches(batch_size=BATCH_ROWS, row_groups=row_groups, columns=wanted)
+            try:
+                yield from pf.iter_batches(
+                    batch_size=BATCH_ROWS, row_groups=row_groups, columns=wanted
+                )
+            except (pa.ArrowException, OSError) as exc:  # a corrupt page: say which file
+                raise ConnectorError(f"parquet: {path} cannot be read: {exc}") from exc
+
+
+def _open_parquet(path: str, handle=None) -> pq.ParquetFile:
+    """A Parquet file, or a ConnectorError naming it: pyarrow's own message for a corrupt or
+    truncated file ("Parquet magic bytes not found in footer") does not say which."""
+    try:
+        return pq.ParquetFile(handle if handle is not None else path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ConnectorError(f"parquet: {path} cannot be read: {exc}") from exc

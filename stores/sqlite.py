@@ -6,6 +6,7 @@ Users inspect it with ``sqlite3`` or DuckDB: tables ``candidates``, ``outbox`` a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import datetime
@@ -587,7 +588,13 @@ class _Transaction:
         return self._conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:
+            # SQLite may have rolled back already (a full disk: SQLITE_FULL); a failing
+            # ROLLBACK must not replace the error that says why ("database or disk is full").
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
 
 def _migrate_responses(conn: sqlite3.Connection) -> None:
