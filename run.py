@@ -10,6 +10,7 @@ Any flag CEAP does not know is passed to Beam as a pipeline option.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -87,47 +88,55 @@ def _ensure_sample(programs: list) -> None:
     generate_warehouse(SAMPLE_ROOT, rows=SAMPLE_ROWS)
 
 
-def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
-    from ceap.context import RunContext
+def _load_programs(args: argparse.Namespace, config_dir: Path) -> tuple[list, list[str]] | None:
+    """The programs to run (``--program NAME`` or ``all``) and the names of those that cannot
+    load, each reported: a config that breaks the loader fails only its own program. None
+    when ``all`` finds no config at all."""
     from ceap.errors import CeapError
-    from ceap.home import default_config_dir
-    from ceap.programs import load_by_name
-    from ceap.progress import Progress
+    from configs.programs import load_by_name
     from configs.schema import load_program, program_paths
-    from pipelines.batch import run_program
 
-    config_dir = Path(args.config_dir or default_config_dir())
     if args.program == "all":
         paths = program_paths(config_dir)
         if not paths:
             print(f"ceap: no program configs in {config_dir}", file=sys.stderr)
-            return EXIT_FAILED
+            return None
         loaders = [(p.stem, lambda p=p: load_program(p)) for p in paths]
     else:
         loaders = [(args.program, lambda: load_by_name(args.program, config_dir))]
-    failures: list[str] = []
-    degraded: list[str] = []
-    programs = []
+    programs, failures = [], []
     for name, load in loaders:
         try:
-            programs.append(load())
-        except CeapError as exc:
+            program = load()
+        except Exception as exc:  # noqa: BLE001 - isolation (RecursionError, MemoryError ...)
             failures.append(name)
-            print(f"ceap: program {name} cannot run: {exc}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - isolation: a config that breaks the loader
-            failures.append(name)  # (RecursionError, MemoryError ...) fails only its program
-            print(f"ceap: program {name} cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
-    seen = {}
-    for program in list(programs):
-        if program.program in seen:
+            said = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
+            print(f"ceap: program {name} cannot run: {said}", file=sys.stderr)
+            continue
+        if any(p.program == program.program for p in programs):
             print(f"ceap: program {program.program!r} is declared twice; skipped", file=sys.stderr)
             failures.append(program.program)
-            programs.remove(program)
-        seen[program.program] = True
+            continue
+        programs.append(program)
+    return programs, failures
+
+
+def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
+    from ceap.context import RunContext
+    from ceap.progress import Progress
+    from configs.programs import default_config_dir
+    from pipelines.batch import run_program
+
+    config_dir = Path(args.config_dir or default_config_dir())
+    loaded = _load_programs(args, config_dir)
+    if loaded is None:
+        return EXIT_FAILED
+    programs, failures = loaded
     try:
         _ensure_sample(programs)
     except Exception as exc:  # noqa: BLE001 - reported, then each program fails on its own
         print(f"ceap: could not generate the sample warehouse: {exc}", file=sys.stderr)
+    degraded: list[str] = []
     for program in programs:
         ctx = RunContext(
             program=program.program, now=now, store=args.store, config_dir=str(config_dir),
@@ -159,8 +168,7 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
     from ceap import stopping
     from ceap.context import RunContext
     from ceap.errors import CeapError
-    from ceap.home import default_config_dir
-    from ceap.programs import load_by_name
+    from configs.programs import default_config_dir, load_by_name
     from pipelines.streaming import run_streaming
 
     if args.program == "all":
@@ -193,9 +201,8 @@ def run_emit(argv: list[str]) -> int:
     import json
 
     from ceap.errors import CeapError
-    from ceap.home import default_config_dir
     from ceap.plugins import connectors
-    from ceap.programs import load_by_name
+    from configs.programs import default_config_dir, load_by_name
 
     parser = argparse.ArgumentParser(prog="run.py emit", description=run_emit.__doc__)
     parser.add_argument("--program", required=True)
@@ -267,6 +274,21 @@ def run_generate(argv: list[str]) -> int:
     return EXIT_OK
 
 
+_MODULES = {
+    "serve": "serving.cli", "dispatch": "channels.cli", "export": "pipelines.export",
+    "report": "reports.html", "train": "scorers.cli",
+}  # fmt: skip
+"""Where each subcommand's ``main(argv) -> exit code`` lives (imported only when run)."""
+
+
+def _run_subcommand(command: str, rest: list[str]) -> int:
+    if command == "generate":
+        return run_generate(rest)
+    if command == "emit":
+        return run_emit(rest)
+    return importlib.import_module(_MODULES[command]).main(rest)
+
+
 def _unknown_command(word: str) -> int:
     """`run.py dispach`: name the nearest command instead of asking for --program."""
     import difflib
@@ -293,31 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
         return _unknown_command(argv[0])
     if argv and argv[0] in SUBCOMMANDS:
-        command, rest = argv[0], argv[1:]
-        if command == "generate":
-            return run_generate(rest)
-        if command == "emit":
-            return run_emit(rest)
-        if command == "serve":
-            from serving.cli import main as serve
-
-            return serve(rest)
-        if command == "dispatch":
-            from channels.cli import main as dispatch
-
-            return dispatch(rest)
-        if command == "export":
-            from pipelines.export import main as export
-
-            return export(rest)
-        if command == "report":
-            from reports.html import main as report
-
-            return report(rest)
-        if command == "train":
-            from scorers.cli import main as train
-
-            return train(rest)
+        return _run_subcommand(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="run.py", description=__doc__, epilog=_commands_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

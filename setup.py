@@ -63,6 +63,7 @@ setup(
             "httpx>=0.27,<1",
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
+            "import-linter>=2.1,<3",  # .importlinter: layers point down, no import circles
             "uv>=0.9,<1",  # tools/lock.py and tools/drift.py resolve and install with it
             "aiosmtpd>=1.4,<2",
             "cryptography>=42,<50",  # tests/channels/test_smtp_tls.py: a test CA

@@ -1,14 +1,17 @@
-"""The four plugin registries. Built-ins register with ``@connectors.register("parquet")``."""
+"""The four plugin registries. Built-ins register with ``@connectors.register("parquet")``.
+
+Each kind's base class and built-ins are named, not imported: they live in the layers above
+(``connectors/``, ``transforms/filters/``, ``scorers/``, ``channels/``) and are imported on
+first use, so ``ceap/`` stays the ground floor.
+"""
 
 from __future__ import annotations
 
 from ceap.registry import Registry
-from channels.base import Channel
-from connectors.base import Connector
-from scorers.base import Scorer
-from transforms.filters.base import Filter
 
-connectors: Registry = Registry("connector", Connector)
-filters: Registry = Registry("filter", Filter)
-scorers: Registry = Registry("scorer", Scorer)
-channels: Registry = Registry("channel", Channel)
+connectors: Registry = Registry("connector", "connectors.base:Connector", "connectors.builtin")
+filters: Registry = Registry(
+    "filter", "transforms.filters.base:Filter", "transforms.filters.builtin"
+)
+scorers: Registry = Registry("scorer", "scorers.base:Scorer", "scorers.builtin")
+channels: Registry = Registry("channel", "channels.base:Channel", "channels.builtin")

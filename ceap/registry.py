@@ -16,24 +16,30 @@ from ceap.errors import PluginError
 
 T = TypeVar("T", bound=type)
 
-# The modules whose import registers the built-ins of each kind.
-_BUILTIN_MODULES = {
-    "connector": "connectors.builtin",
-    "filter": "transforms.filters.builtin",
-    "scorer": "scorers.builtin",
-    "channel": "channels.builtin",
-}
-
 
 class Registry(Generic[T]):
-    """Maps short names to plugin classes of one kind, checked against the kind's base."""
+    """Maps short names to plugin classes of one kind, checked against the kind's base.
 
-    def __init__(self, kind: str, base: type) -> None:
+    Args:
+      kind: ``connector``, ``filter``, ``scorer``, ``channel`` (or a new kind).
+      base: the kind's base class, or its dotted path (``connectors.base:Connector``),
+        imported on first use: ``ceap/`` is the ground floor and imports nothing above it.
+      builtins: the module whose import registers the kind's built-ins, if any.
+    """
+
+    def __init__(self, kind: str, base: type | str, builtins: str | None = None) -> None:
         self.kind = kind
-        self.base = base
+        self._base = base
+        self._builtins = builtins
         self.group = f"ceap.{kind}s"
         self._classes: dict[str, type] = {}
-        self._loaded_builtins = False
+        self._loaded_builtins = builtins is None
+
+    @property
+    def base(self) -> type:
+        if isinstance(self._base, str):
+            self._base = _import_dotted(self._base, self.kind)
+        return self._base
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator: ``@connectors.register("parquet")``."""
@@ -89,9 +95,9 @@ class Registry(Generic[T]):
             )
 
     def _load_builtins(self) -> None:
-        if not self._loaded_builtins:
+        if not self._loaded_builtins and self._builtins is not None:
             self._loaded_builtins = True
-            importlib.import_module(_BUILTIN_MODULES[self.kind])
+            importlib.import_module(self._builtins)
 
 
 def _import_dotted(path: str, kind: str) -> type:

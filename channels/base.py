@@ -16,14 +16,24 @@ frequency caps, retries with backoff, leasing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ceap.durations import Duration
+from channels.messages import Commit, Message, Result
+from channels.rendering import render
+
+__all__ = [
+    "Channel",
+    "ChannelOptions",
+    "Commit",
+    "FrequencyCap",
+    "Message",
+    "RecipientsConfig",
+    "Result",
+]
 
 
 class RecipientsConfig(BaseModel):
@@ -60,59 +70,6 @@ class ChannelOptions(BaseModel):
     """Global cap for this channel; default ``$CEAP_FREQUENCY_CAP`` (``3/7d``)."""
     address_field: str | None = None
     """The recipient column holding the address, when not the channel's usual one."""
-
-
-@dataclass
-class Message:
-    """One outbox row on its way out. ``address`` and the rendered text are filled by
-    ``Channel.prepare``; ``recipient`` is the customer's record (addresses, timezone, locale)."""
-
-    key: str
-    """The outbox idempotency key: the same on every attempt of this row."""
-    program: str
-    customer_id: str
-    subject_id: str
-    channel: str
-    action: str
-    subject_type: str
-    template: str | None
-    context: dict[str, Any]
-    recipient: dict[str, Any]
-    send_after: str
-    attempts: int = 0
-    address: str | None = None
-    subject: str | None = None
-    body: str = ""
-
-    @property
-    def campaign(self) -> str:
-        """One campaign per program and send slot (the hour it became due)."""
-        return f"{self.program}-{self.send_after[:13].replace(':', '')}"
-
-    def variables(self) -> dict[str, Any]:
-        """What templates see."""
-        return {
-            **self.context, "program": self.program, "customer_id": self.customer_id,
-            "subject_id": self.subject_id, "subject_type": self.subject_type,
-            "action": self.action, "channel": self.channel, "recipient": self.recipient,
-            "key": self.key, "campaign": self.campaign,
-        }  # fmt: skip
-
-
-@dataclass
-class Result:
-    """The outcome of sending one message. ``retryable`` failures are retried with backoff;
-    others end the row as ``failed``."""
-
-    key: str
-    ok: bool
-    provider_id: str | None = None
-    error: str | None = None
-    retryable: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Commit: TypeAlias = "Callable[[Message], bool]"
 
 
 class Channel:
@@ -157,8 +114,6 @@ class Channel:
 
     def render(self, message: Message) -> None:
         """Fills ``message.subject`` and ``message.body`` from the channel's template."""
-        from channels.rendering import render
-
         message.subject, message.body = render(message, self.config_dir)
 
     def send(self, messages: list[Message], commit: Commit | None = None) -> list[Result]:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from ceap.errors import CeapError
     from ceap.progress import Progress
     from channels.dispatcher import LEASE_SECONDS, dispatch
-    from stores.base import require_store
+    from stores.spec import require_store
 
     parser = argparse.ArgumentParser(prog="run.py dispatch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--program")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from stores.base import open_store
+    from stores.spec import open_store
 
     store = open_store(args.store)
     try:

@@ -46,15 +46,16 @@ from prometheus_client import Counter as Metric
 
 from ceap import logs, stopping
 from ceap.context import RunContext
-from ceap.home import default_config_dir
 from ceap.progress import add_rows
 from channels.base import Channel, Commit, Message, Result
 from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
 from channels.rendering import check_templates
 from channels.schedule import frequency_cap, quiet_hours, quiet_until
+from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
-from stores.base import CandidateStore, iso, open_store
+from stores.base import CandidateStore, iso
+from stores.spec import open_store
 
 MESSAGES = Metric(
     "ceap_dispatch_messages", "Outbox rows dispatched, by outcome", ["program", "channel", "status"]
@@ -334,7 +335,7 @@ def dispatch(
 
 def load_programs(config_dir: Path, program: str | None = None) -> list[ProgramConfig]:
     if program is not None:
-        from ceap.programs import load_by_name
+        from configs.programs import load_by_name
 
         return [load_by_name(program, config_dir)]
     return [load_program(p) for p in program_paths(config_dir)]

@@ -28,7 +28,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ceap.errors import ConfigError
-from channels.base import Message
+from channels.messages import Message
 
 BUILTIN = Path(__file__).parent / "templates"
 

@@ -27,6 +27,9 @@ BATCH_ROWS = 262_144
 ERROR_COLUMN = "_ceap_error"
 """A connector may mark rows it could not read faithfully (a cell that does not parse)
 with text in this column; such rows go to the dead-letter sink with that reason."""
+RAW = "_ceap_raw"
+"""The text of a row or event that could not be parsed (a ragged CSV line, a streaming event
+that is not JSON): its dead letter keeps it."""
 ORIGIN_COLUMN = "_ceap_origin"
 """Where each row came from (split and row number): the stable key of a dead letter."""
 

@@ -27,9 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceap.arrow import parse_times
 from ceap.plugins import connectors
-from connectors.base import BATCH_ROWS, ERROR_COLUMN, Connector
+from connectors.base import BATCH_ROWS, ERROR_COLUMN, RAW, Connector
 from connectors.files import is_local, list_files, open_file
-from transforms.dead_letters import RAW
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}

@@ -12,8 +12,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
-from transforms.dead_letters import RAW
+from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN, RAW
 
 _MASK63 = (1 << 63) - 1
 

@@ -28,7 +28,8 @@ from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
 from scorers.experiments import bounds, buckets
-from stores.base import iso, open_store
+from stores.base import iso
+from stores.spec import open_store
 from transforms.funnel import Funnel, counter
 
 log = logging.getLogger(__name__)

@@ -74,7 +74,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
-from stores.base import require_store
+from stores.spec import require_store
 
 TABLES = ("candidates", "outbox", "responses")
 PART = "part-00000.parquet"
@@ -161,7 +161,7 @@ def _params(table: str, day: str) -> tuple[str, ...]:
 
 def _raw_batches(store_spec: str, table: str, day: str, batch_rows: int) -> Iterator[pa.Table]:
     """The day's rows of ``table`` as Arrow tables of the store's own (text) columns."""
-    from stores.base import open_store
+    from stores.spec import open_store
     from stores.sqlite import SqliteStore
 
     store = open_store(store_spec)

@@ -21,7 +21,8 @@ from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
-from stores.base import iso, open_store
+from stores.base import iso
+from stores.spec import open_store
 from transforms.funnel import Funnel
 from transforms.outcomes import WriteOutcomes
 

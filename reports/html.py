@@ -18,8 +18,7 @@ from pathlib import Path
 from jinja2 import Environment
 
 from ceap.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from ceap.home import default_config_dir
-from ceap.programs import declared_names
+from configs.programs import declared_names, default_config_dir
 from reports import charts
 from reports.data import ReportData, load
 
@@ -135,7 +134,8 @@ def render(data: ReportData) -> str:
 
 def build_report(program: str, day: str | None = None, store: str = "sqlite") -> ReportData:
     from ceap.context import RunContext
-    from stores.base import iso, open_store
+    from stores.base import iso
+    from stores.spec import open_store
 
     s = open_store(store)
     try:

@@ -55,7 +55,7 @@ def filesystem_options(args: argparse.Namespace):
 
 def main(argv: list[str]) -> int:
     from ceap.errors import CeapError
-    from ceap.home import default_config_dir
+    from configs.programs import default_config_dir
     from scorers import registry
     from scorers.training import train
 

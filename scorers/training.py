@@ -130,7 +130,7 @@ def train(
     import skops.io as sio
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from ceap.programs import load_by_name
+    from configs.programs import load_by_name
     from scorers import registry as reg
     from scorers.sklearn import feature_matrix
 

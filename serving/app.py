@@ -68,7 +68,8 @@ from serving.schemas import (
     document_security,
     public_candidate,
 )
-from stores.base import iso, open_store
+from stores.base import iso
+from stores.spec import open_store
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
     """name -> ProgramConfig of every valid config; an invalid one is logged and skipped
     (its candidates are still served, with no staleness re-check and no channel)."""
     from ceap.errors import CeapError
-    from ceap.home import default_config_dir
+    from configs.programs import default_config_dir
     from configs.schema import load_program, program_paths
 
     programs = {}
@@ -155,8 +156,7 @@ def _load_programs(config_dir: str | os.PathLike | None) -> dict[str, Any]:
 def _known_programs(config_dir: str | os.PathLike | None, programs: dict[str, Any]) -> frozenset:
     """The programs the API accepts by name: those the config dir declares, loaded or not (a
     config that fails to load still has candidates in the store and customers who opt out)."""
-    from ceap.home import default_config_dir
-    from ceap.programs import declared_names
+    from configs.programs import declared_names, default_config_dir
 
     return frozenset(programs) | frozenset(declared_names(config_dir or default_config_dir()))
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     import uvicorn
 
-    from stores.base import open_store
+    from stores.spec import open_store
 
     try:  # a corrupt or unreachable store: say so before announcing an address
         open_store(args.store).close()

@@ -8,7 +8,6 @@ docs/architecture.md, "Tables"; times are ISO-8601 UTC text (``2026-11-25T10:00:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -174,45 +173,9 @@ class CandidateStore:
         raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
 
 
-def _sqlite_path(spec: str) -> str | None:
-    """The file a ``sqlite:...`` spec names (None: the default store, or not SQLite)."""
-    if not spec.startswith("sqlite:"):
-        return None
-    return spec.split(":", 1)[1].removeprefix("//") or None
-
-
-def require_store(spec: str) -> None:
-    """Commands that read a store someone else wrote (dispatch, export) refuse a SQLite path
-    with no database: a typo in ``--store`` would otherwise create an empty one, find
-    nothing to do and exit 0. The default store may be absent (nothing has run yet)."""
-    path = _sqlite_path(spec)
-    if path is not None and not Path(path).is_file():
-        from ceap.errors import ConfigError
-
-        raise ConfigError(f"--store {spec}: no database at {path} (check the path)")
-
-
 def response_id(now: str, key: str | None) -> str:
     """A response's id: the client's idempotency key, else its time and a random part (two
     responses in the same second are two rows). The prefixes keep the two kinds apart."""
     import uuid
 
     return f"key:{key}" if key is not None else f"at:{now}:{uuid.uuid4().hex[:12]}"
-
-
-def open_store(spec: str = "sqlite") -> CandidateStore:
-    """``sqlite`` (``$CEAP_HOME/ceap.db``), ``sqlite:///abs.db``, ``sqlite:rel.db`` or
-    ``dynamodb://<table-prefix>?region=..&endpoint_url=..``."""
-    if spec == "sqlite" or spec.startswith("sqlite:"):
-        from stores.sqlite import SqliteStore
-
-        return SqliteStore(_sqlite_path(spec))
-    if spec.startswith("dynamodb:"):
-        from stores.dynamodb import DynamoDBStore
-
-        return DynamoDBStore.from_spec(spec)
-    from ceap.errors import ConfigError
-
-    raise ConfigError(
-        f"unknown store {spec!r}; expected sqlite, sqlite:///path.db or dynamodb://prefix"
-    )

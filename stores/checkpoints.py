@@ -39,7 +39,7 @@ def checkpoint_path(path_or_spec: str | Path | None) -> Path:
         return path_or_spec or sqlite_path()
     spec = str(path_or_spec)
     if spec == "sqlite" or spec.startswith("sqlite:"):
-        from stores.base import open_store
+        from stores.spec import open_store
 
         store = open_store(spec)  # the store's own reading of its spec, and its tables
         try:

@@ -36,153 +36,51 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import re
-import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
-from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pyarrow as pa
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import NoRegionError
 
 from ceap.errors import StoreError
-from stores.base import (
-    CANDIDATE_COLUMNS,
-    DEAD_LETTER_COLUMNS,
-    OUTBOX_COLUMNS,
-    CandidateStore,
-    iso,
-    response_id,
+from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, CandidateStore, iso, response_id
+from stores.dynamodb_codec import (
+    ATTEMPTS,
+    COLUMNS,
+    OUTBOX_INSERT,
+    PARTITION,
+    SERVING_COLUMNS,
+    THREADS,
+    backoff,
+    chunks,
+    due_shard,
+    epoch,
+    from_item,
+    key_item,
+    sort_key,
+    table_key,
+    to_arrow,
+    to_item,
+    to_number,
+    typed_value,
+    with_names,
+    write_rounds,
 )
 
 if TYPE_CHECKING:
     from stores.dynamodb_outbox import DynamoDBOutbox
 
-_OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
-# table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
-COLUMNS = {
-    "candidates": [*CANDIDATE_COLUMNS, "updated_at"],
-    "outbox": [*_OUTBOX_INSERT, "updated_at", "sent_at", "lease_owner", "lease_until",
-               "next_attempt_at"],
-    "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
-    "opt_outs": ["customer_id", "program", "channel", "created_at"],
-    "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],
-    "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel", "error"],
-}  # fmt: skip
-SERVING_COLUMNS = [
-    "program", "subject_type", "subject_id", "action", "score", "model_id", "treatment",
-    "context", "created_at", "expires_at", "deliver_after", "status",
-]  # fmt: skip
 _MUTABLE = ["subject_type", "action", "context", "score", "model_id", "treatment", "deliver_after"]
-_TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
-_PARTITION = {"dead_letters": "program", "runs": "run_id"}  # the others: customer_id
 # SQLite's upsert branches as conditions on the stored row (:new_created: the incoming row's)
 _KEEP = "#status = :live AND #expires_at > :new_created"
 _RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
-DUE_SHARDS = 16
-_ATTEMPTS = 10  # rounds of unprocessed items / of conditional writes losing a race
-_THREADS = 8  # concurrent conditional writes (boto3 clients are thread-safe)
-_SER, _DE = TypeSerializer(), TypeDeserializer()
-
-
-def _sk(*parts: str) -> str:
-    return "#".join(parts)
-
-
-def due_shard(customer_id: str) -> str:
-    """The ``due`` index partition of a customer's pending outbox rows (``00``..``15``)."""
-    return f"{zlib.crc32(customer_id.encode()) % DUE_SHARDS:02d}"
-
-
-def _number(value: Any) -> Any:
-    """DynamoDB numbers are Decimals; repr() is the shortest text that round-trips a float.
-    NaN becomes null (as SQLite stores it), a bool 0/1."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float):
-        return None if math.isnan(value) else Decimal(repr(value))
-    return value
-
-
-def _item(record: dict[str, Any]) -> dict[str, Any]:
-    """A typed DynamoDB item; null fields are left out (so ``attribute_exists`` = not null)."""
-    typed = {k: _number(v) for k, v in record.items()}
-    return {k: _SER.serialize(v) for k, v in typed.items() if v is not None}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _DE.deserialize(v) for k, v in item.items()}
-
-
-def _value(name: str, value: Any) -> Any:
-    """A stored Decimal as the Python number SQLite gives (float score, int counters)."""
-    if not isinstance(value, Decimal):
-        return value
-    return float(value) if _TYPES.get(name) == pa.float64() else int(value)
-
-
-def _arrow(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
-    arrays = [
-        pa.array([_value(c, r.get(c)) for r in records], _TYPES.get(c, pa.string()))
-        for c in columns
-    ]
-    return pa.table(arrays, names=columns)
-
-
-def _expressions(request: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Adds exactly the ``#name`` / ``:value`` placeholders the request's expressions use
-    (DynamoDB rejects unused ones; ``#`` because status, ttl, time ... are reserved words)."""
-    text = " ".join(v for k, v in request.items() if k.endswith("Expression"))
-    if names := set(re.findall(r"#(\w+)", text)):
-        request["ExpressionAttributeNames"] = {f"#{n}": n for n in names}
-    if used := set(re.findall(r":(\w+)", text)):
-        request["ExpressionAttributeValues"] = {
-            f":{k}": _SER.serialize(_number(values[k])) for k in used
-        }
-    return request
-
-
-def _epoch(ts: str | None) -> int | None:
-    return int(datetime.fromisoformat(ts).timestamp()) if ts else None
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))  # jitter
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    return (items[i : i + size] for i in range(0, len(items), size))
-
-
-def _key(record: dict, table: str = "candidates") -> tuple[str, str]:
-    return record[_PARTITION.get(table, "customer_id")], record["sk"]
-
-
-def _key_item(record: dict, table: str = "candidates") -> dict[str, Any]:
-    partition = _PARTITION.get(table, "customer_id")
-    return _item({partition: record[partition], "sk": record["sk"]})
-
-
-def _rounds(records: list[dict]) -> list[list[dict]]:
-    """Round n holds each key's n-th record: one BatchWriteItem may not name an item twice,
-    and SQLite applies repeated keys in input order."""
-    rounds: list[list[dict]] = []
-    seen: dict[tuple, int] = {}
-    for r in records:
-        n = seen[_key(r)] = seen.get(_key(r), -1) + 1
-        rounds.extend([] for _ in range(n + 1 - len(rounds)))
-        rounds[n].append(r)
-    return rounds
 
 
 class DynamoDBStore(CandidateStore):
@@ -248,7 +146,7 @@ class DynamoDBStore(CandidateStore):
         existing = {n for page in pages for n in page["TableNames"]}
         created = [t for t in COLUMNS if self.name(t) not in existing]
         for table in created:
-            keys = {_PARTITION.get(table, "customer_id"): "HASH"}
+            keys = {PARTITION.get(table, "customer_id"): "HASH"}
             keys |= {} if table == "runs" else {"sk": "RANGE"}
             extra: dict[str, Any] = {}
             if table == "outbox":
@@ -284,62 +182,62 @@ class DynamoDBStore(CandidateStore):
         request: dict[str, Any] = {"TableName": self.name(table), "ConsistentRead": self.consistent}
         if columns:
             request["ProjectionExpression"] = ", ".join(f"#{c}" for c in columns)
-        pages = self._client.get_paginator(op).paginate(**_expressions(request | expr, values))
-        return [_plain(i) for page in pages for i in page["Items"]]
+        pages = self._client.get_paginator(op).paginate(**with_names(request | expr, values))
+        return [from_item(i) for page in pages for i in page["Items"]]
 
     def _drain(self, call: Callable[..., dict], request: dict, unprocessed: str) -> Iterator[dict]:
         """Repeats a batch call on what DynamoDB left ``unprocessed`` (throttling), with backoff."""
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             response = call(RequestItems=request)
             yield response
             if not (request := response.get(unprocessed)):
                 return
-            _backoff(attempt)
-        raise RuntimeError(f"DynamoDB left {unprocessed} after {_ATTEMPTS} rounds")
+            backoff(attempt)
+        raise RuntimeError(f"DynamoDB left {unprocessed} after {ATTEMPTS} rounds")
 
     def _get_many(self, table: str, records: list[dict]) -> dict[tuple, dict]:
         """BatchGetItem (consistent) of the records' keys; the items found, by key."""
         found: dict[tuple, dict] = {}
-        for chunk in _chunks(records, 100):
-            keys = [_key_item(r, table) for r in chunk]
+        for chunk in chunks(records, 100):
+            keys = [key_item(r, table) for r in chunk]
             request = {self.name(table): {"Keys": keys, "ConsistentRead": True}}
             for response in self._drain(self._client.batch_get_item, request, "UnprocessedKeys"):
-                for item in map(_plain, response["Responses"].get(self.name(table), [])):
-                    found[_key(item, table)] = item
+                for item in map(from_item, response["Responses"].get(self.name(table), [])):
+                    found[table_key(item, table)] = item
         return found
 
     def _write_many(self, table: str, requests: list[dict]) -> None:
         """BatchWriteItem in chunks of 25."""
-        for chunk in _chunks(requests, 25):
+        for chunk in chunks(requests, 25):
             request = {self.name(table): chunk}
             list(self._drain(self._client.batch_write_item, request, "UnprocessedItems"))
 
     def _put(self, table: str, record: dict, condition: str, values: dict) -> dict:
         """put_item arguments: the whole item, written only if ``condition`` holds."""
-        op = {"TableName": self.name(table), "Item": _item(record)}
-        return _expressions(op | {"ConditionExpression": condition}, values)
+        op = {"TableName": self.name(table), "Item": to_item(record)}
+        return with_names(op | {"ConditionExpression": condition}, values)
 
     def _update(self, table: str, key: dict, fields: dict, condition: str, values: dict) -> dict:
         """update_item arguments: SET ``fields``, REMOVE the null ones (as SQL sets NULL)."""
-        sets = ", ".join(f"#{k} = :{k}" for k, v in fields.items() if _number(v) is not None)
-        removes = ", ".join(f"#{k}" for k, v in fields.items() if _number(v) is None)
+        sets = ", ".join(f"#{k} = :{k}" for k, v in fields.items() if to_number(v) is not None)
+        removes = ", ".join(f"#{k}" for k, v in fields.items() if to_number(v) is None)
         expr = f"SET {sets}" + (f" REMOVE {removes}" if removes else "")
-        op = {"TableName": self.name(table), "Key": _item(key), "UpdateExpression": expr}
-        return _expressions(op | {"ConditionExpression": condition}, values | fields)
+        op = {"TableName": self.name(table), "Key": to_item(key), "UpdateExpression": expr}
+        return with_names(op | {"ConditionExpression": condition}, values | fields)
 
     # -- pipeline writes -------------------------------------------------------------------
     def upsert_candidates(self, candidates: pa.Table) -> int:
         rows = candidates.select(CANDIDATE_COLUMNS).to_pylist()
         for r in rows:
-            r.update(sk=_sk(r["program"], r["subject_id"]), updated_at=r["created_at"])
-            r["ttl"] = _epoch(r["expires_at"])
-        for batch in _rounds(rows):
+            r.update(sk=sort_key(r["program"], r["subject_id"]), updated_at=r["created_at"])
+            r["ttl"] = epoch(r["expires_at"])
+        for batch in write_rounds(rows):
             old = self._get_many("candidates", batch)
-            fresh = [{"PutRequest": {"Item": _item(r)}} for r in batch if _key(r) not in old]
+            fresh = [{"PutRequest": {"Item": to_item(r)}} for r in batch if table_key(r) not in old]
             self._write_many("candidates", fresh)
-            there = [r for r in batch if _key(r) in old]
-            with ThreadPoolExecutor(_THREADS) as pool:  # map() re-raises the first failure
-                list(pool.map(self._upsert_existing, there, [old[_key(r)] for r in there]))
+            there = [r for r in batch if table_key(r) in old]
+            with ThreadPoolExecutor(THREADS) as pool:  # map() re-raises the first failure
+                list(pool.map(self._upsert_existing, there, [old[table_key(r)] for r in there]))
         return len(rows)
 
     def _upsert_existing(self, row: dict, existing: dict | None) -> None:
@@ -347,7 +245,7 @@ class DynamoDBStore(CandidateStore):
         concurrent write changed the row since (ConditionalCheckFailed), reads it again."""
         values = {s: s for s in ("live", "consumed", "suppressed")}
         values["new_created"] = row["created_at"]
-        for _ in range(_ATTEMPTS):
+        for _ in range(ATTEMPTS):
             status = existing.get("status") if existing else None
             if status in ("consumed", "suppressed"):
                 return  # the customer acted or was excluded: left alone
@@ -365,10 +263,10 @@ class DynamoDBStore(CandidateStore):
                 return
             except self._errors.ConditionalCheckFailedException:
                 got = self._client.get_item(
-                    TableName=self.name("candidates"), Key=_key_item(row), ConsistentRead=True
+                    TableName=self.name("candidates"), Key=key_item(row), ConsistentRead=True
                 )
-                existing = _plain(got["Item"]) if "Item" in got else None
-        raise RuntimeError(f"candidate {_key(row)} kept changing under concurrent writes")
+                existing = from_item(got["Item"]) if "Item" in got else None
+        raise RuntimeError(f"candidate {table_key(row)} kept changing under concurrent writes")
 
     def _insert_new(self, table: str, records: list[dict]) -> int:
         """INSERT ... DO NOTHING: writes the records whose key is not there yet (of repeated
@@ -376,17 +274,17 @@ class DynamoDBStore(CandidateStore):
         changing, are never written; see the module docstring for the race on new keys."""
         first: dict[tuple, dict] = {}
         for r in records:
-            first.setdefault(_key(r, table), r)
+            first.setdefault(table_key(r, table), r)
         old = self._get_many(table, list(first.values()))
-        puts = [{"PutRequest": {"Item": _item(r)}} for k, r in first.items() if k not in old]
+        puts = [{"PutRequest": {"Item": to_item(r)}} for k, r in first.items() if k not in old]
         self._write_many(table, puts)
         return len(puts)
 
     def enqueue_outbox(self, rows: pa.Table) -> int:
-        records = rows.select(_OUTBOX_INSERT).to_pylist()
+        records = rows.select(OUTBOX_INSERT).to_pylist()
         for r in records:
             r["sk"], r["updated_at"] = (
-                _sk(r["program"], r["subject_id"], r["channel"]),
+                sort_key(r["program"], r["subject_id"], r["channel"]),
                 r["created_at"],
             )
             if r["status"] == "pending":  # the sparse due index holds pending rows only
@@ -396,14 +294,14 @@ class DynamoDBStore(CandidateStore):
     def write_dead_letters(self, rows: pa.Table) -> int:
         records = rows.select(DEAD_LETTER_COLUMNS).to_pylist()
         for r in records:
-            r["sk"] = _sk(r["stage"], r["origin"])
+            r["sk"] = sort_key(r["stage"], r["origin"])
         return self._insert_new("dead_letters", records)
 
     def record_run(self, run: dict[str, Any]) -> None:
         record = {k: run.get(k) for k in COLUMNS["runs"]}
         if record["funnel"] is not None:
             record["funnel"] = json.dumps(record["funnel"])
-        self._client.put_item(TableName=self.name("runs"), Item=_item(record))
+        self._client.put_item(TableName=self.name("runs"), Item=to_item(record))
 
     # -- lookups ---------------------------------------------------------------------------
     def live_keys(
@@ -413,7 +311,7 @@ class DynamoDBStore(CandidateStore):
         values = {"program": program, "live": "live", "now": iso(now)}
         columns = ["customer_id", "subject_id", "deliver_after"]
         found = self._read("scan", "candidates", columns, values, FilterExpression=where)
-        return _only(_arrow(found, columns), customers)
+        return _only(to_arrow(found, columns), customers)
 
     def acted_keys(self, program: str | None, customers: list[str] | None = None) -> pa.Table:
         columns = ["program", "customer_id", "subject_id"]
@@ -421,7 +319,7 @@ class DynamoDBStore(CandidateStore):
         found = self._read("scan", "responses", columns, {"program": program}, **where)
         distinct = dict.fromkeys(tuple(r[c] for c in columns) for r in found)
         return _only(
-            _arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns), customers
+            to_arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns), customers
         )
 
     def contacts(self, since: datetime, customers: list[str] | None = None) -> pa.Table:
@@ -431,18 +329,18 @@ class DynamoDBStore(CandidateStore):
         found = self._read("scan", "outbox", columns, values, FilterExpression=where)
         for r in found:
             r["contacted_at"] = r.pop("sent_at")
-        return _only(_arrow(found, [*columns[:4], "contacted_at"]), customers)
+        return _only(to_arrow(found, [*columns[:4], "contacted_at"]), customers)
 
     def opt_outs(self, customers: list[str] | None = None) -> pa.Table:
         found = self._read("scan", "opt_outs", ["customer_id", "program", "channel"], {})
         for r in found:
             r.update({k: None for k in ("program", "channel") if r.get(k) == "*"})
-        return _only(_arrow(found, ["customer_id", "program", "channel"]), customers)
+        return _only(to_arrow(found, ["customer_id", "program", "channel"]), customers)
 
     def cached_scores(self, program: str) -> pa.Table:
         columns = ["customer_id", "subject_id", "score", "model_id"]
         where = "#program = :program AND attribute_exists(#score)"
-        return _arrow(
+        return to_arrow(
             self._read("scan", "candidates", columns, {"program": program}, FilterExpression=where),
             columns,
         )
@@ -463,7 +361,7 @@ class DynamoDBStore(CandidateStore):
         The caller still checks expires_at: TTL deletion lags.
         """
         key = "#customer_id = :customer_id" + (" AND begins_with(#sk, :prefix)" if program else "")
-        values = {"customer_id": customer_id, "prefix": _sk(program or "", ""), "live": "live"}
+        values = {"customer_id": customer_id, "prefix": sort_key(program or "", ""), "live": "live"}
         request = {
             "KeyConditionExpression": key,
             "FilterExpression": "#status = :live",
@@ -472,7 +370,7 @@ class DynamoDBStore(CandidateStore):
         found = self._read("query", "candidates", SERVING_COLUMNS, values, **request)
         found.sort(key=lambda r: -r["score"] if r.get("score") is not None else math.inf)
         return [
-            {"customer_id": customer_id} | {c: _value(c, r.get(c)) for c in SERVING_COLUMNS}
+            {"customer_id": customer_id} | {c: typed_value(c, r.get(c)) for c in SERVING_COLUMNS}
             for r in found[:limit]
         ]
 
@@ -482,7 +380,7 @@ class DynamoDBStore(CandidateStore):
 
         record = {"customer_id": customer_id, "program": program or "*", "channel": channel or "*"}
         record.update(
-            sk=_sk(record["program"], record["channel"]), created_at=iso(RunContext.utcnow())
+            sk=sort_key(record["program"], record["channel"]), created_at=iso(RunContext.utcnow())
         )
         put = self._put("opt_outs", record, "attribute_not_exists(#sk)", {})
         with suppress(self._errors.ConditionalCheckFailedException):  # INSERT OR IGNORE
@@ -493,7 +391,7 @@ class DynamoDBStore(CandidateStore):
         found = self._read(
             "query", "opt_outs", ["customer_id", "sk"], {"customer_id": customer_id}, **where
         )
-        self._write_many("opt_outs", [{"DeleteRequest": {"Key": _item(k)}} for k in found])
+        self._write_many("opt_outs", [{"DeleteRequest": {"Key": to_item(k)}} for k in found])
         return len(found)
 
     def record_response(
@@ -507,14 +405,14 @@ class DynamoDBStore(CandidateStore):
         record = {"program": program, "customer_id": customer_id, "subject_id": subject_id}
         record.update(
             response=json.dumps(response, allow_nan=False), created_at=now, response_id=rid,
-            sk=_sk(program, subject_id, rid),
+            sk=sort_key(program, subject_id, rid),
         )  # fmt: skip
         with suppress(self._errors.ConditionalCheckFailedException):  # a replayed key
             self._client.put_item(
-                TableName=self.name("responses"), Item=_item(record),
+                TableName=self.name("responses"), Item=to_item(record),
                 ConditionExpression="attribute_not_exists(sk)",
             )  # fmt: skip
-        key = {"customer_id": customer_id, "sk": _sk(program, subject_id)}
+        key = {"customer_id": customer_id, "sk": sort_key(program, subject_id)}
         fields = {"status": "consumed", "updated_at": now}
         update = self._update("candidates", key, fields, "attribute_exists(#sk)", {})
         try:  # the response stays recorded when there is no candidate, as in SQLite
@@ -526,7 +424,7 @@ class DynamoDBStore(CandidateStore):
     def table(self, name: str) -> pa.Table:
         if name not in COLUMNS:
             raise ValueError(f"no table {name!r}")
-        return _arrow(self._read("scan", name, None, {}), COLUMNS[name])
+        return to_arrow(self._read("scan", name, None, {}), COLUMNS[name])
 
     def close(self) -> None:
         self._client.close()
@@ -537,7 +435,7 @@ class DynamoDBStore(CandidateStore):
         live (consumed meanwhile, or deleted by the TTL)."""
         from ceap.context import RunContext
 
-        key = {"customer_id": customer_id, "sk": _sk(program, subject_id)}
+        key = {"customer_id": customer_id, "sk": sort_key(program, subject_id)}
         fields = {"status": "expired", "updated_at": iso(RunContext.utcnow())}
         update = self._update(
             "candidates", key, fields, "attribute_exists(#sk) AND #status = :live", {"live": "live"}
@@ -552,7 +450,7 @@ class DynamoDBStore(CandidateStore):
         """One Query on the customer's partition, sort keys ``program#subject_id#...``; the
         filter on subject_id guards against subject ids that themselves contain ``#``."""
         values = {
-            "customer_id": customer_id, "prefix": _sk(program, subject_id, ""),
+            "customer_id": customer_id, "prefix": sort_key(program, subject_id, ""),
             "subject_id": subject_id,
         }  # fmt: skip
         found = self._read(

@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from stores.dynamodb import (
-    _THREADS,
+from stores.dynamodb_codec import (
     DUE_SHARDS,
-    _expressions,
-    _item,
-    _plain,
-    _sk,
-    _value,
+    THREADS,
     due_shard,
+    from_item,
+    sort_key,
+    to_item,
+    typed_value,
+    with_names,
 )
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class DynamoDBOutbox:
         due = self._due(values, programs, channel, limit)
         rows: list[dict] = []
         try:
-            with ThreadPoolExecutor(_THREADS) as pool:
+            with ThreadPoolExecutor(THREADS) as pool:
                 while due and len(rows) < limit:  # claims lost to others: the next oldest
                     batch, due = due[: limit - len(rows)], due[limit - len(rows) :]
                     rows += [r for r in pool.map(lambda k: self._claim(k, values), batch) if r]
@@ -137,7 +137,7 @@ class DynamoDBOutbox:
         wanted = set(programs)
 
         def shard(n: int) -> list[dict]:
-            request = _expressions({
+            request = with_names({
                 "TableName": self._table, "IndexName": "due",
                 "KeyConditionExpression": "#due = :shard AND #send_after <= :now",
                 "FilterExpression": " AND ".join(where),
@@ -146,31 +146,31 @@ class DynamoDBOutbox:
             found: list[dict] = []
             while len(found) < limit:
                 page = self._client.query(**request)
-                found += [i for i in map(_plain, page["Items"]) if i["program"] in wanted]
+                found += [i for i in map(from_item, page["Items"]) if i["program"] in wanted]
                 if "LastEvaluatedKey" not in page:
                     break
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             return found[:limit]
 
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with ThreadPoolExecutor(THREADS) as pool:
             found = [i for part in pool.map(shard, range(DUE_SHARDS)) for i in part]
         found.sort(key=lambda i: (i["send_after"], i["customer_id"], i["sk"]))
         return [{"customer_id": i["customer_id"], "sk": i["sk"]} for i in found]
 
     def _claim(self, key: dict[str, str], values: dict) -> dict | None:
         """Leases one row if it is still due and free: the atomic step. None: someone else's."""
-        request = _expressions({
-            "TableName": self._table, "Key": _item(key), "ReturnValues": "ALL_NEW",
+        request = with_names({
+            "TableName": self._table, "Key": to_item(key), "ReturnValues": "ALL_NEW",
             "UpdateExpression": "SET #lease_owner = :owner, #lease_until = :until, "
                                 "#updated_at = :clock",
             "ConditionExpression": _DUE,
         }, values)  # fmt: skip
         try:
-            item = _plain(self._client.update_item(**request)["Attributes"])
+            item = from_item(self._client.update_item(**request)["Attributes"])
         except self._errors.ConditionalCheckFailedException:
             return None
         self._keys[item["idempotency_key"]] = key
-        return {"rowid": item["idempotency_key"]} | {c: _value(c, item.get(c)) for c in _ROW}
+        return {"rowid": item["idempotency_key"]} | {c: typed_value(c, item.get(c)) for c in _ROW}
 
     def _attach_guards(
         self, rows: list[dict], owner: str, clock: str, cap_since: dict[str, str]
@@ -179,10 +179,10 @@ class DynamoDBOutbox:
         if not rows:
             return
         get = self._store._get_many
-        wanted = {(r["customer_id"], _sk(r["program"], r["subject_id"])) for r in rows}
+        wanted = {(r["customer_id"], sort_key(r["program"], r["subject_id"])) for r in rows}
         candidates = get("candidates", [{"customer_id": c, "sk": sk} for c, sk in wanted])
         keys = {
-            (r["customer_id"], _sk(p, ch))
+            (r["customer_id"], sort_key(p, ch))
             for r in rows for p in (r["program"], "*") for ch in (r["channel"], "*")
         }  # fmt: skip
         opt_outs: dict[str, list[tuple[str, str]]] = {}
@@ -190,11 +190,11 @@ class DynamoDBOutbox:
         for item in found.values():
             opt_outs.setdefault(item["customer_id"], []).append((item["program"], item["channel"]))
         capped = sorted({r["customer_id"] for r in rows if r["channel"] in cap_since})
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with ThreadPoolExecutor(THREADS) as pool:
             recent = pool.map(lambda c: self._recent(c, owner, clock, cap_since), capped)
             counts = dict(zip(capped, recent, strict=True))
         for r in rows:
-            cand = candidates.get((r["customer_id"], _sk(r["program"], r["subject_id"])), {})
+            cand = candidates.get((r["customer_id"], sort_key(r["program"], r["subject_id"])), {})
             r.update({name: cand.get(field) for field, name in _CANDIDATE.items()})
             r["opt_outs"] = sorted(opt_outs.get(r["customer_id"], []))
             sent, in_flight = counts.get(r["customer_id"], ({}, Counter()))
@@ -216,12 +216,12 @@ class DynamoDBOutbox:
                    "KeyConditionExpression": "#customer_id = :customer_id",
                    "ProjectionExpression": "#channel, #status, #sent_at, #updated_at, "
                                            "#lease_owner, #lease_until, #shadow"}  # fmt: skip
-        request = _expressions(request, values)
+        request = with_names(request, values)
         sent: dict[tuple[str, bool], list[str]] = {}
         in_flight: Counter = Counter()
         while True:
             page = self._client.query(**request)
-            for r in map(_plain, page["Items"]):
+            for r in map(from_item, page["Items"]):
                 since = cap_since.get(r["channel"])
                 if since is None:
                     continue
@@ -278,7 +278,7 @@ class DynamoDBOutbox:
         by owners starting with ``owner_prefix``, live at ``clock``; one Query per shard."""
 
         def shard(n: int) -> list[dict]:
-            request = _expressions({
+            request = with_names({
                 "TableName": self._table, "IndexName": "due",
                 "KeyConditionExpression": "#due = :shard",
                 "FilterExpression": "begins_with(#lease_owner, :prefix) AND #lease_until >= :clock",
@@ -287,13 +287,13 @@ class DynamoDBOutbox:
             found: list[dict] = []
             while True:
                 page = self._client.query(**request)
-                found += map(_plain, page["Items"])
+                found += map(from_item, page["Items"])
                 if "LastEvaluatedKey" not in page:
                     return found
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
         held: dict[str, list[str]] = {}
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with ThreadPoolExecutor(THREADS) as pool:
             for item in (i for part in pool.map(shard, range(DUE_SHARDS)) for i in part):
                 self._keys[item["idempotency_key"]] = {
                     "customer_id": item["customer_id"],
@@ -351,10 +351,10 @@ class DynamoDBOutbox:
         )  # fmt: skip
         values = fields | {"owner": owner, "from_status": from_status, "zero": 0,
                            "attempted": attempted}  # fmt: skip
-        request = {"TableName": self._table, "Key": _item(key), "UpdateExpression": expr,
+        request = {"TableName": self._table, "Key": to_item(key), "UpdateExpression": expr,
                    "ConditionExpression": _HELD}  # fmt: skip
         try:
-            self._client.update_item(**_expressions(request, values))
+            self._client.update_item(**with_names(request, values))
         except self._errors.ConditionalCheckFailedException:
             return False
         return True
@@ -379,5 +379,5 @@ class DynamoDBOutbox:
         items = list(items)
         if not parallel or len(items) < 2:
             return [fn(i) for i in items]
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with ThreadPoolExecutor(THREADS) as pool:
             return list(pool.map(fn, items))

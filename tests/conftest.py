@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from ceap.context import RunContext
-from stores.base import CANDIDATE_COLUMNS, iso, open_store
+from stores.base import CANDIDATE_COLUMNS, iso
+from stores.spec import open_store
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -11,12 +11,13 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from connectors.base import RAW
 from stores.base import iso
+
+__all__ = ["DEAD_LETTER", "RAW", "dead_letters"]
 
 DEAD_LETTER = "dead_letter"
 """Tag name of every stage's failure output."""
-RAW = "_ceap_raw"
-"""The text of an event that could not be parsed (set by streaming sources)."""
 
 
 def dead_letters(

@@ -28,6 +28,15 @@ ARM_RESPONSES_SQL = (
 )
 
 
+_TOTALS = {"read", "below_min_score", "candidates", "stored", "fallback", "shadow_read"}
+"""Counters ``<stage>`` summed into the Funnel field of the same name."""
+_KEYED = {
+    "dead_letter": ("dead_letters", 1), "filtered": ("filtered", 2), "ranked_out": ("ranked_out", 1),
+    "scored": ("scored", 1), "queued": ("queued", 2), "model_circuit_open": ("circuit_open", 1),
+}  # fmt: skip
+"""Counters ``<stage>|<detail>...``: the Funnel dict they sum into, keyed by 1 or 2 details."""
+
+
 def namespace(program: str) -> str:
     return f"ceap.{program}"
 
@@ -141,30 +150,13 @@ class Funnel:
         f = cls(program)
         for name, value in sorted(totals.items()):
             stage, *rest = name.split(SEP)
-            if stage == "read":
-                f.read += value
-            elif stage == "dead_letter":
-                f.dead_letters[rest[0]] = f.dead_letters.get(rest[0], 0) + value
-            elif stage == "filtered":
-                f.filtered[(rest[0], rest[1])] = value
-            elif stage == "below_min_score":
-                f.below_min_score += value
-            elif stage == "ranked_out":
-                f.ranked_out[rest[0]] = value
-            elif stage == "candidates":
-                f.candidates += value
-            elif stage == "scored":
-                f.scored[rest[0]] = value
-            elif stage == "stored":
-                f.stored += value
-            elif stage == "queued":
-                f.queued[(rest[0], rest[1])] = value
-            elif stage == "fallback":
-                f.fallback += value
-            elif stage == "shadow_read":
-                f.shadow_read += value
-            elif stage == "model_circuit_open":
-                f.circuit_open[rest[0]] = value
+            if stage in _TOTALS:
+                setattr(f, stage, getattr(f, stage) + value)
+            elif stage in _KEYED:
+                field_name, parts = _KEYED[stage]
+                counts = getattr(f, field_name)
+                key = rest[0] if parts == 1 else tuple(rest[:parts])
+                counts[key] = counts.get(key, 0) + value
             elif stage == "arm":
                 f.arms.setdefault(rest[0], {})[rest[1]] = value
         if filter_order:

@@ -32,7 +32,7 @@ from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
 from scorers.base import RowErrors
 from scorers.experiments import assign
-from stores.base import open_store
+from stores.spec import open_store
 from transforms.candidates import row_origin
 from transforms.dead_letters import DEAD_LETTER, dead_letters
 from transforms.filters.lookup import KeyedCounts
@@ -88,52 +88,12 @@ class _ScoreFn(beam.DoFn):
         errors = np.full(n, None, dtype=object)
         for i, (m, scorer) in enumerate(self._models):
             rows = np.flatnonzero(arms == i)
-            if not len(rows):
-                continue
-            model_ids[rows], treatments[rows] = m.id, m.treatment or m.id
-            if m.id in self._open:
-                counter(program, "model_errors", m.id).inc(len(rows))
-                failed[rows] = True
-                errors[rows] = self._open[m.id]
-                continue
-            try:
-                part = np.asarray(scorer.score(batch.take(pa.array(rows))), dtype=np.float64)
-                if part.shape != (len(rows),):
-                    raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
-                scores[rows] = part
-                counter(program, "scored", m.id).inc(len(rows))
-                self._failing[m.id] = 0
-            except RowErrors as partial:  # the model works; some rows' features do not
-                bad = np.not_equal(partial.errors, None)
-                scores[rows] = partial.scores
-                failed[rows[bad]] = True
-                errors[rows[bad]] = [f"model {m.id}: {e}"[:500] for e in partial.errors[bad]]
-                counter(program, "scored", m.id).inc(int((~bad).sum()))
-                counter(program, "model_errors", m.id).inc(int(bad.sum()))
-                self._failing[m.id] = 0
-            except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
-                if isinstance(exc, ConfigError) and not ctx.streaming:
-                    # The program names a feature column its source lacks: every row would
-                    # fail, so the run does, loudly (a streaming micro-batch may just lack an
-                    # optional field: its rows fail as data).
-                    raise
-                log.warning(
-                    "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc,
-                    extra=logs.context(program=program, stage="Score", model_id=m.id),
-                )  # fmt: skip
-                counter(program, "model_errors", m.id).inc(len(rows))
-                failed[rows] = True
-                errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
-                self._trip(m.id, exc)
+            if len(rows):
+                model_ids[rows], treatments[rows] = m.id, m.treatment or m.id
+                self._score_arm(m, scorer, batch, rows, scores, failed, errors)
         if failed.any() and self._scoring.fallback == "cached":
             failed = self._fallback(batch, failed, scores, model_ids)
-        # The model's output replaces same-named input columns (a source may carry "score").
-        out = batch.drop_columns(
-            [c for c in ("score", "model_id", "treatment") if c in batch.schema.names]
-        )
-        out = out.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
-        out = out.append_column("model_id", pa.array(model_ids, pa.string()))
-        out = out.append_column("treatment", pa.array(treatments, pa.string()))
+        out = _with_scores(batch, scores, model_ids, treatments)
         if failed.any():
             bad = out.filter(pa.array(failed))
             origins = _origins(bad, ctx.streaming)
@@ -151,16 +111,61 @@ class _ScoreFn(beam.DoFn):
                 counter(program, "below_min_score").inc(int(below.sum()))
                 yield from emit_outcomes(ctx, out.filter(pa.array(below)), "below_min_score")
             keep &= passing
+        self._count_arms(arms, keep, scores)
+        if keep.all():
+            yield out
+        elif keep.any():
+            yield out.filter(pa.array(keep))
+
+    def _score_arm(self, m, scorer, batch: pa.RecordBatch, rows: np.ndarray, scores: np.ndarray,
+                   failed: np.ndarray, errors: np.ndarray) -> None:  # fmt: skip
+        """Scores one experiment arm's ``rows`` in place: ``scores``, or ``failed`` with the
+        reason in ``errors`` (an open circuit, the model's error, a row's bad feature)."""
+        program = self._ctx.program
+        if m.id in self._open:
+            counter(program, "model_errors", m.id).inc(len(rows))
+            failed[rows] = True
+            errors[rows] = self._open[m.id]
+            return
+        try:
+            part = np.asarray(scorer.score(batch.take(pa.array(rows))), dtype=np.float64)
+            if part.shape != (len(rows),):
+                raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
+            scores[rows] = part
+            counter(program, "scored", m.id).inc(len(rows))
+            self._failing[m.id] = 0
+        except RowErrors as partial:  # the model works; some rows' features do not
+            bad = np.not_equal(partial.errors, None)
+            scores[rows] = partial.scores
+            failed[rows[bad]] = True
+            errors[rows[bad]] = [f"model {m.id}: {e}"[:500] for e in partial.errors[bad]]
+            counter(program, "scored", m.id).inc(int((~bad).sum()))
+            counter(program, "model_errors", m.id).inc(int(bad.sum()))
+            self._failing[m.id] = 0
+        except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
+            if isinstance(exc, ConfigError) and not self._ctx.streaming:
+                # The program names a feature column its source lacks: every row would
+                # fail, so the run does, loudly (a streaming micro-batch may just lack an
+                # optional field: its rows fail as data).
+                raise
+            log.warning(
+                "program %s: model %s failed on %d rows: %s", program, m.id, len(rows), exc,
+                extra=logs.context(program=program, stage="Score", model_id=m.id),
+            )  # fmt: skip
+            counter(program, "model_errors", m.id).inc(len(rows))
+            failed[rows] = True
+            errors[rows] = f"model {m.id} failed: {type(exc).__name__}: {exc}"[:500]
+            self._trip(m.id, exc)
+
+    def _count_arms(self, arms: np.ndarray, keep: np.ndarray, scores: np.ndarray) -> None:
+        """Per arm: its rows scored >= min_score and their score sum (the funnel's arm lines)."""
+        program = self._ctx.program
         for i, (m, _) in enumerate(self._models):
             mine = keep & (arms == i)
             if mine.any():
                 counter(program, "arm", m.id, "rows").inc(int(mine.sum()))
                 total = float(np.nansum(scores[mine]))
                 counter(program, "arm", m.id, "score_sum").inc(int(round(total * SCORE_UNIT)))
-        if keep.all():
-            yield out
-        elif keep.any():
-            yield out.filter(pa.array(keep))
 
     def _trip(self, model_id: str, exc: Exception) -> None:
         """Counts a failing batch; opens the model's circuit at the threshold."""
@@ -244,3 +249,16 @@ class Score(beam.PTransform):
         return candidates | "Models" >> beam.ParDo(_ScoreFn(self._scoring, self._ctx)).with_outputs(
             DEAD_LETTER, OUTCOME, main="scored"
         )
+
+
+def _with_scores(
+    batch: pa.RecordBatch, scores: np.ndarray, model_ids: np.ndarray, treatments: np.ndarray
+) -> pa.RecordBatch:
+    """The batch with its score, model_id and treatment: the model's output replaces
+    same-named input columns (a source may carry "score")."""
+    out = batch.drop_columns(
+        [c for c in ("score", "model_id", "treatment") if c in batch.schema.names]
+    )
+    out = out.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
+    out = out.append_column("model_id", pa.array(model_ids, pa.string()))
+    return out.append_column("treatment", pa.array(treatments, pa.string()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from ceap.context import RunContext
-from stores.base import open_store
+from stores.spec import open_store
 
 
 class StoreDoFn(beam.DoFn):

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, iso, open_store
+from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, iso
+from stores.spec import open_store
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

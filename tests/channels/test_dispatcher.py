@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from channels.dispatcher import dispatch
-from stores.base import iso, open_store
+from stores.base import iso
+from stores.spec import open_store
 from tests.channels.conftest import NOW, PROGRAM
 
 

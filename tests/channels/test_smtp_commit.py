@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from channels.dispatcher import dispatch
 from channels.email import EmailChannel
-from stores.base import open_store
+from stores.spec import open_store
 from tests.channels.conftest import NOW
 from tests.channels.test_adapters import prepared
 

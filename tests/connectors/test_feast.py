@@ -26,7 +26,7 @@ from ceap.errors import ConfigError, ConnectorError
 from configs.schema import EnrichConfig, parse_program, read_yaml
 from connectors.feast import FeastConnector, load_feast
 from pipelines.batch import build_pipeline
-from stores.base import open_store
+from stores.spec import open_store
 from tests.conftest import NOW
 from transforms import enrichment
 

@@ -12,7 +12,7 @@ from ceap.context import RunContext
 from ceap.sample import generate_warehouse
 from configs.schema import parse_program, read_yaml
 from pipelines.batch import build_pipeline
-from stores.base import open_store
+from stores.spec import open_store
 from tests.e2e.test_batch_e2e import AS_OF, PROGRAM
 
 pytestmark = pytest.mark.integration

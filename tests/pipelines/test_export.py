@@ -13,7 +13,8 @@ import pytest
 
 from pipelines import export
 from pipelines.export import SCHEMAS, build_pipeline, run_export
-from stores.base import CANDIDATE_COLUMNS, open_store
+from stores.base import CANDIDATE_COLUMNS
+from stores.spec import open_store
 
 DAY = "2026-11-01"
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import export
-from stores.base import open_store
+from stores.spec import open_store
 from tests.pipelines.test_export import DAY, _candidate, seeded_store
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import pytest
 
 from reports.data import funnel_stages, load
 from reports.html import main, render
-from stores.base import CANDIDATE_COLUMNS, open_store
+from stores.base import CANDIDATE_COLUMNS
+from stores.spec import open_store
 
 DAY = "2026-11-01"
 FUNNEL = {

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from ceap.errors import ConfigError, ModelError
-from ceap.programs import load_by_name
+from configs.programs import load_by_name
 from configs.schema import program_paths
 from scorers import registry
 from scorers.cli import main as train_cli

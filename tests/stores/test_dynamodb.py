@@ -14,8 +14,10 @@ import pyarrow as pa
 import pytest
 
 from ceap.errors import ConfigError
-from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, CandidateStore, iso, open_store
-from stores.dynamodb import DUE_SHARDS, DynamoDBStore
+from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, CandidateStore, iso
+from stores.dynamodb import DynamoDBStore
+from stores.dynamodb_codec import DUE_SHARDS
+from stores.spec import open_store
 from stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,9 @@ import pytest
 
 from channels.dispatcher import dispatch
 from channels.in_app import InAppChannel
-from stores.base import iso, open_store
+from stores.base import iso
 from stores.dynamodb import DynamoDBStore
+from stores.spec import open_store
 from tests.channels.conftest import NOW, World
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
 from pipelines.batch import run_program
-from stores.base import open_store
+from stores.spec import open_store
 from transforms.funnel import Funnel, arm_responses
 
 COUNTS = {

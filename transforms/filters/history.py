@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ceap import arrow
 from ceap.durations import Duration, format_duration
 from ceap.plugins import filters
-from stores.base import open_store
+from stores.spec import open_store
 from transforms.filters.base import Filter, Verdict, column
 from transforms.filters.lookup import KeyedCounts, TableRef
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ceap.errors import ConfigError
-from ceap.programs import find_program_path
+from configs.programs import find_program_path
 
 PROGRAM = "program: {name}\naction: review\n"
 

@@ -1,13 +1,24 @@
-"""Finding program configs by name in a config directory."""
+"""Finding program configs: the config directory, and a program by name in it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig, load_program, program_paths, read_yaml
+
+
+def default_config_dir() -> Path:
+    """``$CEAP_CONFIG_DIR``, else ``configs/`` here, else the configs shipped in the package."""
+    if os.environ.get("CEAP_CONFIG_DIR"):
+        return Path(os.environ["CEAP_CONFIG_DIR"])
+    local = Path("configs")
+    if local.is_dir() and any(local.glob("*.yaml")):
+        return local
+    return Path(__file__).parent
 
 
 def find_program_path(name: str, config_dir: str | Path) -> Path:

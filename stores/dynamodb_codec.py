@@ -1,0 +1,132 @@
+"""How CEAP's records are kept in DynamoDB: table layouts, keys, typed items and the
+expression placeholders every request needs. Shared by the store (stores/dynamodb.py) and
+its outbox (stores/dynamodb_outbox.py), so neither reaches into the other's privates."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS
+
+OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
+# table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
+COLUMNS = {
+    "candidates": [*CANDIDATE_COLUMNS, "updated_at"],
+    "outbox": [*OUTBOX_INSERT, "updated_at", "sent_at", "lease_owner", "lease_until",
+               "next_attempt_at"],
+    "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
+    "opt_outs": ["customer_id", "program", "channel", "created_at"],
+    "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],
+    "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel", "error"],
+}  # fmt: skip
+SERVING_COLUMNS = [
+    "program", "subject_type", "subject_id", "action", "score", "model_id", "treatment",
+    "context", "created_at", "expires_at", "deliver_after", "status",
+]  # fmt: skip
+TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
+PARTITION = {"dead_letters": "program", "runs": "run_id"}  # the others: customer_id
+DUE_SHARDS = 16
+ATTEMPTS = 10  # rounds of unprocessed items / of conditional writes losing a race
+THREADS = 8  # concurrent conditional writes (boto3 clients are thread-safe)
+_SER, _DE = TypeSerializer(), TypeDeserializer()
+
+
+def sort_key(*parts: str) -> str:
+    return "#".join(parts)
+
+
+def due_shard(customer_id: str) -> str:
+    """The ``due`` index partition of a customer's pending outbox rows (``00``..``15``)."""
+    return f"{zlib.crc32(customer_id.encode()) % DUE_SHARDS:02d}"
+
+
+def to_number(value: Any) -> Any:
+    """DynamoDB numbers are Decimals; repr() is the shortest text that round-trips a float.
+    NaN becomes null (as SQLite stores it), a bool 0/1."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) else Decimal(repr(value))
+    return value
+
+
+def to_item(record: dict[str, Any]) -> dict[str, Any]:
+    """A typed DynamoDB item; null fields are left out (so ``attribute_exists`` = not null)."""
+    typed = {k: to_number(v) for k, v in record.items()}
+    return {k: _SER.serialize(v) for k, v in typed.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _DE.deserialize(v) for k, v in item.items()}
+
+
+def typed_value(name: str, value: Any) -> Any:
+    """A stored Decimal as the Python number SQLite gives (float score, int counters)."""
+    if not isinstance(value, Decimal):
+        return value
+    return float(value) if TYPES.get(name) == pa.float64() else int(value)
+
+
+def to_arrow(records: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+    arrays = [
+        pa.array([typed_value(c, r.get(c)) for r in records], TYPES.get(c, pa.string()))
+        for c in columns
+    ]
+    return pa.table(arrays, names=columns)
+
+
+def with_names(request: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Adds exactly the ``#name`` / ``:value`` placeholders the request's expressions use
+    (DynamoDB rejects unused ones; ``#`` because status, ttl, time ... are reserved words)."""
+    text = " ".join(v for k, v in request.items() if k.endswith("Expression"))
+    if names := set(re.findall(r"#(\w+)", text)):
+        request["ExpressionAttributeNames"] = {f"#{n}": n for n in names}
+    if used := set(re.findall(r":(\w+)", text)):
+        request["ExpressionAttributeValues"] = {
+            f":{k}": _SER.serialize(to_number(values[k])) for k in used
+        }
+    return request
+
+
+def epoch(ts: str | None) -> int | None:
+    return int(datetime.fromisoformat(ts).timestamp()) if ts else None
+
+
+def backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))  # jitter
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def table_key(record: dict, table: str = "candidates") -> tuple[str, str]:
+    return record[PARTITION.get(table, "customer_id")], record["sk"]
+
+
+def key_item(record: dict, table: str = "candidates") -> dict[str, Any]:
+    partition = PARTITION.get(table, "customer_id")
+    return to_item({partition: record[partition], "sk": record["sk"]})
+
+
+def write_rounds(records: list[dict]) -> list[list[dict]]:
+    """Round n holds each key's n-th record: one BatchWriteItem may not name an item twice,
+    and SQLite applies repeated keys in input order."""
+    rounds: list[list[dict]] = []
+    seen: dict[tuple, int] = {}
+    for r in records:
+        n = seen[table_key(r)] = seen.get(table_key(r), -1) + 1
+        rounds.extend([] for _ in range(n + 1 - len(rounds)))
+        rounds[n].append(r)
+    return rounds
