@@ -191,3 +191,12 @@ def public_candidate(row: dict) -> dict:
         "context": context if isinstance(context, dict) else {},
         "created_at": row["created_at"], "expires_at": row["expires_at"],
     }  # fmt: skip
+
+
+def require_known(program: str | None, known: frozenset, loc: tuple[str, str]) -> None:
+    """A program no config declares is a typo (``course_fedback``): recording it would
+    suppress nothing and grow an export partition, so it is refused with 422."""
+    if program is not None and program not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise RequestValidationError([{"type": "value_error", "loc": loc, "input": program,
+                                       "msg": f"unknown program {program!r}; known: {names}"}])  # fmt: skip

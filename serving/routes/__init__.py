@@ -1,0 +1,1 @@
+"""The Serving API's routes, one APIRouter per concern."""
