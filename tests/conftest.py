@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pyarrow as pa
 import pytest
 
 from ceap.context import RunContext
-from stores.base import CANDIDATE_COLUMNS, iso
+from stores.base import CANDIDATE_COLUMNS, CandidateStore, iso
 from stores.spec import open_store
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -58,6 +59,25 @@ def add_candidates(store, ctx):
         store.upsert_candidates(pa.table({c: [r[c] for r in full] for c in CANDIDATE_COLUMNS}))
 
     return add
+
+
+@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.integration)])
+def each_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateStore]:
+    """An empty store of each backend in turn: SQLite, and DynamoDB on moto's server (one
+    behaviour, asserted on every implementation)."""
+    if request.param == "sqlite":
+        from stores.sqlite import SqliteStore
+
+        s: CandidateStore = SqliteStore(tmp_path / "c.db")
+    else:
+        from stores.dynamodb import DynamoDBStore
+
+        endpoint = request.getfixturevalue("moto_endpoint")
+        s = DynamoDBStore.from_spec(
+            f"dynamodb://t{uuid4().hex[:10]}_?region=us-east-1&endpoint_url={endpoint}&consistent=true"
+        )
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

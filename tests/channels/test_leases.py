@@ -7,31 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from uuid import uuid4
 
 import pyarrow as pa
-import pytest
 
 from channels.leases import _pid_namespace, default_owner, reclaim_orphaned_leases
 from stores.base import OUTBOX_COLUMNS, CandidateStore
-from stores.dynamodb import DynamoDBStore
-from stores.sqlite import SqliteStore
 
 NOW, UNTIL = "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateStore]:
-    if request.param == "sqlite":
-        s: CandidateStore = SqliteStore(tmp_path / "c.db")
-    else:
-        endpoint = request.getfixturevalue("moto_endpoint")
-        s = DynamoDBStore.from_spec(
-            f"dynamodb://t{uuid4().hex[:10]}_?region=us-east-1&endpoint_url={endpoint}&consistent=true"
-        )
-    yield s
-    s.close()
 
 
 def dead_pid() -> int:
@@ -56,7 +38,8 @@ def lease(store: CandidateStore, owner: str, customers: list[str]) -> list[str]:
     return sorted(r["idempotency_key"] for r in leased)
 
 
-def test_only_the_leases_of_a_dead_process_of_this_host_and_namespace_are_freed(store):
+def test_only_the_leases_of_a_dead_process_of_this_host_and_namespace_are_freed(each_store):
+    store = each_store
     host, ns = socket.gethostname(), _pid_namespace()
     dead = f"{host}:{dead_pid()}:aaaa:{ns}"
     alive = default_owner()  # this process
@@ -76,7 +59,8 @@ def test_only_the_leases_of_a_dead_process_of_this_host_and_namespace_are_freed(
     assert sorted(r["idempotency_key"] for r in again) == ["k-c1", "k-c2"]
 
 
-def test_an_expired_lease_is_not_listed(store):
+def test_an_expired_lease_is_not_listed(each_store):
+    store = each_store
     owner = f"{socket.gethostname()}:{os.getpid()}:eeee:{_pid_namespace()}"
     lease(store, owner, ["c1"])
     assert store.outbox_leases(socket.gethostname() + ":", NOW) == {owner: ["k-c1"]}

@@ -3,14 +3,11 @@ SQLite and on DynamoDB (moto's server on loopback)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
 
 from stores.base import CandidateStore, iso
-from stores.dynamodb import DynamoDBStore
 from stores.sqlite import SqliteStore
 from tests.stores.test_dynamodb import candidates
 
@@ -18,17 +15,9 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateStore]:
-    if request.param == "sqlite":
-        s: CandidateStore = SqliteStore(tmp_path / "c.db")
-    else:
-        endpoint = request.getfixturevalue("moto_endpoint")
-        s = DynamoDBStore.from_spec(
-            f"dynamodb://t{uuid4().hex[:10]}_?region=us-east-1&endpoint_url={endpoint}&consistent=true"
-        )
-    yield s
-    s.close()
+@pytest.fixture
+def store(each_store: CandidateStore) -> CandidateStore:
+    return each_store
 
 
 def add(store: CandidateStore, *rows: dict) -> None:
