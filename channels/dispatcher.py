@@ -55,6 +55,7 @@ from channels.schedule import frequency_cap, quiet_hours, quiet_until
 from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso
+from stores.ports import require_roles
 from stores.spec import open_store
 
 MESSAGES = Metric(
@@ -314,6 +315,7 @@ def dispatch(
     for p in programs:  # a missing or unsafe template stops the run before a row is leased
         check_templates(p, config_dir)
     store = open_store(store_spec)
+    require_roles(store, "dispatch", store_spec)
     reclaim_orphaned_leases(store, iso(_wall()))
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
     summary = Summary()

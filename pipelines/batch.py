@@ -29,6 +29,7 @@ from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
 from scorers.experiments import bounds, buckets
 from stores.base import iso
+from stores.ports import require_roles
 from stores.spec import open_store
 from transforms.funnel import Funnel, counter
 
@@ -182,6 +183,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         "started_at": iso(started),
     }
     store = open_store(ctx.store)
+    require_roles(store, "batch run", ctx.store)
     try:
         check_columns(program, ctx)
         check_templates(program, Path(ctx.config_dir) if ctx.config_dir else None)

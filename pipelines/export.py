@@ -161,11 +161,13 @@ def _params(table: str, day: str) -> tuple[str, ...]:
 
 def _raw_batches(store_spec: str, table: str, day: str, batch_rows: int) -> Iterator[pa.Table]:
     """The day's rows of ``table`` as Arrow tables of the store's own (text) columns."""
+    from stores.ports import require_roles
     from stores.spec import open_store
     from stores.sqlite import SqliteStore
 
     store = open_store(store_spec)
     try:
+        require_roles(store, "export", store_spec)
         if isinstance(store, SqliteStore):
             cursor = store.connection.execute(QUERIES[table], _params(table, day))
             names = [d[0] for d in cursor.description]

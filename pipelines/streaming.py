@@ -22,6 +22,7 @@ from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
 from stores.base import iso
+from stores.ports import require_roles
 from stores.spec import open_store
 from transforms.funnel import Funnel
 from transforms.outcomes import WriteOutcomes
@@ -59,6 +60,7 @@ def build_streaming_pipeline(
     if start is None:
         store = open_store(ctx.store)
         try:
+            require_roles(store, "streaming run", ctx.store)
             start = store.resume_position(program.program)
         finally:
             store.close()

@@ -135,10 +135,12 @@ def render(data: ReportData) -> str:
 def build_report(program: str, day: str | None = None, store: str = "sqlite") -> ReportData:
     from ceap.context import RunContext
     from stores.base import iso
+    from stores.ports import require_roles
     from stores.spec import open_store
 
     s = open_store(store)
     try:
+        require_roles(s, "report", store)
         return load(s, program, day, iso(RunContext.utcnow()))
     finally:
         s.close()

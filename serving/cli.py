@@ -45,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     import uvicorn
 
+    from stores.ports import require_roles
     from stores.spec import open_store
 
     try:  # a corrupt or unreachable store: say so before announcing an address
-        open_store(args.store).close()
+        store = open_store(args.store)
+        try:
+            require_roles(store, "serve", args.store)
+        finally:
+            store.close()
     except Exception as exc:  # noqa: BLE001 - reported, exit 1
         print(f"ceap: serve cannot start: store {args.store}: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,12 @@ def iso(ts: datetime) -> str:
 
 
 class CandidateStore:
-    """Base of the store backends. Writes are upserts by key, so re-running never duplicates."""
+    """Base of the store backends: every role's methods (stores/ports.py), each raising
+    NotImplementedError until a backend implements it and lists the role in ``roles``.
+    Writes are upserts by key, so re-running never duplicates."""
+
+    roles: frozenset = frozenset()
+    """The roles (``stores.ports.Role``) this backend implements."""
 
     # -- pipeline writes -----------------------------------------------------------------
     def upsert_candidates(self, candidates: pa.Table) -> int:
@@ -58,6 +63,14 @@ class CandidateStore:
 
     def record_stream_batch(self, program: str, start: int, end: int, size: int) -> None:
         """Records a micro-batch the source emitted: positions [start, end), ``size`` events."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
+
+    def seen_events(self, program: str, identities: list[str], since: datetime) -> dict[str, int]:
+        """identity -> position of events already accounted for since ``since``."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
+
+    def unaccounted_events(self, program: str) -> int:
+        """Events read but without an outcome yet (a drain waits for zero)."""
         raise NotImplementedError(f"{type(self).__name__} does not keep a streaming ledger yet")
 
     def resume_position(self, program: str) -> int:
@@ -104,6 +117,26 @@ class CandidateStore:
         """Keeps the response (every one: a customer may answer twice) and consumes the
         candidate; True when there was a candidate. A ``key`` (the client's idempotency key)
         makes a retry a no-op: one response per key and candidate key."""
+        raise NotImplementedError
+
+    # -- serving reads (the Serving API) ---------------------------------------------------
+    def customer_candidates(
+        self, customer_id: str, program: str | None = None, limit: int = 100
+    ) -> list[dict]:
+        """A customer's live candidates, best score first: dicts of customer_id, the serving
+        fields, status and deliver_after (context as the stored JSON text)."""
+        raise NotImplementedError
+
+    def expire_candidate(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """Marks a live candidate expired (failed a serving re-check); False when not live."""
+        raise NotImplementedError
+
+    def has_response(self, program: str, customer_id: str, subject_id: str) -> bool:
+        """Whether the customer already responded to this subject in this program."""
+        raise NotImplementedError
+
+    def is_opted_out(self, customer_id: str, program: str, channel: str | None = None) -> bool:
+        """Opted out of this program (or of all) on every channel, or on ``channel`` too."""
         raise NotImplementedError
 
     # -- reads ---------------------------------------------------------------------------

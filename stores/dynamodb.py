@@ -73,6 +73,7 @@ from stores.dynamodb_codec import (
     with_names,
     write_rounds,
 )
+from stores.ports import Role
 
 if TYPE_CHECKING:
     from stores.dynamodb_outbox import DynamoDBOutbox
@@ -91,6 +92,8 @@ class DynamoDBStore(CandidateStore):
     consistent: strongly consistent snapshots and queries (twice the read cost); the
         read-modify-write paths always read consistently.
     """
+
+    roles = frozenset(Role) - {Role.LEDGER}  # the streaming ledger is not built yet
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ceap.home import sqlite_path
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore, iso, response_id
+from stores.ports import Role
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -96,10 +97,14 @@ _TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "
 
 
 class SqliteStore(CandidateStore):
-    """Args:
+    """Every role (stores/ports.py): the embedded default.
+
+    Args:
     path: the database file (default ``$CEAP_HOME/ceap.db``); created with its tables.
     read_only: open without writing (Serving API workers).
     """
+
+    roles = frozenset(Role)
 
     def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path else sqlite_path()

@@ -1,0 +1,116 @@
+"""The store roles (stores/ports.py) held on every backend: a backend implements each
+method of each role it declares and only those roles, every declared role behaves the same
+on SQLite and DynamoDB, and a command refuses at start a store that lacks a role it needs."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from ceap.errors import StoreError
+from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore
+from stores.dynamodb import DynamoDBStore
+from stores.ports import METHODS, NEEDS, Role, require_roles
+from stores.sqlite import SqliteStore
+
+BACKENDS = [SqliteStore, DynamoDBStore]
+NOW, LATER = "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"
+
+
+def implements(cls: type, method: str) -> bool:
+    return getattr(cls, method) is not getattr(CandidateStore, method)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.name)
+def test_a_backend_declares_exactly_the_roles_it_implements(backend, role):
+    done = [m for m in METHODS[role] if implements(backend, m)]
+    if role in backend.roles:
+        assert done == list(METHODS[role]), f"{backend.__name__} declares {role} but lacks some"
+    else:
+        assert done != list(METHODS[role]), f"{backend.__name__} implements {role}: declare it"
+
+
+def test_every_base_method_belongs_to_a_role():
+    listed = {m for methods in METHODS.values() for m in methods}
+    public = {n for n, v in vars(CandidateStore).items() if callable(v) and not n.startswith("_")}
+    assert public - {"close"} == listed
+
+
+def test_a_command_refuses_a_store_that_lacks_a_role_it_needs(each_store):
+    for command, roles in NEEDS.items():
+        if roles <= each_store.roles:
+            require_roles(each_store, command)
+        else:
+            with pytest.raises(StoreError, match=f"cannot be used for a {command}: it lacks"):
+                require_roles(each_store, command, "dynamodb://x")
+    if isinstance(each_store, DynamoDBStore):  # today: no streaming ledger on DynamoDB
+        with pytest.raises(StoreError, match=r"lacks the streaming ledger \(record_outcomes"):
+            require_roles(each_store, "streaming run", "dynamodb://x")
+
+
+def candidate(**fields) -> dict:
+    return {
+        "program": "p", "customer_id": "c1", "subject_type": "product", "subject_id": "s1",
+        "action": "review", "context": "{}", "score": 0.5, "model_id": "m", "treatment": "m",
+        "created_at": NOW, "expires_at": "2026-12-25T10:00:00Z", "deliver_after": NOW,
+        "status": "live",
+    } | fields  # fmt: skip
+
+
+def test_candidate_writes_serving_reads_and_analytics_agree(each_store):
+    store = each_store
+    rows = [candidate(), candidate(subject_id="s2", score=0.9)]
+    store.upsert_candidates(pa.table({c: [r[c] for r in rows] for c in CANDIDATE_COLUMNS}))
+    served = store.customer_candidates("c1")
+    assert [r["subject_id"] for r in served] == ["s2", "s1"]  # best first
+    assert sorted(store.table("candidates").column("subject_id").to_pylist()) == ["s1", "s2"]
+    assert store.expire_candidate("p", "c1", "s1") is True
+    assert store.expire_candidate("p", "c1", "s1") is False  # no longer live
+
+
+def test_registries_agree(each_store):
+    store = each_store
+    store.add_opt_out("c1", "p", None)
+    assert store.is_opted_out("c1", "p") and not store.is_opted_out("c2", "p")
+    assert store.record_response("p", "c1", "s1", {"stars": 5}) is False  # no candidate
+    assert store.has_response("p", "c1", "s1") and not store.has_response("p", "c1", "s2")
+    assert store.remove_opt_outs("c1") == 1 and not store.is_opted_out("c1", "p")
+
+
+def test_the_outbox_queue_agrees(each_store):
+    store = each_store
+    store.upsert_candidates(pa.table({c: [candidate()[c]] for c in CANDIDATE_COLUMNS}))
+    row = {
+        "program": "p", "customer_id": "c1", "subject_id": "s1", "channel": "email",
+        "send_after": NOW, "status": "pending", "attempts": 0, "idempotency_key": "k1",
+        "reason": None, "template": None, "shadow": 0, "created_at": NOW,
+    }  # fmt: skip
+    cols = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
+    table = pa.table({
+        k: pa.array([row[k]], pa.string() if k in ("reason", "template") else None) for k in cols
+    })  # fmt: skip
+    assert store.enqueue_outbox(table) == 1 and store.enqueue_outbox(table) == 0  # a re-run
+    leased = store.lease_outbox("me", NOW, NOW, LATER, 10, ["p"])
+    assert [r["idempotency_key"] for r in leased] == ["k1"]
+    assert store.lease_outbox("other", NOW, NOW, LATER, 10, ["p"]) == []  # held
+    assert store.outbox_leases("m", NOW) == {"me": ["k1"]}
+    assert store.mark_outbox("me", [{"key": "k1", "status": "sent"}], NOW) == 1
+    status = store.outbox_status("p").to_pylist()
+    assert [(r["channel"], r["status"], r["rows"]) for r in status] == [("email", "sent", 1)]
+
+
+@pytest.mark.integration
+def test_a_streaming_run_on_a_store_without_the_ledger_stops_before_reading(moto_endpoint):
+    """It used to fail with NotImplementedError once events flowed."""
+    from ceap.context import RunContext
+    from configs.programs import load_by_name
+    from pipelines.streaming import build_streaming_pipeline
+
+    spec = f"dynamodb://contract_?region=us-east-1&endpoint_url={moto_endpoint}"
+    program = load_by_name("video_ratings", "configs")
+    ctx = RunContext(program="video_ratings", now=None, store=spec, streaming=True)
+    with pytest.raises(
+        StoreError, match="cannot be used for a streaming run: it lacks the streaming"
+    ):
+        build_streaming_pipeline(program, ctx)
