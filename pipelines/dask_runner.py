@@ -31,13 +31,18 @@ from apache_beam import pvalue
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.metrics.metricbase import MetricName
-from apache_beam.runners.dask import dask_runner as beam_dask
-from apache_beam.runners.dask import transform_evaluator as te
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from pipelines.beam_compat import (
+    beam_dask,
+    check_beam_version,
+    combiner_lifting_overrides,
+    lifted_combine_fn,
+    translations,
+)
 from pipelines.dask_stages import Stage, Step, metrics, release, run_stage, select
 
 SPLIT_EVERY = 2
@@ -48,18 +53,6 @@ in parallel and no worker holds every key's result."""
 
 
 # -- a lifted combine's GroupByKey ----------------------------------------------------------
-
-
-def _lifted_combine_fn(node):
-    """The CombineFn when ``node`` is the GroupByKey of a lifted CombinePerKey, else None."""
-    from apache_beam.transforms.combiners import LiftedCombinePerKey
-
-    parent = node.parent
-    while parent is not None and parent.transform is not None:
-        if isinstance(parent.transform, LiftedCombinePerKey):
-            return parent.transform._combine_fn
-        parent = parent.parent
-    return None
 
 
 def _shard(key, shards: int) -> int:
@@ -78,7 +71,7 @@ def _partial_shards(items, combine_fn, shards: int) -> list[dict]:
     """One partition's ``(key, accumulator)`` pairs, merged per key and split by shard."""
     out: list[dict] = [{} for _ in range(shards)]
     for key, value in items:
-        _merge_into(out[_shard(key, shards)], key, te.defenestrate(value), combine_fn)
+        _merge_into(out[_shard(key, shards)], key, translations.defenestrate(value), combine_fn)
     return out
 
 
@@ -125,7 +118,7 @@ def _tree_combine(bag, combine_fn, shards: int = COMBINE_SHARDS):
 
 
 def _is_pardo(node) -> bool:
-    return te.TRANSLATIONS.get(node.transform.__class__) is te.ParDo
+    return translations.TRANSLATIONS.get(node.transform.__class__) is translations.ParDo
 
 
 class _Translation(beam_dask.PipelineVisitor):
@@ -196,11 +189,11 @@ class _Translation(beam_dask.PipelineVisitor):
 
     def _apply(self, node) -> None:
         inputs = [self._bag(i) for i in node.inputs if not isinstance(i, pvalue.PBegin)]
-        op_class = te.TRANSLATIONS.get(node.transform.__class__, te.NoOp)
-        combine_fn = _lifted_combine_fn(node)
-        if op_class is te.GroupByKey and combine_fn is not None:
+        op_class = translations.TRANSLATIONS.get(node.transform.__class__, translations.NoOp)
+        combine_fn = lifted_combine_fn(node)
+        if op_class is translations.GroupByKey and combine_fn is not None:
             bag = _tree_combine(inputs[0], combine_fn)
-        elif op_class is te.Flatten:
+        elif op_class is translations.Flatten:
             bag = op_class(node, bag_kwargs=self._bag_kwargs).apply(inputs)
         else:
             op = op_class(node, bag_kwargs=self._bag_kwargs)
@@ -225,7 +218,7 @@ class _Translation(beam_dask.PipelineVisitor):
                 step.side_inputs = [
                     SideInputMap(
                         type(si), si._view_options(),
-                        te.DaskBagWindowedIterator(self._bag(si.pvalue), si._window_mapping_fn),
+                        translations.DaskBagWindowedIterator(self._bag(si.pvalue), si._window_mapping_fn),
                     )
                     for si in node.side_inputs
                 ] or None  # fmt: skip
@@ -293,8 +286,7 @@ class CeapDaskRunner(beam_dask.DaskRunner):
     finish_bundle outputs kept, combiners lifted and counters reported."""
 
     def run_pipeline(self, pipeline, options):
-        from apache_beam.runners.direct.direct_runner import _get_transform_overrides
-
+        check_beam_version()
         dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(
             drop_default=True, current_only=True
         )
@@ -304,8 +296,7 @@ class CeapDaskRunner(beam_dask.DaskRunner):
             # a partition of 128M rows.
             bag_kwargs = {"partition_size": 1}
         client = ddist.Client(**dask_options)
-        lift = [o for o in _get_transform_overrides(options) if "Combine" in type(o).__name__]
-        pipeline.replace_all(lift + beam_dask.dask_overrides())
+        pipeline.replace_all(combiner_lifting_overrides(options) + beam_dask.dask_overrides())
         translation = _Translation(bag_kwargs)
         pipeline.visit(translation)
         everything = translation.build()

@@ -18,16 +18,17 @@ from typing import Any
 
 from apache_beam import DoFn
 from apache_beam.metrics.execution import MetricsContainer
-from apache_beam.runners.common import (
+
+from pipelines.beam_compat import (
     DoFnContext,
     DoFnInvoker,
     DoFnSignature,
+    OutputHandler,
     Receiver,
-    _OutputHandler,
+    counters,
+    statesampler,
+    translations,
 )
-from apache_beam.runners.dask import transform_evaluator as te
-from apache_beam.runners.worker import statesampler
-from apache_beam.utils import counters
 
 METRICS = "__ceap_metrics__"
 
@@ -93,7 +94,7 @@ class _StepRunner:
         receivers = _Receivers()
         for tag, (consumers, out_id) in step.outputs.items():
             receivers[tag] = _Emit([runners[i] for i in consumers], kept, out_id)
-        handler = _OutputHandler(
+        handler = OutputHandler(
             window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
             per_element_output_counter=None, output_batch_converter=None,
             process_yields_batches=False, process_batch_yields_elements=False,
@@ -188,7 +189,7 @@ def run_stage(items, stage: Stage) -> list:
             runner.start(sampler)
         for item in items:
             for root in runners.roots:
-                root.process(te.get_windowed_value(item, root.step.window_fn))
+                root.process(translations.get_windowed_value(item, root.step.window_fn))
         for runner in runners.steps:  # upstream first: what a step emits at finish flows on
             runner.finish()
     except BaseException:

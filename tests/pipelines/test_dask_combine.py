@@ -55,3 +55,15 @@ def test_an_empty_input_gives_no_groups():
 
     combined = _tree_combine(db.from_sequence([], npartitions=1), Recording())
     assert combined.compute(scheduler="sync") == []
+
+
+def test_a_beam_outside_the_supported_range_is_refused_by_name():
+    from ceap.errors import ConfigError
+    from pipelines.beam_compat import check_beam_version
+
+    check_beam_version("2.77.3")
+    for version in ("2.78.0", "2.76.1", "3.0.0"):
+        with pytest.raises(
+            ConfigError, match=f"Apache Beam 2.77.x internals; this is Beam {version}"
+        ):
+            check_beam_version(version)
