@@ -1,0 +1,130 @@
+"""The embedded store's SQLite schema, its migrations and its write transaction.
+
+Tables ``candidates``, ``outbox``, ``dead_letters`` and ``responses`` carry the record fields of docs/architecture.md, "Tables"; the others are internal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+
+import pyarrow as pa
+
+from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL, action TEXT NOT NULL, context TEXT NOT NULL DEFAULT '{}',
+    score REAL, model_id TEXT, treatment TEXT, created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL, deliver_after TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'live',
+    updated_at TEXT,
+    PRIMARY KEY (program, customer_id, subject_id)
+);
+CREATE INDEX IF NOT EXISTS candidates_by_customer ON candidates (customer_id, status);
+CREATE TABLE IF NOT EXISTS outbox (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+    channel TEXT NOT NULL, send_after TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT NOT NULL UNIQUE, reason TEXT,
+    template TEXT, shadow INTEGER NOT NULL DEFAULT 0, created_at TEXT, updated_at TEXT,
+    sent_at TEXT, lease_owner TEXT, lease_until TEXT, next_attempt_at TEXT,
+    PRIMARY KEY (program, customer_id, subject_id, channel)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, send_after);
+CREATE INDEX IF NOT EXISTS outbox_by_customer ON outbox (customer_id, channel, sent_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, program TEXT NOT NULL, stage TEXT NOT NULL,
+    reason TEXT NOT NULL, row TEXT NOT NULL, time TEXT NOT NULL, origin TEXT NOT NULL,
+    UNIQUE (program, stage, origin)
+);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    customer_id TEXT NOT NULL, program TEXT NOT NULL DEFAULT '*', channel TEXT NOT NULL DEFAULT '*',
+    created_at TEXT NOT NULL, PRIMARY KEY (customer_id, program, channel)
+);
+CREATE TABLE IF NOT EXISTS responses (
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+    response TEXT, created_at TEXT NOT NULL, response_id TEXT NOT NULL,
+    PRIMARY KEY (program, customer_id, subject_id, response_id)
+);
+CREATE TABLE IF NOT EXISTS event_outcomes (
+    program TEXT NOT NULL, position INTEGER NOT NULL, outcome TEXT NOT NULL, reason TEXT,
+    customer_id TEXT, subject_id TEXT, identity TEXT, time TEXT NOT NULL,
+    PRIMARY KEY (program, position)
+);
+CREATE INDEX IF NOT EXISTS event_outcomes_identity ON event_outcomes (program, identity, time);
+CREATE TABLE IF NOT EXISTS stream_batches (
+    program TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, size INTEGER NOT NULL,
+    read_at TEXT NOT NULL, PRIMARY KEY (program, start)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, program TEXT NOT NULL, mode TEXT NOT NULL, started_at TEXT,
+    finished_at TEXT, status TEXT, funnel TEXT, error TEXT
+);
+"""
+
+UPSERT_CANDIDATE = f"""
+INSERT INTO candidates ({", ".join(CANDIDATE_COLUMNS)}, updated_at)
+VALUES ({", ".join("?" * len(CANDIDATE_COLUMNS))}, ?)
+ON CONFLICT (program, customer_id, subject_id) DO UPDATE SET
+    subject_type = excluded.subject_type, action = excluded.action, context = excluded.context,
+    score = excluded.score, model_id = excluded.model_id, treatment = excluded.treatment,
+    deliver_after = excluded.deliver_after,
+    created_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.created_at ELSE excluded.created_at END,
+    expires_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.expires_at ELSE excluded.expires_at END,
+    status = 'live',
+    updated_at = CASE WHEN candidates.status = 'live' AND candidates.expires_at > excluded.created_at
+                      THEN candidates.updated_at ELSE excluded.updated_at END
+WHERE candidates.status NOT IN ('consumed', 'suppressed')
+"""
+
+OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "updated_at"]
+UPSERT_OUTBOX = f"""
+INSERT INTO outbox ({", ".join(OUTBOX_INSERT)}) VALUES ({", ".join("?" * len(OUTBOX_INSERT))})
+ON CONFLICT (program, customer_id, subject_id, channel) DO NOTHING
+"""
+
+
+TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
+
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if not exc_type:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:
+            # SQLite may have rolled back already (a full disk: SQLITE_FULL); a failing
+            # ROLLBACK must not replace the error that says why ("database or disk is full").
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+
+def migrate_responses(conn: sqlite3.Connection) -> None:
+    """Stores made before responses had ids kept one per key and second (``INSERT OR
+    REPLACE``): give each kept row its time as its id, under the new key, in one transaction."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(responses)")]
+    if "response_id" in columns:
+        return
+    conn.executescript("""
+        BEGIN IMMEDIATE;
+        ALTER TABLE responses RENAME TO responses_before_ids;
+        CREATE TABLE responses (
+            program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+            response TEXT, created_at TEXT NOT NULL, response_id TEXT NOT NULL,
+            PRIMARY KEY (program, customer_id, subject_id, response_id)
+        );
+        INSERT INTO responses SELECT program, customer_id, subject_id, response, created_at,
+            created_at FROM responses_before_ids;
+        DROP TABLE responses_before_ids;
+        COMMIT;
+    """)
