@@ -8,6 +8,7 @@ Built-ins register with a decorator; third-party packages add an entry point in 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -15,6 +16,7 @@ from typing import Generic, TypeVar
 from ceap.errors import PluginError
 
 T = TypeVar("T", bound=type)
+_LOADING = threading.RLock()  # re-entrant: importing built-ins may resolve other plugins
 
 
 class Registry(Generic[T]):
@@ -95,9 +97,15 @@ class Registry(Generic[T]):
             )
 
     def _load_builtins(self) -> None:
-        if not self._loaded_builtins and self._builtins is not None:
-            self._loaded_builtins = True
-            importlib.import_module(self._builtins)
+        """Imports the kind's built-ins once. The flag is set after the import, under a lock:
+        set before, a second thread (two dispatchers, Beam's worker threads) would find it
+        set while the first was still importing, and see no built-in at all."""
+        if self._loaded_builtins:
+            return
+        with _LOADING:
+            if not self._loaded_builtins:
+                importlib.import_module(self._builtins)
+                self._loaded_builtins = True
 
 
 def _import_dotted(path: str, kind: str) -> type:

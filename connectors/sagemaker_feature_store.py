@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ceap.errors import ConnectorError
 from ceap.plugins import connectors
+from ceap.resilience import backoff_delay
 from connectors.base import Connector
 
 MAX_IDS = 100
@@ -100,7 +101,7 @@ class FeatureStoreConnector(Connector):
             if not unprocessed:
                 return found
             pending = unprocessed
-            time.sleep(min(2.0, 0.1 * 2**attempt))
+            time.sleep(backoff_delay(attempt, base=0.1))
         raise ConnectorError(
             f"feature group {self.options.feature_group!r}: {len(pending)} ids left unprocessed"
         )

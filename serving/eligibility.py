@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from prometheus_client import Counter
+
+from ceap.resilience import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -133,42 +134,6 @@ class CatalogueCheck(EligibilityCheck):
         if 200 <= status < 300:
             return True
         raise RuntimeError(f"catalogue answered {status}")
-
-
-class CircuitBreaker:
-    """Closed → open after ``failures`` consecutive failures → half-open after ``cooldown``
-    seconds (one trial call; success closes, failure reopens)."""
-
-    def __init__(self, failures: int = 5, cooldown: float = 10.0) -> None:
-        self.failures, self.cooldown = failures, cooldown
-        self._count, self._opened_at, self._trial = 0, None, False
-        self._lock = threading.Lock()
-
-    @property
-    def state(self) -> str:
-        if self._opened_at is None:
-            return "closed"
-        return "half_open" if time.monotonic() - self._opened_at >= self.cooldown else "open"
-
-    def allow(self) -> bool:
-        with self._lock:
-            state = self.state
-            if state == "closed":
-                return True
-            if state == "half_open" and not self._trial:
-                self._trial = True
-                return True
-            return False
-
-    def record(self, ok: bool) -> None:
-        with self._lock:
-            self._trial = False
-            if ok:
-                self._count, self._opened_at = 0, None
-                return
-            self._count += 1
-            if self._opened_at is not None or self._count >= self.failures:
-                self._opened_at = time.monotonic()
 
 
 class TTLCache:

@@ -5,7 +5,6 @@ its outbox (stores/dynamodb_outbox.py), so neither reaches into the other's priv
 from __future__ import annotations
 
 import math
-import random
 import re
 import time
 import zlib
@@ -17,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from ceap.resilience import backoff_delay
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS
 
 OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
@@ -104,7 +104,7 @@ def epoch(ts: str | None) -> int | None:
 
 
 def backoff(attempt: int) -> None:
-    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))  # jitter
+    time.sleep(backoff_delay(attempt))
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

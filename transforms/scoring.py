@@ -28,6 +28,7 @@ from ceap import logs
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import scorers
+from ceap.resilience import CircuitBreaker
 from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
 from scorers.base import RowErrors
@@ -59,8 +60,10 @@ class _ScoreFn(beam.DoFn):
             scorer.setup()
             self._models.append((m, scorer))
         self._cache = None
-        self._threshold = int(self._ctx.extras.get("circuit_threshold", CIRCUIT_THRESHOLD))
-        self._failing: dict[str, int] = {}  # model id -> consecutive failing batches
+        threshold = int(self._ctx.extras.get("circuit_threshold", CIRCUIT_THRESHOLD))
+        # One breaker per model: open for the rest of the run once it trips (no half-open:
+        # a batch run would only waste the rest of its time on a dead endpoint).
+        self._breakers = {m.id: CircuitBreaker(threshold, cooldown=None) for m, _ in self._models}
         self._open: dict[str, str] = {}  # model id -> why its circuit opened
 
     def _cached(self) -> tuple[KeyedCounts, pa.Table] | None:
@@ -122,7 +125,7 @@ class _ScoreFn(beam.DoFn):
         """Scores one experiment arm's ``rows`` in place: ``scores``, or ``failed`` with the
         reason in ``errors`` (an open circuit, the model's error, a row's bad feature)."""
         program = self._ctx.program
-        if m.id in self._open:
+        if not self._breakers[m.id].allow():
             counter(program, "model_errors", m.id).inc(len(rows))
             failed[rows] = True
             errors[rows] = self._open[m.id]
@@ -133,7 +136,7 @@ class _ScoreFn(beam.DoFn):
                 raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
             scores[rows] = part
             counter(program, "scored", m.id).inc(len(rows))
-            self._failing[m.id] = 0
+            self._breakers[m.id].record(ok=True)
         except RowErrors as partial:  # the model works; some rows' features do not
             bad = np.not_equal(partial.errors, None)
             scores[rows] = partial.scores
@@ -141,7 +144,7 @@ class _ScoreFn(beam.DoFn):
             errors[rows[bad]] = [f"model {m.id}: {e}"[:500] for e in partial.errors[bad]]
             counter(program, "scored", m.id).inc(int((~bad).sum()))
             counter(program, "model_errors", m.id).inc(int(bad.sum()))
-            self._failing[m.id] = 0
+            self._breakers[m.id].record(ok=True)
         except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
             if isinstance(exc, ConfigError) and not self._ctx.streaming:
                 # The program names a feature column its source lacks: every row would
@@ -168,20 +171,20 @@ class _ScoreFn(beam.DoFn):
                 counter(program, "arm", m.id, "score_sum").inc(int(round(total * SCORE_UNIT)))
 
     def _trip(self, model_id: str, exc: Exception) -> None:
-        """Counts a failing batch; opens the model's circuit at the threshold."""
-        self._failing[model_id] = self._failing.get(model_id, 0) + 1
-        if self._failing[model_id] < self._threshold:
+        """Counts a failing batch; at the threshold the model's circuit opens: alerted once."""
+        breaker = self._breakers[model_id]
+        if not breaker.record(ok=False):
             return
-        program = self._ctx.program
+        program, failures = self._ctx.program, breaker.consecutive_failures
         self._open[model_id] = (
-            f"model {model_id} circuit open: {self._failing[model_id]} consecutive failing "
+            f"model {model_id} circuit open: {failures} consecutive failing "
             f"batches, last {type(exc).__name__}: {exc}"
         )[:500]
         counter(program, "model_circuit_open", model_id).inc()
         log.error(
             "ALERT program %s: model %s circuit open after %d consecutive failing batches (%s); "
             "not called again in this run, its rows fall back (fallback: %s)",
-            program, model_id, self._failing[model_id], exc, self._scoring.fallback,
+            program, model_id, failures, exc, self._scoring.fallback,
             extra=logs.context(program=program, stage="Score", model_id=model_id, alert=True),
         )  # fmt: skip
 
