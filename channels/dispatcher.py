@@ -55,6 +55,7 @@ from channels.schedule import frequency_cap, quiet_hours, quiet_until
 from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso
+from stores.leasing import Decision, LeasedRow, LeaseRequest
 from stores.ports import require_roles
 from stores.spec import open_store
 
@@ -158,10 +159,10 @@ class Dispatcher:
                 windows[key] = since = iso(now - r.cap.window)
                 caps[key[1]] = min(caps.get(key[1], since), since)
         screened: list[tuple[str, str]] = []
-        rows = self.store.lease_outbox(
+        rows = self.store.lease_outbox(LeaseRequest(
             self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
             channel, caps, lambda rows: self._screen(rows, now, screened, windows),
-        )  # fmt: skip
+        ))  # fmt: skip
         for ch, status in screened:
             summary.add(ch, status)
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -172,8 +173,8 @@ class Dispatcher:
         return len(rows) + len(screened)
 
     def _screen(
-        self, rows: list[dict], now: datetime, out: list, windows: dict[tuple[str, str], str]
-    ) -> list[tuple[int, str, str]]:
+        self, rows: list[LeasedRow], now: datetime, out: list, windows: dict[tuple[str, str], str]
+    ) -> list[Decision]:
         decisions = []
         batch_counts: Counter = Counter()
         for row in rows:

@@ -8,9 +8,12 @@ docs/architecture.md, "Tables"; times are ISO-8601 UTC text (``2026-11-25T10:00:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from stores.leasing import LeasedRow, LeaseRequest
 
 CANDIDATE_COLUMNS = [
     "program", "customer_id", "subject_type", "subject_id", "action", "context", "score",
@@ -148,23 +151,12 @@ class CandidateStore:
         """Releases connections."""
 
     # -- the dispatcher's outbox (channels/dispatcher.py) ----------------------------------
-    def lease_outbox(
-        self,
-        owner: str,
-        now: str,
-        clock: str,
-        lease_until: str,
-        limit: int,
-        programs: list[str],
-        channel: str | None = None,
-        cap_since: dict[str, str] | None = None,
-        screen: Any = None,
-    ) -> list[dict]:
-        """Leases up to ``limit`` due rows (pending, ``send_after <= now``, lease free or
-        expired at ``clock``, retry time reached) for ``owner`` until ``lease_until``, in one
-        atomic step: two dispatchers never hold the same row.
+    def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:
+        """Leases up to ``request.limit`` due rows (pending, ``send_after <= now``, lease free
+        or expired at ``clock``, retry time reached) for ``owner`` until ``lease_until``, in
+        one atomic step: two dispatchers never hold the same row.
 
-        Each row comes back as a dict of its outbox fields plus its candidate's (``cand_status``,
+        Each row comes back as a ``LeasedRow``: its outbox fields plus its candidate's (``cand_status``,
         ``expires_at``, ``action``, ``subject_type``, ``context``), the customer's opt-outs
         (``opt_outs``: (program, channel) pairs, ``*`` = all), ``recent``: contacts on that
         channel since ``cap_since[channel]`` (sent, or leased by another dispatcher), and

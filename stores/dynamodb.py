@@ -69,6 +69,7 @@ from stores.dynamodb_codec import (
     write_rounds,
 )
 from stores.dynamodb_customers import DynamoDBCustomers
+from stores.leasing import LeasedRow, LeaseRequest
 from stores.ports import Role
 
 if TYPE_CHECKING:
@@ -317,23 +318,10 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
 
         return DynamoDBOutbox(self)
 
-    def lease_outbox(
-        self,
-        owner: str,
-        now: str,
-        clock: str,
-        lease_until: str,
-        limit: int,
-        programs: list[str],
-        channel: str | None = None,
-        cap_since: dict[str, str] | None = None,
-        screen: Any = None,
-    ) -> list[dict]:
+    def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:
         """Each row's claim is atomic (a conditional UpdateItem), the guards are read after
         it: see stores/dynamodb_outbox.py for what that guarantees."""
-        return self._outbox.lease(
-            owner, now, clock, lease_until, limit, programs, channel, cap_since, screen
-        )
+        return self._outbox.lease(request)
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         return self._outbox.mark(owner, updates, clock)

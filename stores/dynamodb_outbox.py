@@ -53,6 +53,7 @@ from stores.dynamodb_codec import (
     typed_value,
     with_names,
 )
+from stores.leasing import LeasedRow, LeaseRequest
 
 if TYPE_CHECKING:
     from stores.dynamodb import DynamoDBStore
@@ -88,19 +89,9 @@ class DynamoDBOutbox:
         self._keys: dict[str, dict[str, str]] = {}
 
     # -- lease -------------------------------------------------------------------------------
-    def lease(
-        self,
-        owner: str,
-        now: str,
-        clock: str,
-        lease_until: str,
-        limit: int,
-        programs: list[str],
-        channel: str | None = None,
-        cap_since: dict[str, str] | None = None,
-        screen: Callable[[list[dict]], list[tuple]] | None = None,
-    ) -> list[dict]:
+    def lease(self, request: LeaseRequest) -> list[LeasedRow]:
         """CandidateStore.lease_outbox; see the module docstring for what is atomic."""
+        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request
         if not programs or limit <= 0:
             return []
         values = {"pending": "pending", "now": now, "clock": clock, "owner": owner,

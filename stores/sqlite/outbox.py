@@ -3,10 +3,9 @@ dispatcher (claim, guards and their decisions in one transaction), marked and re
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 
+from stores.leasing import LeasedRow, LeaseRequest
 from stores.sqlite.schema import OUTBOX_INSERT, UPSERT_OUTBOX
 
 
@@ -21,18 +20,8 @@ class SqliteOutbox:
             self._conn.executemany(UPSERT_OUTBOX, list(zip(*cols, created, strict=True)))
             return self._conn.total_changes - before
 
-    def lease_outbox(
-        self,
-        owner: str,
-        now: str,
-        clock: str,
-        lease_until: str,
-        limit: int,
-        programs: list[str],
-        channel: str | None = None,
-        cap_since: dict[str, str] | None = None,
-        screen: Any = None,
-    ) -> list[dict]:
+    def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:
+        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request
         if not programs:
             return []
         where = (

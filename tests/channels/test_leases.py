@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from channels.leases import _pid_namespace, default_owner, reclaim_orphaned_leases
 from stores.base import OUTBOX_COLUMNS, CandidateStore
+from stores.leasing import LeaseRequest
 
 NOW, UNTIL = "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"
 
@@ -34,7 +35,7 @@ def lease(store: CandidateStore, owner: str, customers: list[str]) -> list[str]:
         k: pa.array([r[k] for r in rows], pa.string() if k in ("reason", "template") else None)
         for k in cols
     }))  # fmt: skip
-    leased = store.lease_outbox(owner, NOW, NOW, UNTIL, 100, ["reviews"])
+    leased = store.lease_outbox(LeaseRequest(owner, NOW, NOW, UNTIL, 100, ["reviews"]))
     return sorted(r["idempotency_key"] for r in leased)
 
 
@@ -55,7 +56,7 @@ def test_only_the_leases_of_a_dead_process_of_this_host_and_namespace_are_freed(
         [alive, elsewhere, other_container, old_format]
     )
     # freed: due again, for whoever asks next
-    again = store.lease_outbox(default_owner(), NOW, NOW, UNTIL, 100, ["reviews"])
+    again = store.lease_outbox(LeaseRequest(default_owner(), NOW, NOW, UNTIL, 100, ["reviews"]))
     assert sorted(r["idempotency_key"] for r in again) == ["k-c1", "k-c2"]
 
 

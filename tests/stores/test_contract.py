@@ -10,6 +10,7 @@ import pytest
 from ceap.errors import StoreError
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore
 from stores.dynamodb import DynamoDBStore
+from stores.leasing import LeaseRequest
 from stores.ports import METHODS, NEEDS, Role, require_roles
 from stores.sqlite import SqliteStore
 
@@ -91,9 +92,9 @@ def test_the_outbox_queue_agrees(each_store):
         k: pa.array([row[k]], pa.string() if k in ("reason", "template") else None) for k in cols
     })  # fmt: skip
     assert store.enqueue_outbox(table) == 1 and store.enqueue_outbox(table) == 0  # a re-run
-    leased = store.lease_outbox("me", NOW, NOW, LATER, 10, ["p"])
+    leased = store.lease_outbox(LeaseRequest("me", NOW, NOW, LATER, 10, ["p"]))
     assert [r["idempotency_key"] for r in leased] == ["k1"]
-    assert store.lease_outbox("other", NOW, NOW, LATER, 10, ["p"]) == []  # held
+    assert store.lease_outbox(LeaseRequest("other", NOW, NOW, LATER, 10, ["p"])) == []  # held
     assert store.outbox_leases("m", NOW) == {"me": ["k1"]}
     assert store.mark_outbox("me", [{"key": "k1", "status": "sent"}], NOW) == 1
     status = store.outbox_status("p").to_pylist()

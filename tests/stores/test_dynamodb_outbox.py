@@ -20,6 +20,7 @@ from channels.dispatcher import dispatch
 from channels.in_app import InAppChannel
 from stores.base import iso
 from stores.dynamodb import DynamoDBStore
+from stores.leasing import LeaseRequest
 from stores.spec import open_store
 from tests.channels.conftest import NOW, World
 
@@ -33,9 +34,9 @@ LATER = NOW + timedelta(minutes=5)
 
 def lease(store, owner: str, clock=CLOCK, limit: int = 100, **kw) -> list[dict]:
     """lease_outbox as the dispatcher calls it, due at NOW, leased for five minutes."""
-    return store.lease_outbox(
+    return store.lease_outbox(LeaseRequest(
         owner, iso(NOW), iso(clock), iso(clock + timedelta(minutes=5)), limit, ["reviews"], **kw
-    )
+    ))  # fmt: skip
 
 
 @pytest.fixture
@@ -277,7 +278,9 @@ def test_recent_counts_rows_other_dispatchers_hold_but_not_shadow_ones(world: Wo
     since = {"in_app": iso(NOW - timedelta(days=7))}
     other = open_store(world.store_spec)
     held = other.lease_outbox(
-        "b", iso(NOW), iso(CLOCK), iso(LATER), 10, ["surveys", "ratings"], cap_since=since
+        LeaseRequest(
+            "b", iso(NOW), iso(CLOCK), iso(LATER), 10, ["surveys", "ratings"], cap_since=since
+        )
     )
     assert len(held) == 2 and {r["recent"] for r in held} == {0}
     (row,) = lease(store, "a", cap_since=since)
