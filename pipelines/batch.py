@@ -86,11 +86,17 @@ def source_columns(program: ProgramConfig, ctx: RunContext) -> list[str] | None:
 def check_columns(program: ProgramConfig, ctx: RunContext) -> None:
     """Refuses, before any row is read, a filter or model that reads a column neither the
     source nor the enrichment provides (a typo in an expression): otherwise it is found only
-    when rows reach that stage, and never when an earlier filter removed every row. Sources
-    that cannot list their columns (queries) skip the check."""
-    available = set(CANONICAL) | {c for spec in program.enrich for c in spec.columns}
-    for source in program.primary_sources:
-        names = connectors.get(source.type)(source.options).column_names()
+    when rows reach that stage, and never when an earlier filter removed every row. A source
+    or enrichment table that cannot list its columns (a query, a feature store asked for all
+    its features) skips the check."""
+    if not program.primary_sources:
+        return  # nothing to read in batch: the run says so itself
+    available = set(CANONICAL)
+    # An enrichment without `columns:` brings all of its table's: ask the table, as a source.
+    tables = [(spec.type, spec.options, spec.columns) for spec in program.enrich]
+    tables += [(source.type, source.options, None) for source in program.primary_sources]
+    for kind, options, declared in tables:
+        names = declared or connectors.get(kind)(options).column_names()
         if names is None:
             return
         available |= set(names)

@@ -138,3 +138,20 @@ def test_a_dynamodb_store_without_credentials_names_the_store_and_the_fix(
     err = capsys.readouterr().err
     assert "store dynamodb://ceap_: no AWS credentials found" in err
     assert "AWS_ACCESS_KEY_ID" in err and "Unable to locate credentials" not in err
+
+
+def test_an_enrichment_without_columns_brings_its_whole_table(program, tmp_path, capsys):
+    """`columns:` omitted means every column of the lookup table: a filter reading one of
+    them is not a typo."""
+    lookup = tmp_path / "customers"
+    lookup.mkdir()
+    pq.write_table(
+        pa.table({"customer_id": ["c0", "c1"], "tier": ["gold", "tin"]}), lookup / "p.parquet"
+    )
+    config_dir = program(keep="tier != 'tin'")
+    path = tmp_path / "configs" / "asks.yaml"
+    path.write_text(path.read_text().replace(
+        "filters:", f"enrich: [{{type: parquet, key: customer_id, options: {{path: {lookup}}}}}]\nfilters:"
+    ))  # fmt: skip
+    assert cli.main(batch(config_dir)) == EXIT_OK, capsys.readouterr().err
+    assert runs(tmp_path) == ["ok"]
