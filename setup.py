@@ -31,6 +31,9 @@ setup(
     install_requires=[
         # The design card's core: BigQuery, GCS, Dataflow and the AWS IOs work after a plain install.
         "apache-beam[gcp,aws]>=2.77,<2.78",
+        # --setup_file: Beam builds the workers' package with `python setup.py sdist`, and a
+        # venv of Python 3.12+ (or made by uv) has no setuptools of its own
+        "setuptools>=68",
         "pyarrow>=18,<26",
         "pandas>=2.2,<3.2",
         "numpy>=1.26,<2.5",
