@@ -183,6 +183,7 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
     ctx = RunContext(
         program=program.program, now=now, store=args.store, config_dir=str(config_dir),
         deliver_delay=program.events.delay if program.events else timedelta(0), streaming=True,
+        live_clock=args.now is None,  # each micro-batch at its own time; --now pins one
     )  # fmt: skip
     stopping.install()
     print(f"ceap: streaming {program.program} from {program.events.type if program.events else '?'}; "

@@ -23,10 +23,19 @@ class RunContext:
     """Streaming runs keep each event's log position through the graph and record one
     outcome per event (the ledger that makes restarts exactly-once)."""
     extras: dict = field(default_factory=dict)
+    live_clock: bool = False
+    """Streaming without ``--now``: each micro-batch is processed at the time it arrives
+    (``current()``), not at the stream's start: after a month of uptime, a candidate made
+    from the latest event must not be created already past its TTL."""
 
     @staticmethod
     def utcnow() -> datetime:
         return datetime.now(UTC).replace(microsecond=0)
+
+    def current(self) -> datetime:
+        """The time a stage processes its batch at: the run's reference time, or, on a live
+        clock, the wall clock now (created_at, expires_at, filter windows, ``now``)."""
+        return RunContext.utcnow() if self.live_clock else self.now
 
 
 def parse_now(text: str | None, flag: str = "--now") -> datetime | None:

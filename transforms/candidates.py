@@ -112,7 +112,7 @@ def to_candidates(
         out["event_time"] = times
     else:
         out["event_time"] = pa.array(
-            np.full(n, np.datetime64(ctx.now.replace(tzinfo=None), "us")), arrow.UTC_US
+            np.full(n, np.datetime64(ctx.current().replace(tzinfo=None), "us")), arrow.UTC_US
         )
 
     bad_mask = np.not_equal(reasons, None)
@@ -132,7 +132,7 @@ def to_candidates(
     )
     origins = [f"{split}#{r}" for r in rows]
     letters = dead_letters(
-        ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.now
+        ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.current()
     )
     return table.filter(keep), letters
 

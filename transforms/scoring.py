@@ -103,7 +103,7 @@ class _ScoreFn(beam.DoFn):
             counter(program, "dead_letter", "score").inc(len(origins))
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
-                dead_letters(program, "score", bad, list(errors[failed]), origins, ctx.now),
+                dead_letters(program, "score", bad, list(errors[failed]), origins, ctx.current()),
             )
         keep = ~failed
         min_score = self._scoring.min_score

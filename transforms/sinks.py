@@ -53,6 +53,7 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
         if program.fields.context
         else pa.array(["{}"] * n, pa.string())
     )
+    now = ctx.current()  # one time for the batch: created_at and expires_at agree
     delay = program.events.delay if program.events else None
     deliver = batch.column("event_time")
     if delay:
@@ -66,8 +67,8 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
         "subject_type": const(program.subject_type), "subject_id": batch.column("subject_id"),
         "action": const(program.action), "context": context,
         "score": batch.column("score"), "model_id": batch.column("model_id"),
-        "treatment": batch.column("treatment"), "created_at": const(iso(ctx.now)),
-        "expires_at": const(iso(ctx.now + program.store.ttl)), "deliver_after": _iso(deliver),
+        "treatment": batch.column("treatment"), "created_at": const(iso(now)),
+        "expires_at": const(iso(now + program.store.ttl)), "deliver_after": _iso(deliver),
         "status": const("live"),
     }).select(CANDIDATE_COLUMNS)  # fmt: skip
 
@@ -93,7 +94,7 @@ def outbox_records(
             "idempotency_key": _digest(keys), "reason": reasons,
             "template": pa.array([ch.template] * n, pa.string()),
             "shadow": pa.array(np.full(n, int(ch.shadow), np.int64)),
-            "created_at": pa.array([iso(ctx.now)] * n),
+            "created_at": pa.array([iso(ctx.current())] * n),
         }))  # fmt: skip
     return out
 

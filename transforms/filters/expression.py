@@ -367,5 +367,5 @@ class ExpressionFilter(Filter):
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
         if not hasattr(self, "_expr"):
             self.setup()
-        keep = self._expr.evaluate(batch, self.context.now)
+        keep = self._expr.evaluate(batch, self.context.current())
         return Verdict(keep, self.options.reason or f"not ({self.options.keep})")

@@ -210,12 +210,12 @@ class FrequencyCapFilter(_HistoryFilter):
 
     def _load(self, customers: list[str] | None) -> None:
         o, ctx = self.options, self.context
-        since = ctx.now - o.window
+        since = ctx.current() - o.window
         program = None if o.scope == "all" else ctx.program
         store = open_store(ctx.store)
         try:
             sent = store.contacts(since, customers)
-            live = store.live_keys(ctx.program, ctx.now, customers)
+            live = store.live_keys(ctx.program, ctx.current(), customers)
         finally:
             store.close()
         sent = pa.table({c: _text(sent, c) for c in ("program", "customer_id", "subject_id")})
@@ -301,7 +301,7 @@ class DedupFilter(_HistoryFilter):
         o, ctx = self.options, self.context
         store = open_store(ctx.store)
         try:
-            live = store.live_keys(ctx.program, ctx.now, customers) if o.live else None
+            live = store.live_keys(ctx.program, ctx.current(), customers) if o.live else None
             acted = (
                 store.acted_keys(ctx.program, customers).select(["customer_id", "subject_id"])
                 if o.acted
