@@ -67,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             from prometheus_client import start_http_server
 
             start_http_server(args.metrics_port, addr=args.metrics_host)
+        first = True
         while True:
             with Progress("dispatch", noun="outbox rows handled"):
                 summary = dispatch(
                     args.store, args.config_dir, args.program, args.channel, now,
                     owner=args.owner, batch_size=args.batch_size, lease_seconds=args.lease_seconds,
+                    reclaim=first,  # later passes: a dead peer's lease runs out (60 s)
                 )  # fmt: skip
+            first = False
             print(summary.render(), flush=True)
             if args.metrics_file:
                 from prometheus_client import REGISTRY, write_to_textfile

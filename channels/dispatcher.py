@@ -306,10 +306,13 @@ def dispatch(
     batch_size: int = 500,
     lease_seconds: float = LEASE_SECONDS,
     max_rounds: int | None = None,
+    reclaim: bool = True,
 ) -> Summary:
     """Sends every due outbox row of the programs in ``config_dir`` (or of ``program``), on
     every channel (or ``channel``), as of ``now`` (default: the wall clock), until none is
-    due. Returns counts per channel and outcome."""
+    due. Returns counts per channel and outcome. ``reclaim``: first free the leases of this
+    host's dispatchers that are gone (a look over every pending row: a ``--loop`` does it
+    on its first pass only)."""
     config_dir = Path(config_dir or default_config_dir())
     logs.bind(stage="dispatch")
     programs = load_programs(config_dir, program)
@@ -317,7 +320,8 @@ def dispatch(
         check_templates(p, config_dir)
     store = open_store(store_spec)
     require_roles(store, "dispatch", store_spec)
-    reclaim_orphaned_leases(store, iso(_wall()))
+    if reclaim:
+        reclaim_orphaned_leases(store, iso(_wall()))
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
     summary = Summary()
     started = time.perf_counter()

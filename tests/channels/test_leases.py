@@ -66,3 +66,15 @@ def test_an_expired_lease_is_not_listed(each_store):
     lease(store, owner, ["c1"])
     assert store.outbox_leases(socket.gethostname() + ":", NOW) == {owner: ["k-c1"]}
     assert store.outbox_leases(socket.gethostname() + ":", "2026-11-25T12:00:00Z") == {}
+
+
+def test_a_loop_looks_for_dead_peers_on_its_first_pass_only(world, monkeypatch):
+    """The look reads every pending row (16 Queries on DynamoDB): once per process, not per
+    round of a `dispatch --loop`."""
+    from channels import dispatcher
+
+    calls = []
+    monkeypatch.setattr(dispatcher, "reclaim_orphaned_leases", lambda *a: calls.append(a) or 0)
+    dispatcher.dispatch(world.store_spec, world.config_dir)
+    dispatcher.dispatch(world.store_spec, world.config_dir, reclaim=False)
+    assert len(calls) == 1
