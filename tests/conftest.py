@@ -80,6 +80,23 @@ def each_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[CandidateSt
     s.close()
 
 
+def _one_request_at_a_time(server) -> None:
+    """DynamoDB applies each request atomically (a conditional write checks and writes as
+    one step); moto's threaded server does not: two UpdateItems on one item can both pass
+    their condition, and a test of two dispatchers racing for rows then sees a row leased
+    twice under load. Serialising the requests gives moto DynamoDB's per-request atomicity;
+    the clients still race, request against request."""
+    import threading
+
+    app, lock = server._server.app, threading.Lock()
+
+    def serialised(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+
+    server._server.app = serialised
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's AWS server on loopback (a free port), with fake credentials, for the session."""
@@ -94,6 +111,7 @@ def moto_endpoint() -> Iterator[str]:
         env.delenv("AWS_PROFILE", raising=False)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()  # port 0: the OS picks a free port, get_host_and_port() tells which
+        _one_request_at_a_time(server)
         host, port = server.get_host_and_port()
         yield f"http://{host}:{port}"
         server.stop()
