@@ -59,7 +59,7 @@ def candidate_graph(
     if early:
         pre = candidates | "Prefilter" >> ApplyFilters(specs[:early], labels[:early], ctx)
         candidates = pre.kept
-        outcomes.append(pre.outcome)
+        outcomes += pre.outcomes
     enriched = candidates | "Enrich" >> Enrich(program.enrich, program.program)
     kept = enriched | "Filters" >> ApplyFilters(specs[early:], labels[early:], ctx)
     scored = kept.kept | "Score" >> Score(program.scoring, ctx)
@@ -69,5 +69,5 @@ def candidate_graph(
     # stage (the FnApiRunner materialises a Flatten's inputs until their stage ends).
     dead = valid.dead_letter | "DeadLetters" >> WriteDeadLetters(ctx)
     failed = scored.dead_letter | "ScoreDeadLetters" >> WriteDeadLetters(ctx)
-    outcomes += [kept.outcome, scored.outcome, ranked.outcome, stored, dead, failed]
+    outcomes += [*kept.outcomes, scored.outcome, ranked.outcome, stored, dead, failed]
     return outcomes

@@ -26,7 +26,9 @@ REFRESH_SECONDS = 1.0
 
 class FilterOutputs(NamedTuple):
     kept: beam.PCollection
-    outcome: beam.PCollection
+    outcomes: list[beam.PCollection]
+    """One per filter, never flattened: the FnApiRunner materialises a Flatten's inputs
+    until their (in streaming, endless) stage ends, which held outcomes back."""
 
 
 class _FilterFn(beam.DoFn):
@@ -64,7 +66,7 @@ class _FilterFn(beam.DoFn):
 
 
 class ApplyFilters(beam.PTransform):
-    """PCollection[RecordBatch] -> FilterOutputs(kept batches, outcome records)."""
+    """PCollection[RecordBatch] -> FilterOutputs(kept batches, each filter's outcome records)."""
 
     def __init__(self, specs: list[FilterConfig], labels: list[str], context: RunContext) -> None:
         super().__init__()
@@ -80,6 +82,4 @@ class ApplyFilters(beam.PTransform):
             ).with_outputs(OUTCOME, main="kept")
             candidates = step.kept
             removed.append(step[OUTCOME])
-        if not removed:
-            return FilterOutputs(candidates, candidates.pipeline | "NoOutcomes" >> beam.Create([]))
-        return FilterOutputs(candidates, removed | "Outcomes" >> beam.Flatten())
+        return FilterOutputs(candidates, removed)
