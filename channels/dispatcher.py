@@ -3,12 +3,9 @@
 Each round leases due rows atomically (``lease_outbox``: claim, guards and their decisions in
 one store transaction), then sends them per (program, channel) and records each outcome.
 
-Send-time guards, decided inside the lease step so two dispatchers see each other:
-  - opt-out in the registry (all programs / this one, all channels / this one) → suppressed;
-  - the candidate is gone, no longer live (consumed: the customer acted) or expired → suppressed;
-  - the customer's global frequency cap on the channel (sent + in flight, rolling window,
-    all programs) is reached → suppressed;
-  - quiet hours in the customer's time zone → deferred to their end (still pending).
+Send-time guards (opt-outs, the candidate's state, quiet hours, frequency caps) are the
+rulebook's (``channels/rules.py``), decided inside the lease step so two dispatchers see
+each other.
 
 Exactly-once effect. A row is ``pending`` until an outcome is recorded for it, and only the
 lease holder may record one (``mark_outbox`` checks the owner). So:
@@ -51,7 +48,8 @@ from channels.base import Channel, Commit, Message, Result
 from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
 from channels.rendering import check_templates
-from channels.schedule import frequency_cap, quiet_hours, quiet_until
+from channels.rules import ChannelRules, Screen, is_shadow
+from channels.schedule import frequency_cap, quiet_hours
 from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso
@@ -111,8 +109,9 @@ class _Route:
         self.config = config
         self.adapter: Channel = channels.get(config.type)(config.options, config_dir)
         self.recipients = Recipients(getattr(self.adapter.options, "recipients", None))
-        self.quiet = quiet_hours(self.adapter)
-        self.cap = frequency_cap(self.adapter)
+        self.rules = ChannelRules(
+            shadow=config.shadow, quiet=quiet_hours(self.adapter), cap=frequency_cap(self.adapter)
+        )
 
 
 class Dispatcher:
@@ -151,17 +150,16 @@ class Dispatcher:
         clock = _wall()
         lease_until = clock + self.lease
         # The store counts each channel's contacts over the widest window any program caps it
-        # with; each program then counts those inside its own window (``_screen``).
+        # with; each program then counts those inside its own window (the rulebook's).
         caps: dict[str, str] = {}
-        windows: dict[tuple[str, str], str] = {}  # (program, channel) -> its cap's start
-        for key, r in self.routes.items():
-            if r.cap is not None:
-                windows[key] = since = iso(now - r.cap.window)
-                caps[key[1]] = min(caps.get(key[1], since), since)
+        for (_, channel_type), r in self.routes.items():
+            if r.rules.cap is not None:
+                since = iso(now - r.rules.cap.window)
+                caps[channel_type] = min(caps.get(channel_type, since), since)
         screened: list[tuple[str, str]] = []
         rows = self.store.lease_outbox(LeaseRequest(
             self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
-            channel, caps, lambda rows: self._screen(rows, now, screened, windows),
+            channel, caps, lambda rows: self._screen(rows, Screen(now), screened),
         ))  # fmt: skip
         for ch, status in screened:
             summary.add(ch, status)
@@ -172,39 +170,22 @@ class Dispatcher:
             self._deliver(self.routes[(program, ch)], group, now, lease_until, summary)
         return len(rows) + len(screened)
 
-    def _screen(
-        self, rows: list[LeasedRow], now: datetime, out: list, windows: dict[tuple[str, str], str]
-    ) -> list[Decision]:
+    def _screen(self, rows: list[LeasedRow], screen: Screen, out: list) -> list[Decision]:
+        """The rulebook's decisions for a round's leased rows (the recipient is looked up
+        only for rows its own facts do not suppress)."""
         decisions = []
-        batch_counts: Counter = Counter()
         for row in rows:
             route = self.routes.get((row["program"], row["channel"]))
-            reason = _suppression(row, route, now)
-            if reason is None:
+            decision = screen.suppress(row, route.rules if route else None)
+            if decision is None:
                 row["recipient"] = route.recipients.lookup(row["customer_id"], _context(row))
-                if route.quiet is not None:
-                    until = quiet_until(now, route.quiet, row["recipient"].get("timezone"))
-                    if until is not None:
-                        decisions.append((row["rowid"], "defer", iso(until)))
-                        out.append((row["channel"], "deferred"))
-                        continue
-                if route.cap is not None:
-                    # A shadow row meets every rule a live one does, against shadow contacts
-                    # only: the rehearsal shows what the live channel would send.
-                    shadow = _shadow(row, route)
-                    key = (row["customer_id"], row["channel"], shadow)
-                    since = windows[(row["program"], row["channel"])]
-                    times, in_flight = (
-                        (row["shadow_times"], row["shadow_in_flight"]) if shadow
-                        else (row["sent_times"], row["in_flight"])
-                    )  # fmt: skip
-                    recent = in_flight + sum(t >= since for t in times)
-                    if recent + batch_counts[key] >= route.cap.max:
-                        reason = f"frequency cap: {route.cap.max} per {_days(route.cap.window)}"
-                    batch_counts[key] += 1
-            if reason is not None:
-                decisions.append((row["rowid"], "suppress", reason))
-                out.append((row["channel"], "suppressed"))
+                decision = screen.schedule(row, route.rules, row["recipient"].get("timezone"))
+            if decision is None:
+                continue
+            decisions.append(decision)
+            status = "deferred" if decision[1] == "defer" else "suppressed"
+            out.append((row["channel"], status))
+            if status == "suppressed":
                 MESSAGES.labels(row["program"], row["channel"], "suppressed").inc()
         return decisions
 
@@ -230,7 +211,7 @@ class Dispatcher:
             problem = adapter.prepare(message)
             if problem is not None:
                 updates.append({"key": message.key, "status": "failed", "reason": problem})
-            elif _shadow(row, route):
+            elif is_shadow(row, route.rules):
                 updates.append({"key": message.key, "status": "shadowed", "attempted": False,
                                 "reason": _preview(message)})  # fmt: skip
             else:
@@ -348,21 +329,6 @@ def load_programs(config_dir: Path, program: str | None = None) -> list[ProgramC
     return [load_program(p) for p in program_paths(config_dir)]
 
 
-def _suppression(row: dict, route: _Route | None, now: datetime) -> str | None:
-    if route is None:
-        return "channel no longer configured for the program"
-    for prog, chan in row["opt_outs"]:
-        if prog in ("*", row["program"]) and chan in ("*", row["channel"]):
-            return "opted out"
-    if row["cand_status"] is None:
-        return "candidate no longer in the store"
-    if row["cand_status"] != "live":
-        return f"candidate {row['cand_status']}"
-    if row["expires_at"] <= iso(now):
-        return "candidate expired"
-    return None
-
-
 def _outcome(result: Result, attempts: int, now: datetime) -> dict:
     if result.ok:
         return {"key": result.key, "status": "sent", "sent_at": iso(now), "reason": None}
@@ -371,10 +337,6 @@ def _outcome(result: Result, attempts: int, now: datetime) -> dict:
         return {"key": result.key, "status": "pending", "reason": result.error,
                 "next_attempt_at": iso(_wall() + timedelta(seconds=delay))}  # fmt: skip
     return {"key": result.key, "status": "failed", "reason": result.error}
-
-
-def _shadow(row: dict, route: _Route) -> bool:
-    return bool(row["shadow"]) or route.config.shadow
 
 
 def _context(row: dict) -> dict[str, Any]:
@@ -389,14 +351,6 @@ def _context(row: dict) -> dict[str, Any]:
 def _preview(message: Message) -> str:
     """What a shadow send would have been (recorded in the row's reason)."""
     return f"shadow: to {message.address or message.customer_id}: {message.body[:120]}"
-
-
-def _days(window: timedelta) -> str:
-    return (
-        f"{window.days}d"
-        if window.days and not window.seconds
-        else f"{window.total_seconds():.0f}s"
-    )
 
 
 def _wall() -> datetime:
