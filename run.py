@@ -168,6 +168,7 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
     from ceap import stopping
     from ceap.context import RunContext
     from ceap.errors import CeapError
+    from ceap.mode import STREAMING
     from configs.programs import default_config_dir, load_by_name
     from pipelines.streaming import run_streaming
 
@@ -182,7 +183,7 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
         return EXIT_FAILED
     ctx = RunContext(
         program=program.program, now=now, store=args.store, config_dir=str(config_dir),
-        deliver_delay=program.events.delay if program.events else timedelta(0), streaming=True,
+        deliver_delay=program.events.delay if program.events else timedelta(0), mode=STREAMING,
         live_clock=args.now is None,  # each micro-batch at its own time; --now pins one
     )  # fmt: skip
     stopping.install()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ceap.errors import ConfigError
+from ceap.mode import BATCH, STREAMING, Mode
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,20 @@ class RunContext:
     config_dir: str = "configs"
     deliver_delay: timedelta = timedelta(0)
     """The program's cooling period: deliver_after = event_time + this."""
-    streaming: bool = False
-    """Streaming runs keep each event's log position through the graph and record one
-    outcome per event (the ledger that makes restarts exactly-once)."""
+    mode: Mode = BATCH
+    """Batch or streaming: what each stage does differently (``ceap/mode.py``)."""
     extras: dict = field(default_factory=dict)
     live_clock: bool = False
     """Streaming without ``--now``: each micro-batch is processed at the time it arrives
     (``current()``), not at the stream's start: after a month of uptime, a candidate made
     from the latest event must not be created already past its TTL."""
+    streaming: bool = False
+    """Shorthand for ``mode=STREAMING`` (set from the mode otherwise); stages ask ``mode``."""
+
+    def __post_init__(self) -> None:
+        if self.streaming and self.mode == BATCH:
+            object.__setattr__(self, "mode", STREAMING)
+        object.__setattr__(self, "streaming", self.mode == STREAMING)
 
     @staticmethod
     def utcnow() -> datetime:

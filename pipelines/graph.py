@@ -47,7 +47,7 @@ def candidate_graph(
     valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx)
     candidates = valid.candidates
     outcomes = []
-    if ctx.streaming:
+    if ctx.mode.dedup_events:
         events = program.events
         window = events.dedup_window if events else timedelta(days=1)
         lateness = events.max_lateness if events else None

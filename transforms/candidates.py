@@ -77,7 +77,7 @@ def to_candidates(
     out: dict[str, pa.Array] = {}
     for key in KEYS:
         source = getattr(fields, key)
-        values = _column(batch, source, key, ctx.streaming)
+        values = _column(batch, source, key, ctx.mode.schemaless)
         if pa.types.is_floating(values.type):
             # pandas writes integer ids with nulls as float64: 42.0 is the id "42", 4.2 is bad.
             integral = pc.fill_null(pc.equal(values, pc.floor(values)), True).to_numpy(
@@ -99,7 +99,7 @@ def to_candidates(
         out[key] = values
 
     if fields.event_time:
-        raw = _column(batch, fields.event_time, "event_time", ctx.streaming)
+        raw = _column(batch, fields.event_time, "event_time", ctx.mode.schemaless)
         times, ok = arrow.to_utc(raw)
         fail(
             ~ok.to_numpy(zero_copy_only=False),
@@ -118,7 +118,7 @@ def to_candidates(
     bad_mask = np.not_equal(reasons, None)
     split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
     rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN, RAW)}
-    if ORIGIN_COLUMN in rest and not ctx.streaming:
+    if ORIGIN_COLUMN in rest and not ctx.mode.records_outcomes:
         rest[ORIGIN_COLUMN] = row_ids(split, rest[ORIGIN_COLUMN])
     table = pa.RecordBatch.from_pydict({**out, **rest})
     if not bad_mask.any():
@@ -151,8 +151,8 @@ def row_origin(row_id: int) -> str:
     return f"split {row_id >> 32:08x} row {row_id & 0xFFFFFFFF}"
 
 
-def _column(batch: pa.RecordBatch, name: str, role: str, streaming: bool = False) -> pa.Array:
-    if name not in batch.schema.names and streaming:
+def _column(batch: pa.RecordBatch, name: str, role: str, schemaless: bool = False) -> pa.Array:
+    if name not in batch.schema.names and schemaless:
         return pa.nulls(batch.num_rows, pa.string())  # an event without the field: a bad event
     if name not in batch.schema.names:
         visible = [c for c in batch.schema.names if not c.startswith("_ceap_")]

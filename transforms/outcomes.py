@@ -38,7 +38,7 @@ def outcomes(
 
 def emit_outcomes(ctx: RunContext, batch, outcome: str, reasons=None):
     """Yields the tagged outcome output in streaming runs; nothing in batch runs."""
-    if ctx.streaming and batch.num_rows and ORIGIN_COLUMN in batch.schema.names:
+    if ctx.mode.records_outcomes and batch.num_rows and ORIGIN_COLUMN in batch.schema.names:
         yield beam.pvalue.TaggedOutput(OUTCOME, outcomes(batch, outcome, reasons))
 
 

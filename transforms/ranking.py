@@ -236,11 +236,11 @@ class Rank(beam.PTransform):
         super().__init__()
         self._ranking = ranking
         self._ctx = context
-        extra = [ORIGIN_COLUMN, IDENTITY_COLUMN] if context.streaming else []
+        extra = [ORIGIN_COLUMN, IDENTITY_COLUMN] if context.mode.records_outcomes else []
         self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or []) + extra))
 
     def expand(self, scored) -> RankOutputs:
-        if self._ctx.streaming:
+        if self._ctx.mode.ranks_each_batch:
             out = scored | "RankEach" >> beam.ParDo(
                 _RankEachFn(self._ranking, self._keep, self._ctx)
             ).with_outputs(OUTCOME, main="ranked")

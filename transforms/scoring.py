@@ -99,7 +99,7 @@ class _ScoreFn(beam.DoFn):
         out = _with_scores(batch, scores, model_ids, treatments)
         if failed.any():
             bad = out.filter(pa.array(failed))
-            origins = _origins(bad, ctx.streaming)
+            origins = _origins(bad, ctx.mode.records_outcomes)
             counter(program, "dead_letter", "score").inc(len(origins))
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
@@ -146,7 +146,7 @@ class _ScoreFn(beam.DoFn):
             counter(program, "model_errors", m.id).inc(int(bad.sum()))
             self._breakers[m.id].record(ok=True)
         except Exception as exc:  # noqa: BLE001 - a model failure is data, not a crash
-            if isinstance(exc, ConfigError) and not self._ctx.streaming:
+            if isinstance(exc, ConfigError) and not self._ctx.mode.schemaless:
                 # The program names a feature column its source lacks: every row would
                 # fail, so the run does, loudly (a streaming micro-batch may just lack an
                 # optional field: its rows fail as data).

@@ -22,7 +22,6 @@ from ceap.context import RunContext
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
 from stores.base import CANDIDATE_COLUMNS, iso
-from transforms.filters.chain import REFRESH_SECONDS
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import due_times
@@ -40,7 +39,7 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
     n = batch.num_rows
     names = batch.schema.names
     missing = [c for c in program.fields.context if c not in names]
-    if missing and ctx.streaming:  # events are schemaless: a field an event lacks is null
+    if missing and ctx.mode.schemaless:  # events are schemaless: a field an event lacks is null
         for name in missing:
             batch = batch.append_column(name, pa.nulls(n, pa.string()))
         missing = []
@@ -160,7 +159,7 @@ class _WriteFn(StoreDoFn):
         self._loaded = time.monotonic()
 
     def process(self, batch: pa.RecordBatch):
-        if self._ctx.streaming and time.monotonic() - self._loaded > REFRESH_SECONDS:
+        if self._ctx.mode.stale(self._loaded):
             self._opt_outs = self._store.opt_outs()  # an opt-out made meanwhile counts at once
             self._loaded = time.monotonic()
         name = self._program.program
@@ -211,7 +210,7 @@ def json_rows(letters: pa.Table) -> list[dict]:
 class _DeadLetterFn(StoreDoFn):
     def process(self, letters: pa.Table):
         self._store.write_dead_letters(letters)
-        if self._ctx.streaming:
+        if self._ctx.mode.records_outcomes:
             # Streaming origins end in the event's log position: record its outcome too.
             positions = [int(o.rsplit("#", 1)[1]) for o in letters.column("origin").to_pylist()]
             rows = json_rows(letters)

@@ -2,7 +2,7 @@
 (``Filter[<name>]`` or ``Filter[<index>:<type>]``), counting every removal by reason.
 
 In streaming runs the filters also refresh what they looked up (opt-outs, live keys,
-contacts) every ``REFRESH_SECONDS``, so an opt-out made through the API is honoured by the
+contacts) every ``refresh_seconds`` of the mode, so an opt-out made through the API is honoured by the
 running stream, and removed events are recorded in the outcome ledger.
 """
 
@@ -20,8 +20,6 @@ from ceap.plugins import filters
 from configs.schema import FilterConfig
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
-
-REFRESH_SECONDS = 1.0
 
 
 class FilterOutputs(NamedTuple):
@@ -46,7 +44,7 @@ class _FilterFn(beam.DoFn):
         self._refresh()
 
     def _refresh(self) -> None:
-        if self._ctx.streaming and time.monotonic() - self._loaded > REFRESH_SECONDS:
+        if self._ctx.mode.stale(self._loaded):
             self._filter.setup()
             self._loaded = time.monotonic()
 

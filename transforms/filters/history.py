@@ -41,7 +41,7 @@ class _HistoryFilter(Filter):
     Warehouse history tables are static for a run: read once per filter instance."""
 
     def setup(self) -> None:
-        if not self.context.streaming:
+        if not self.context.mode.lookup_each_batch:
             self._load(None)
 
     def _load(self, customers: list[str] | None) -> None:
@@ -67,7 +67,7 @@ class _HistoryFilter(Filter):
     def _customers(self, batch: pa.RecordBatch) -> list[str] | None:
         """Streaming: the micro-batch's customers, looked up fresh in the store for every
         batch (an opt-out or a send counts at once). Batch runs: None (one snapshot)."""
-        if not self.context.streaming:
+        if not self.context.mode.lookup_each_batch:
             return None
         return pc.unique(arrow.as_text(batch.column("customer_id"))).drop_null().to_pylist()
 
@@ -165,7 +165,7 @@ class OptOutFilter(_HistoryFilter):
         self._opted = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if self.context.streaming or not hasattr(self, "_opted"):
+        if self.context.mode.lookup_each_batch or not hasattr(self, "_opted"):
             self._load(self._customers(batch))
         n = batch.num_rows
         keep = np.ones(n, dtype=bool)
@@ -240,7 +240,7 @@ class FrequencyCapFilter(_HistoryFilter):
         )
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if self.context.streaming or not hasattr(self, "_counts"):
+        if self.context.mode.lookup_each_batch or not hasattr(self, "_counts"):
             self._load(self._customers(batch))
         counts = self._counts.lookup(batch, self._keys)
         if self._same_event is not None:
@@ -326,7 +326,7 @@ class DedupFilter(_HistoryFilter):
         self._live_any = KeyedCounts(live, keys) if live is not None else None
 
     def evaluate(self, batch: pa.RecordBatch) -> Verdict:
-        if self.context.streaming or not hasattr(self, "_live"):
+        if self.context.mode.lookup_each_batch or not hasattr(self, "_live"):
             self._load(self._customers(batch))
         n = batch.num_rows
         keys = ["customer_id", "subject_id"]
