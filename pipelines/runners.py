@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import (
 
 from ceap.errors import ConfigError
 from pipelines.options import CeapOptions
+from stores.spec import StoreSpec
 
 DASK_RUNNER = "pipelines.runners.CeapDaskRunner"
 _BEAM_DASK = {"DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -102,7 +103,7 @@ def validate_runner_options(
                 "the default Beam image lacks ceap"
             )
     store = store or options.view_as(CeapOptions).store or "sqlite"
-    if store.startswith("sqlite") and _distributed(options, name):
+    if StoreSpec.parse(store).local and _distributed(options, name):
         problems.append(
             f"--store {store}: the embedded SQLite store is a file on one machine, and "
             f"{name} workers run elsewhere; use --store dynamodb://<table-prefix>?region=..."

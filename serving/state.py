@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from stores.spec import open_store
+from stores.spec import StoreSpec, open_store
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class Stores:
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
-        self.local = spec == "sqlite" or spec.startswith("sqlite:")
+        self.local = StoreSpec.parse(spec).local
         self._writer: Any = None
         self._lock = threading.Lock()
         self._readers: dict[int, Any] = {}  # thread id -> read-only SqliteStore
