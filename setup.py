@@ -49,6 +49,9 @@ setup(
         "uvicorn>=0.29,<1",
         "prometheus-client>=0.20,<1",
         "matplotlib>=3.8,<4",
+        # DESIGN §8: signed unsubscribe / click / open tokens, and SNS signature checks
+        "itsdangerous>=2.1,<3",
+        "cryptography>=42,<50",
     ],
     extras_require={
         "athena": ["pyathena>=3,<5"],
@@ -69,7 +72,6 @@ setup(
             "import-linter>=2.1,<3",  # .importlinter: layers point down, no import circles
             "uv>=0.9,<1",  # tools/lock.py and tools/drift.py resolve and install with it
             "aiosmtpd>=1.4,<2",
-            "cryptography>=42,<50",  # tests/channels/test_smtp_tls.py: a test CA
             "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
             # tests/connectors/test_feast.py (a real local repo); note it holds pandas below 3
             "feast>=0.60,<1",
