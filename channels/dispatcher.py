@@ -44,6 +44,7 @@ from prometheus_client import Counter as Metric
 from ceap import logs, stopping
 from ceap.context import RunContext
 from ceap.progress import add_rows
+from ceap.tokens import require_signing_key
 from channels.base import Channel, Commit, Message, Result
 from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
@@ -296,6 +297,7 @@ def dispatch(
     on its first pass only)."""
     config_dir = Path(config_dir or default_config_dir())
     logs.bind(stage="dispatch")
+    require_signing_key("dispatch")  # links signed with a one-machine key would not verify
     programs = load_programs(config_dir, program)
     for p in programs:  # a missing or unsafe template stops the run before a row is leased
         check_templates(p, config_dir)

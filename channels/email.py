@@ -4,10 +4,13 @@
     CEAP_SMTP_STARTTLS (1 to upgrade the connection; the certificate is verified),
     CEAP_SMTP_CA_FILE (CA bundle for a private relay), CEAP_EMAIL_FROM (ceap@localhost)
 
-One SMTP connection is kept open across batches (re-opened when the server drops it). Each
-message carries its idempotency key as ``Message-ID`` and ``X-CEAP-Idempotency-Key`` (SES:
-a message tag), and its campaign (program + send slot) as ``X-CEAP-Campaign``; links in the
-body get tracking parameters (utm_*, ``ceap_key``) so clicks map back to the outbox row.
+One SMTP connection is kept open across batches (re-opened when the server drops it). The
+message itself (text + HTML parts, one-click unsubscribe, signed click links, open pixel) is
+built by ``channels/email_message.py``; it carries its idempotency key as ``Message-ID`` and
+``X-CEAP-Idempotency-Key`` (SES: also a message tag), and its campaign (program + send slot)
+as ``X-CEAP-Campaign``. SES sends the same raw message and names the configuration set
+(``configuration_set``) through which SES publishes bounces, complaints, deliveries, opens
+and clicks (docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -19,16 +22,15 @@ import socket
 import ssl
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ceap.plugins import channels
 from channels.base import Channel, ChannelOptions, Commit, Message, Result
+from channels.email_message import build, message_id
+from channels.rendering import render_html
 from channels.transport import aws_client, aws_result
 
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_LINK = re.compile(r"https?://[^\s<>\"')]+")
 
 
 class EmailOptions(ChannelOptions):
@@ -36,7 +38,11 @@ class EmailOptions(ChannelOptions):
     sender: str | None = None
     """From address (default ``$CEAP_EMAIL_FROM``, else ceap@localhost)."""
     tracking: bool = True
-    """Add utm_* and ceap_key parameters to links (click tracking)."""
+    """Links go through signed click URLs (with utm_* and ceap_key added to the target) and
+    the HTML part carries an open pixel; the unsubscribe link and headers are always there."""
+    configuration_set: str | None = None
+    """SES: the configuration set whose event destination (an SNS topic subscribed to
+    ``/v1/webhooks/ses``) reports bounces, complaints, deliveries, opens and clicks."""
     region: str | None = None
     """SES region (default ``$AWS_DEFAULT_REGION``)."""
     endpoint_url: str | None = None
@@ -67,8 +73,7 @@ class EmailChannel(Channel):
 
     def render(self, message: Message) -> None:
         super().render(message)
-        if self.options.tracking:
-            message.body = _LINK.sub(lambda m: track(m.group(0), message), message.body)
+        message.html = render_html(message, self.config_dir)
 
     def send(self, messages: list[Message], commit: Commit | None = None) -> list[Result]:
         if self.options.provider == "ses":
@@ -124,7 +129,7 @@ class EmailChannel(Channel):
         if commit is not None and not commit(message):
             self._drop()  # the server discards the unterminated message
             return Result(message.key, False, error="lease lost before sending")
-        provider_id = f"<{message.key}@ceap>"
+        provider_id = message_id(message.key)
         try:
             smtp.send(b".\r\n")
             code, reply = smtp.getreply()
@@ -170,29 +175,24 @@ class EmailChannel(Channel):
             self._smtp = None
 
     def _mime(self, message: Message) -> EmailMessage:
-        mail = EmailMessage()
-        mail["From"] = self.sender
-        mail["To"] = message.address
-        mail["Subject"] = message.subject or message.action
-        mail["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it (origination time)
-        mail["Message-ID"] = f"<{message.key}@ceap>"
-        mail["X-CEAP-Idempotency-Key"] = message.key
-        mail["X-CEAP-Campaign"] = message.campaign
-        mail.set_content(message.body)
-        return mail
+        return build(message, self.sender, self.options.tracking)
 
     # -- SES ------------------------------------------------------------------------------
     def _send_ses(self, message: Message) -> Result:
+        """One ``SendRawEmail``: the same MIME message as SMTP (the simple API cannot carry
+        the List-Unsubscribe headers), tagged with the row's key and sent through the
+        configuration set, so SES's event notifications name the row."""
         if self._ses is None:
             self._ses = aws_client("ses", self.options.region, self.options.endpoint_url)
-        return aws_result(
-            message.key, self._ses.send_email,
-            Source=self.sender, Destination={"ToAddresses": [message.address]},
-            Message={"Subject": {"Data": message.subject or message.action},
-                     "Body": {"Text": {"Data": message.body}}},
-            Tags=[{"Name": "ceap_key", "Value": message.key},
-                  {"Name": "campaign", "Value": message.campaign}],
-        )  # fmt: skip
+        request = {
+            "Source": self.sender, "Destinations": [message.address],
+            "RawMessage": {"Data": self._mime(message).as_bytes(policy=SMTP)},
+            "Tags": [{"Name": "ceap_key", "Value": message.key},
+                     {"Name": "campaign", "Value": message.campaign}],
+        }  # fmt: skip
+        if self.options.configuration_set:
+            request["ConfigurationSetName"] = self.options.configuration_set
+        return aws_result(message.key, self._ses.send_raw_email, **request)
 
 
 class _Refused(Exception):
@@ -208,12 +208,3 @@ def _dot_stuffed(mail: EmailMessage) -> bytes:
     the terminating dot line."""
     data = re.sub(rb"(?m)^\.", b"..", mail.as_bytes(policy=SMTP))
     return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
-def track(url: str, message: Message) -> str:
-    """``url`` with utm_source/medium/campaign and ceap_key query parameters added."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query += [("utm_source", "ceap"), ("utm_medium", message.channel),
-              ("utm_campaign", message.campaign), ("ceap_key", message.key)]  # fmt: skip
-    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -30,6 +30,8 @@ class Message:
     address: str | None = None
     subject: str | None = None
     body: str = ""
+    html: str | None = None
+    """The HTML part, for channels that send one (email), when the template has one."""
 
     @property
     def campaign(self) -> str:

@@ -71,6 +71,24 @@ def render(message: Message, config_dir: Path | None) -> tuple[str | None, str]:
     return None, text.strip()
 
 
+def render_html(message: Message, config_dir: Path | None) -> str | None:
+    """The HTML part of ``message``: the ``.html.j2`` twin of the text template it renders
+    with (``review_request.email.j2`` -> ``review_request.email.html.j2``), autoescaped;
+    None when that template has no twin (a text-only message, never another template's
+    HTML)."""
+    text = _template(config_dir, tuple(candidates(message)))
+    html = _twin(config_dir, text.name)
+    return html.render(message.variables()).strip() if html is not None else None
+
+
+@lru_cache(maxsize=1024)
+def _twin(config_dir: Path | None, name: str) -> jinja2.Template | None:
+    try:
+        return environment(config_dir).get_template(name.removesuffix(".j2") + ".html.j2")
+    except jinja2.TemplateNotFound:
+        return None
+
+
 def check_templates(program: Any, config_dir: Path | None) -> None:
     """Refuses, before anything is queued or sent, each channel ``template:`` of ``program``
     (a ProgramConfig) that has no file (``../x`` included: names are plain words), does not
@@ -87,7 +105,7 @@ def check_templates(program: Any, config_dir: Path | None) -> None:
             continue
         where = f"program {program.program}, channel {channel.type}: template {name!r}"
         own = sorted(t for t in listed if t.startswith(f"{name}.{channel.type}."))
-        files = own or [t for t in (f"{name}.j2",) if t in listed]
+        files = own or [t for t in (f"{name}.j2", f"{name}.html.j2") if t in listed]
         if not files:
             looked = (
                 f"{config_dir / 'templates'} and the built-ins" if config_dir else "the built-ins"

@@ -45,9 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     import uvicorn
 
+    from ceap.errors import ConfigError
+    from ceap.tokens import require_signing_key
     from stores.ports import require_roles
     from stores.spec import open_store
 
+    try:
+        require_signing_key("serve")
+    except ConfigError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return 2
     try:  # a corrupt or unreachable store: say so before announcing an address
         store = open_store(args.store)
         try:

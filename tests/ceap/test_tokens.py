@@ -3,9 +3,13 @@ a development key under CEAP_HOME; production refuses to run without a configure
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +79,15 @@ def test_production_refuses_to_start_without_a_key_and_short_keys(monkeypatch):
     monkeypatch.setenv("CEAP_SIGNING_KEY", "short")
     with pytest.raises(ConfigError, match="at least"):
         tokens.signing_key()
+
+
+def test_dispatch_and_serve_refuse_production_without_a_key(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "CEAP_SIGNING_KEY"}
+    env |= {"CEAP_ENV": "production", "CEAP_HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    for command in (["dispatch"], ["serve", "--port", "1"]):
+        done = subprocess.run(
+            [sys.executable, str(root / "run.py"), *command],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode != 0 and "CEAP_SIGNING_KEY" in done.stderr, done.stderr
