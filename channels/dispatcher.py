@@ -55,7 +55,7 @@ from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso
 from stores.leasing import Decision, LeasedRow, LeaseRequest
-from stores.ports import require_roles
+from stores.ports import Role, require_roles
 from stores.spec import open_store
 
 MESSAGES = Metric(
@@ -199,24 +199,7 @@ class Dispatcher:
         summary: Summary,
     ) -> None:
         adapter, program, channel = route.adapter, route.program, route.config.type
-        ready: list[Message] = []
-        updates: list[dict] = []
-        for row in rows:
-            message = Message(
-                key=row["idempotency_key"], program=row["program"], customer_id=row["customer_id"],
-                subject_id=row["subject_id"], channel=channel, action=row["action"] or program.action,
-                subject_type=row["subject_type"] or program.subject_type,
-                template=row["template"] or route.config.template, context=_context(row),
-                recipient=row["recipient"], send_after=row["send_after"], attempts=row["attempts"],
-            )  # fmt: skip
-            problem = adapter.prepare(message)
-            if problem is not None:
-                updates.append({"key": message.key, "status": "failed", "reason": problem})
-            elif is_shadow(row, route.rules):
-                updates.append({"key": message.key, "status": "shadowed", "attempted": False,
-                                "reason": _preview(message)})  # fmt: skip
-            else:
-                ready.append(message)
+        ready, updates = self._prepare(route, rows)
         self._record(program.program, channel, updates, now, summary)
         step = max(1, adapter.commit_every)
         for i in range(0, len(ready), step):
@@ -238,18 +221,58 @@ class Dispatcher:
                     Result(m.key, False, error=f"{type(exc).__name__}: {exc}") for m in chunk
                 ]
             attempts = {m.key: m.attempts for m in chunk}
+            addresses = {m.key: m.address for m in chunk}
             outcomes = []
             for result in results:
                 granted = committed.get(result.key)
                 if granted is False:
                     continue  # another dispatcher owns the row now; the message was abandoned
                 outcome = _outcome(result, attempts[result.key], now)
+                if result.ok:
+                    outcome.update(address=addresses[result.key], message_id=result.provider_id)
                 if granted:  # recorded as sent already: settle it
                     outcome.update(attempted=False, from_status="sent")
                     if result.ok:
                         outcome["reason"] = result.extra.get("unconfirmed")
                 outcomes.append(outcome)
             self._record(program.program, channel, outcomes, now, summary)
+
+    def _prepare(self, route: _Route, rows: list[dict]) -> tuple[list[Message], list[dict]]:
+        """Messages ready to send, and the outcomes of rows that will not be sent: no valid
+        address or text (failed), an address on the suppression list (suppressed), shadow."""
+        program, channel = route.program, route.config.type
+        messages, updates = [], []
+        for row in rows:
+            message = Message(
+                key=row["idempotency_key"], program=row["program"], customer_id=row["customer_id"],
+                subject_id=row["subject_id"], channel=channel, action=row["action"] or program.action,
+                subject_type=row["subject_type"] or program.subject_type,
+                template=row["template"] or route.config.template, context=_context(row),
+                recipient=row["recipient"], send_after=row["send_after"], attempts=row["attempts"],
+            )  # fmt: skip
+            problem = route.adapter.prepare(message)
+            if problem is not None:
+                updates.append({"key": message.key, "status": "failed", "reason": problem})
+            else:
+                messages.append((message, row))
+        barred = self._suppressed([m.address for m, _ in messages if m.address])
+        ready = []
+        for message, row in messages:
+            if message.address in barred:
+                updates.append({"key": message.key, "status": "suppressed", "attempted": False,
+                                "reason": barred[message.address]})  # fmt: skip
+            elif is_shadow(row, route.rules):
+                updates.append({"key": message.key, "status": "shadowed", "attempted": False,
+                                "reason": _preview(message), "address": message.address})  # fmt: skip
+            else:
+                ready.append(message)
+        return ready, updates
+
+    def _suppressed(self, addresses: list[str]) -> dict[str, str]:
+        """address -> reason for addresses on the suppression list (bounced, complained)."""
+        if not addresses or Role.FEEDBACK not in self.store.roles:
+            return {}
+        return self.store.suppressed_addresses(addresses)
 
     def _committer(self, now: datetime, committed: dict[str, bool]) -> Commit:
         """The ``commit`` an adapter calls right before a message becomes irrevocable: marks
@@ -259,7 +282,7 @@ class Dispatcher:
         def commit(message: Message) -> bool:
             update = {"key": message.key, "status": "sent", "sent_at": iso(now),
                       "reason": "unconfirmed: committed before the provider's reply",
-                      "keep_lease": True}  # fmt: skip
+                      "keep_lease": True, "address": message.address}  # fmt: skip
             granted = self.store.mark_outbox(self.owner, [update], iso(_wall())) == 1
             committed[message.key] = granted
             return granted

@@ -4,6 +4,8 @@
     POST   /v1/responses        {"program", "customer_id", "subject_id", "response"?}
     POST   /v1/opt-outs         {"customer_id", "program"?, "channel"?}
     DELETE /v1/opt-outs/{customer_id}
+    POST   /v1/deliveries       provider feedback (serving/routes/deliveries.py)
+    POST   /u/{token}, GET /u/{token}, /c/{token}, /o/{token}.gif   links in messages
     GET    /healthz, /metrics (Prometheus), /docs (OpenAPI)
 
 Served candidates are live, unexpired by the clock (whatever the backend's TTL sweep did),
@@ -36,7 +38,7 @@ from ceap.context import RunContext
 from serving.eligibility import Eligibility, EligibilityCheck, Policy, default_checks
 from serving.errors import invalid, unexpected
 from serving.middleware import Observe, configured_keys
-from serving.routes import actions, candidates, health
+from serving.routes import actions, candidates, deliveries, health, links
 from serving.schemas import document_security
 from serving.state import Stores, known_programs, load_programs
 
@@ -95,6 +97,6 @@ def create_app(
     document_security(app)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
-    for routes in (candidates, actions, health):
+    for routes in (candidates, actions, deliveries, links, health):
         app.include_router(routes.router)
     return app

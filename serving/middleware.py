@@ -27,6 +27,13 @@ REQUESTS = Counter(
 )
 
 
+SIGNED = "/v1/webhooks/"
+"""Provider webhooks authenticate by their signature (SNS, X-Hub-Signature-256), not a key."""
+FEEDBACK_PATHS = ("/v1/webhooks/", "/v1/deliveries")
+FEEDBACK_MAX_BODY = 256 * 1024
+"""An SNS notification may be 256 KiB; a batch of deliveries, 500 events."""
+
+
 class Observe:
     """ASGI middleware: latency and status per route template (never per customer id) and
     the body size cap, also for chunked bodies with no Content-Length."""
@@ -53,10 +60,16 @@ class Observe:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"0")
         response = None
-        if scope["path"].startswith("/v1/") and not self.authenticated(headers):
+        path = scope["path"]
+        limit = FEEDBACK_MAX_BODY if path.startswith(FEEDBACK_PATHS) else self.max_body
+        if (
+            path.startswith("/v1/")
+            and not path.startswith(SIGNED)
+            and not self.authenticated(headers)
+        ):
             response = JSONResponse({"detail": "missing or invalid API key"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        elif not length.isdigit() or int(length) > self.max_body:
+        elif not length.isdigit() or int(length) > limit:
             response = JSONResponse({"detail": "request body too large"}, status_code=413)
         if response is not None:
             REQUESTS.labels(scope["method"], "unmatched", str(response.status_code)).inc()
@@ -66,7 +79,7 @@ class Observe:
         async def counted() -> dict:
             message = await receive()
             seen[0] += len(message.get("body", b""))
-            if seen[0] > self.max_body:
+            if seen[0] > limit:
                 raise HTTPException(413, "request body too large")
             return message
 

@@ -24,6 +24,22 @@ OUTBOX_COLUMNS = [
     "idempotency_key", "reason",
 ]  # fmt: skip
 DEAD_LETTER_COLUMNS = ["program", "stage", "reason", "row", "time", "origin"]
+ENGAGEMENT_COLUMNS = [
+    "program", "customer_id", "subject_id", "channel", "step", "idempotency_key", "event",
+    "at", "detail",
+]  # fmt: skip
+ENGAGEMENT_EVENTS = (
+    "delivered", "bounced", "complained", "opened", "clicked", "unsubscribed", "failed",
+)  # fmt: skip
+
+
+def address_key(address: str) -> str:
+    """An address as the suppression list keys it: emails case-folded, phones as digits
+    with their leading +."""
+    address = address.strip()
+    if "@" in address:
+        return address.lower()
+    return ("+" if address.startswith("+") else "") + "".join(c for c in address if c.isdigit())
 
 
 def iso(ts: datetime) -> str:
@@ -196,6 +212,28 @@ class CandidateStore:
     def outbox_status(self, program: str | None = None, channel: str | None = None) -> pa.Table:
         """Delivery status: (program, channel, status, rows) counts."""
         raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
+
+    # -- delivery feedback (DESIGN §8) -------------------------------------------------------
+    def find_message(self, key: str | None = None, message_id: str | None = None) -> dict | None:
+        """The outbox row a message came from, by its idempotency key or the provider's
+        message id: program, customer_id, subject_id, channel, idempotency_key, address,
+        message_id, status, shadow. None when no row matches."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery feedback yet")
+
+    def record_engagement(self, events: list[dict]) -> list[bool]:
+        """Keeps engagement events (ENGAGEMENT_COLUMNS, plus ``event_id``: what makes a
+        replay the same event); the first of each (idempotency_key, event, event_id) wins.
+        Returns, per event, whether it was new."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery feedback yet")
+
+    def suppress_addresses(self, entries: list[tuple[str, str, str]]) -> int:
+        """Puts (address, reason, at) on the suppression list (every program, every later
+        row to it ends suppressed); an address already there keeps its first reason."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery feedback yet")
+
+    def suppressed_addresses(self, addresses: list[str]) -> dict[str, str]:
+        """address -> reason, for those of ``addresses`` on the suppression list."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery feedback yet")
 
 
 def response_id(now: str, key: str | None) -> str:

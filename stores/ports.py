@@ -23,6 +23,7 @@ class Role(StrEnum):
     OUTBOX = "outbox queue"
     LEDGER = "streaming ledger"
     ANALYTICS = "analytics reads"
+    FEEDBACK = "delivery feedback"
 
 
 METHODS: dict[Role, tuple[str, ...]] = {
@@ -46,6 +47,12 @@ METHODS: dict[Role, tuple[str, ...]] = {
         "unaccounted_events",
     ),  # fmt: skip
     Role.ANALYTICS: ("table",),
+    Role.FEEDBACK: (
+        "find_message",
+        "record_engagement",
+        "suppress_addresses",
+        "suppressed_addresses",
+    ),  # fmt: skip
 }
 """What each role is: the store methods it consists of."""
 

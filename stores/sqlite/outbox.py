@@ -128,7 +128,8 @@ class SqliteOutbox:
             (
                 u["status"], u.get("reason"), u.get("sent_at"), u.get("next_attempt_at"),
                 1 if u.get("attempted", True) else 0, clock, keep := int(u.get("keep_lease", False)),
-                keep, u["key"], owner, u.get("from_status", "pending"),
+                keep, u.get("address"), u.get("message_id"), u["key"], owner,
+                u.get("from_status", "pending"),
             )
             for u in updates
         ]  # fmt: skip
@@ -138,7 +139,8 @@ class SqliteOutbox:
                 "UPDATE outbox SET status = ?, reason = ?, sent_at = ?, next_attempt_at = ?, "
                 "attempts = attempts + ?, updated_at = ?, "
                 "lease_owner = CASE WHEN ? THEN lease_owner END, "
-                "lease_until = CASE WHEN ? THEN lease_until END "
+                "lease_until = CASE WHEN ? THEN lease_until END, "
+                "address = coalesce(?, address), message_id = coalesce(?, message_id) "
                 "WHERE idempotency_key = ? AND lease_owner = ? AND status = ?",
                 rows,
             )

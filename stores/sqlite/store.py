@@ -18,12 +18,13 @@ import pyarrow as pa
 from ceap.home import sqlite_path
 from stores.base import CANDIDATE_COLUMNS, CandidateStore, iso, response_id
 from stores.ports import Role
+from stores.sqlite.feedback import SqliteFeedback, migrate_outbox
 from stores.sqlite.ledger import SqliteLedger
 from stores.sqlite.outbox import SqliteOutbox
 from stores.sqlite.schema import SCHEMA, TYPES, UPSERT_CANDIDATE, Transaction, migrate_responses
 
 
-class SqliteStore(SqliteOutbox, SqliteLedger, CandidateStore):
+class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
     """Every role (stores/ports.py): the embedded default.
 
     Args:
@@ -50,6 +51,7 @@ class SqliteStore(SqliteOutbox, SqliteLedger, CandidateStore):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
             migrate_responses(self._conn)
+            migrate_outbox(self._conn)
         self._conn.execute("PRAGMA busy_timeout=60000")
 
     @property
@@ -203,7 +205,7 @@ class SqliteStore(SqliteOutbox, SqliteLedger, CandidateStore):
     def table(self, name: str) -> pa.Table:
         if name not in (
             "candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses",
-            "event_outcomes", "stream_batches",
+            "event_outcomes", "stream_batches", "engagement_events", "suppressions",
         ):  # fmt: skip
             raise ValueError(f"no table {name!r}")
         return self._query(f"SELECT * FROM {name}")  # noqa: S608 - name is whitelisted

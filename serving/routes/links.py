@@ -1,0 +1,110 @@
+"""The links inside messages (DESIGN §8), reached by customers' mail clients with no API key:
+the signed token is the credential.
+
+    POST /u/{token}       one-click unsubscribe (RFC 8058; body List-Unsubscribe=One-Click)
+    GET  /u/{token}       a confirmation page that changes nothing (mail scanners follow links)
+    GET  /c/{token}       records the click, 302 to exactly the URL the token was signed for
+    GET  /o/{token}.gif   records the open, answers a 1x1 transparent GIF
+
+A token that is not ours, altered, or of another purpose answers 400; an expired one 410;
+neither says more.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from ceap.tokens import MAX_TOKEN_CHARS, Purpose, TokenError, TokenExpired, verify
+from serving.feedback import Feedback, apply
+
+router = APIRouter(include_in_schema=True, tags=["links"])
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+Token = Annotated[str, Path(min_length=1, max_length=MAX_TOKEN_CHARS)]
+
+
+def serving_state(request: Request) -> Any:
+    return request.app.state
+
+
+State = Annotated[Any, Depends(serving_state)]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _verified(purpose: Purpose, token: str) -> tuple[str, str | None]:
+    try:
+        return verify(purpose, token)
+    except TokenExpired:
+        raise _Refused(410) from None
+    except TokenError:
+        raise _Refused(400) from None
+
+
+def _refusal(status: int) -> PlainTextResponse:
+    text = "this link has expired" if status == 410 else "this link is not valid"
+    return PlainTextResponse(text, status_code=status, headers=NO_STORE)
+
+
+async def _record(state: Any, item: Feedback) -> None:
+    """Applies ``item`` (nothing when its message is gone from the store)."""
+    applied = await state.stores.write(lambda s: apply(s, [item], state.clock()))
+    for customer in applied.customers:
+        state.eligibility.forget(customer)
+
+
+@router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058)")
+async def unsubscribe(token: Token, state: State) -> Response:
+    try:
+        key, _ = _verified(Purpose.UNSUBSCRIBE, token)
+    except _Refused as refused:
+        return _refusal(refused.status)
+    await _record(state, Feedback("unsubscribed", key=key))
+    return PlainTextResponse("You are unsubscribed.", headers=NO_STORE)
+
+
+@router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe confirmation page")
+async def unsubscribe_page(token: Token) -> Response:
+    try:
+        _verified(Purpose.UNSUBSCRIBE, token)
+    except _Refused as refused:
+        return _refusal(refused.status)
+    action = html.escape(f"/u/{token}")
+    page = (
+        '<!DOCTYPE html><html><body style="font-family:sans-serif"><p>Stop these emails?</p>'
+        f'<form method="post" action="{action}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form></body></html>'
+    )
+    return HTMLResponse(page, headers=NO_STORE)
+
+
+@router.get("/c/{token}", summary="A click: recorded, then redirected to the signed URL")
+async def click(token: Token, state: State) -> Response:
+    try:
+        key, url = _verified(Purpose.CLICK, token)
+    except _Refused as refused:
+        return _refusal(refused.status)
+    if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        return _refusal(400)  # signed by us, yet no web URL: never redirect
+    await _record(state, Feedback("clicked", key=key, event_id=url, detail={"url": url}))
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+@router.get("/o/{token}.gif", summary="An open: recorded, answered with a 1x1 GIF")
+async def opened(token: Token, state: State) -> Response:
+    try:
+        key, _ = _verified(Purpose.OPEN, token)
+    except _Refused as refused:
+        return _refusal(refused.status)
+    await _record(state, Feedback("opened", key=key))
+    return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
