@@ -37,6 +37,28 @@ def eligible_customers(warehouse: Path) -> list[str]:
     return t.filter(ok).column("customer_id").to_pylist()
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of an ascending list, nearest rank; NaN when empty."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def start_stream(
+    program: str,
+    configs: Path,
+    home: Path,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """``run.py --program P --mode streaming`` as a subprocess on the store under ``home``
+    (``CEAP_HOME``); ``env`` adds variables (AWS endpoint and credentials for Kinesis)."""
+    full = {**os.environ, **(env or {}), "CEAP_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--program", program, "--mode", "streaming", "--config-dir", str(configs)],
+        env=full, stdout=stdout, stderr=stderr, text=True,
+    )  # fmt: skip
+
+
 def run_rate(rate: int, seconds: float, log, db: Path, customers: list[str], offset: int) -> dict:
     from connectors.event_log import EventLog
 
@@ -82,8 +104,7 @@ def run_rate(rate: int, seconds: float, log, db: Path, customers: list[str], off
     elapsed = max(seen.values(), default=start) - start
     lat = sorted((seen[k] - sent[k]) * 1000 for k in seen)
     con.close()
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
-    return {"rate": rate, "sent": len(sent), "candidates": len(seen), "p50": pick(0.5), "p99": pick(0.99),
+    return {"rate": rate, "sent": len(sent), "candidates": len(seen), "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99),
             "max": lat[-1] if lat else float("nan"), "events_per_s": len(seen) / elapsed if elapsed else 0}  # fmt: skip
 
 
@@ -111,11 +132,7 @@ def main() -> int:
     (configs / "video_ratings.yaml").write_text(text)
     customers = eligible_customers(warehouse)
     log = EventLog(log_dir)
-    env = {**os.environ, "CEAP_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--program", "video_ratings", "--mode", "streaming", "--config-dir", str(configs)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_stream("video_ratings", configs, home)
     try:
         warm = run_rate(5, 1, log, _wait_db(home / "ceap.db", log, proc), customers, 10**8)
         assert warm["candidates"] == warm["sent"], "the stream did not come up"
