@@ -18,6 +18,7 @@ import pytest
 from ceap import stopping
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
+from connectors import kinesis_api
 from connectors.events import stable_position
 from connectors.kinesis import KinesisConnector, ListShards, checkpoint_key
 from pipelines.streaming import build_streaming_pipeline
@@ -214,10 +215,8 @@ class FakeKinesis:
 
 
 def test_closed_parent_is_read_before_its_children(tmp_path, monkeypatch):
-    import connectors.kinesis
-
     fake = FakeKinesis("split")
-    monkeypatch.setattr(connectors.kinesis, "kinesis_client", lambda options: fake)
+    monkeypatch.setattr(kinesis_api, "kinesis_client", lambda options: fake)
     db = str(tmp_path / "ceap.db")
     ctx = RunContext(program="kin", now=RunContext.utcnow(), store="sqlite:///" + db,
                      streaming=True)  # fmt: skip
