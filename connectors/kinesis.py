@@ -16,7 +16,10 @@ and unchanged on Dataflow. ``read_events()`` is ``Impulse -> ListShards -> ReadS
   30 s) on ``ProvisionedThroughputExceeded`` or a transient error; a closed shard ends when
   ``GetRecords`` returns no next iterator.
 
-The options, the boto3 client and the retryable errors are in ``kinesis_api.py``.
+The options, the boto3 client and the retryable errors are in ``kinesis_api.py``. Each poll
+round ends a bundle (the shards of a stage take turns), one to five a second: the
+in-process FnApiRunner is made to add their metrics up as they end (``runner_metrics.py``),
+or the stop of a run past about 1,000 of them failed with ``RecursionError``.
 
 A record's Data is one JSON event (else a dead letter with its text, never a crash); its
 ledger position is a stable 63-bit hash of (shard id, sequence number), ``stable_position``.
@@ -47,6 +50,7 @@ from connectors.base import Connector
 from connectors.kinesis_api import ENDPOINT_ENV, KinesisOptions
 from connectors.kinesis_reader import ReadShard, records_to_batch
 from connectors.kinesis_shards import ListShards, Shard, checkpoint_key
+from connectors.runner_metrics import keep_flat
 
 # The names code and tests import from here. The client is looked up where the DoFns make
 # it: a test replaces ``connectors.kinesis_api.kinesis_client``.
@@ -89,6 +93,9 @@ class _ReadKinesis(beam.PTransform):
         self._options, self._program, self._store = options, program, store
 
     def expand(self, pbegin):
+        # Built here, run here when the runner is the in-process one: each of the reader's
+        # poll rounds is a bundle, and a run of thousands must still end cleanly.
+        keep_flat()
         args = (self._options, self._program, self._store)
         return (
             pbegin
