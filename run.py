@@ -121,6 +121,14 @@ def _load_programs(args: argparse.Namespace, config_dir: Path) -> tuple[list, li
     return programs, failures
 
 
+def driver_store(spec: str) -> str:
+    """The store as workers must find it: a SQLite file named absolutely, resolved here on
+    the driver (a worker elsewhere has its own working directory and CEAP_HOME)."""
+    from stores.spec import StoreSpec
+
+    return str(StoreSpec.parse(spec).absolute())
+
+
 def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
     from ceap.context import RunContext
     from ceap.progress import Progress
@@ -139,7 +147,7 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
     degraded: list[str] = []
     for program in programs:
         ctx = RunContext(
-            program=program.program, now=now, store=args.store, config_dir=str(config_dir),
+            program=program.program, now=now, store=args.store, config_dir=str(config_dir.resolve()),
             deliver_delay=program.events.delay if program.events else timedelta(0),
         )  # fmt: skip
         try:
@@ -182,7 +190,8 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
         print(f"ceap: program {args.program} cannot run: {exc}", file=sys.stderr)
         return EXIT_FAILED
     ctx = RunContext(
-        program=program.program, now=now, store=args.store, config_dir=str(config_dir),
+        program=program.program, now=now, store=args.store,
+        config_dir=str(config_dir.resolve()),
         deliver_delay=program.events.delay if program.events else timedelta(0), mode=STREAMING,
         live_clock=args.now is None,  # each micro-batch at its own time; --now pins one
     )  # fmt: skip
@@ -332,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         now = _parse_now(args.now)
+        args.store = driver_store(args.store)
     except ConfigError as exc:
         print(f"ceap: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -155,3 +155,8 @@ def test_an_enrichment_without_columns_brings_its_whole_table(program, tmp_path,
     ))  # fmt: skip
     assert cli.main(batch(config_dir)) == EXIT_OK, capsys.readouterr().err
     assert runs(tmp_path) == ["ok"]
+
+
+def test_a_bad_store_spec_is_wrong_usage(capsys):
+    assert cli.main(["--program", "reviews", "--store", "postgres://db"]) == EXIT_USAGE
+    assert "unknown store 'postgres://db'" in capsys.readouterr().err
