@@ -15,6 +15,7 @@ Layout, one file per (table, day, program)::
     OUTPUT/candidates/dt=2026-11-01/program=reviews/part-00000.parquet
     OUTPUT/outbox/dt=2026-11-01/program=reviews/part-00000.parquet
     OUTPUT/responses/dt=2026-11-01/program=reviews/part-00000.parquet
+    OUTPUT/events/dt=2026-11-01/program=reviews/part-00000.parquet
 
 What a day holds (times are UTC):
   - ``candidates``: candidates created on D (a re-run keeps a live candidate's created_at, so a
@@ -23,6 +24,10 @@ What a day holds (times are UTC):
     row queued on D and sent on D+3 is in both days; the later export holds its final state
     (deduplicate on ``idempotency_key``, latest ``dt`` wins).
   - ``responses``: responses recorded on D.
+  - ``events``: engagement events (the store's ``engagement_events``: delivered, bounced,
+    complained, opened, clicked, unsubscribed, failed) that happened (``at``) on D, whenever
+    they were received. Only a store with the delivery feedback role keeps them; from any
+    other the table has no files (and an export replaces an earlier day with none).
 
 As Hive writes them, ``dt`` and ``program`` are directory names only, not columns inside the
 files; readers with Hive partitioning turn them back into columns. Schema (Parquet, snappy;
@@ -33,13 +38,20 @@ files; readers with Hive partitioning turn them back into columns. Schema (Parqu
       model), treatment string (the arm's label), created_at timestamp, expires_at timestamp,
       deliver_after timestamp, status string (live | expired | consumed | suppressed)
   outbox: customer_id string, subject_id string, channel string, send_after timestamp,
-      status string (pending | sent | shadowed | suppressed | failed), attempts bigint,
+      status string (pending | waiting | sent | shadowed | suppressed | failed), attempts bigint,
       idempotency_key string, reason string (why suppressed or failed; ``shadow`` for shadow
       sends, whose message preview is not exported), template string, shadow boolean,
       created_at timestamp, sent_at timestamp, updated_at timestamp, model_id string,
       treatment string (the candidate's arm)
   responses: customer_id string, subject_id string, response string (JSON), created_at
       timestamp, model_id string, treatment string (the responding candidate's arm)
+  events: customer_id string, subject_id string, channel string, step string (the channel
+      step the message was sent by), idempotency_key string (the outbox row's: join on it),
+      event string (delivered | bounced | complained | opened | clicked | unsubscribed |
+      failed), at timestamp (when it happened, as the provider or the link saw it), detail
+      string (as recorded: JSON such as ``{"url": ...}`` for a click, a provider's text
+      detail as sent; null when none), model_id string, treatment string (the candidate's arm)
+      (``at`` is a keyword to DuckDB: write ``"at"`` or ``e.at`` in queries)
   partition keys: dt string (YYYY-MM-DD), program string
 
 The schemas, the SQL that selects a day and the cast to the schemas: pipelines/export_tables.py.
@@ -75,9 +87,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.export_tables import (  # noqa: F401 - day_bounds: re-exported for callers
+    FEEDBACK_TABLES,
     QUERIES,
     SCHEMAS,
     SOURCE_COLUMNS,
+    SOURCE_TABLES,
     TABLES,
     conform,
     day_bounds,
@@ -102,13 +116,15 @@ class Part(NamedTuple):
 
 def _raw_batches(store_spec: str, table: str, day: str, batch_rows: int) -> Iterator[pa.Table]:
     """The day's rows of ``table`` as Arrow tables of the store's own (text) columns."""
-    from stores.ports import require_roles
+    from stores.ports import Role, require_roles
     from stores.spec import open_store
     from stores.sqlite import SqliteStore
 
     store = open_store(store_spec)
     try:
         require_roles(store, "export", store_spec)
+        if table in FEEDBACK_TABLES and Role.FEEDBACK not in store.roles:
+            return  # this backend keeps no delivery feedback (yet): the day has no events
         if isinstance(store, SqliteStore):
             cursor = store.connection.execute(QUERIES[table], params(table, day))
             names = [d[0] for d in cursor.description]
@@ -126,13 +142,16 @@ def _duckdb_batches(store, table: str, day: str, batch_rows: int) -> Iterator[pa
     import duckdb
 
     con = duckdb.connect()
-    for name in {"candidates", table}:
+    for name in {"candidates", SOURCE_TABLES.get(table, table)}:
         arrow = store.table(name)
         for column in SOURCE_COLUMNS[name]:
             if column not in arrow.column_names:
                 arrow = arrow.append_column(column, pa.nulls(arrow.num_rows, pa.string()))
         con.register(name, arrow)
-    reader = con.execute(QUERIES[table], params(table, day)).fetch_record_batch(batch_rows)
+    result = con.execute(QUERIES[table], params(table, day))
+    # DuckDB 2 reads a result in batches with to_arrow_reader; 1.x named it fetch_record_batch.
+    batches = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    reader = batches(batch_rows)
     for batch in reader:
         yield pa.Table.from_batches([batch])
 

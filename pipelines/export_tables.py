@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-TABLES = ("candidates", "outbox", "responses")
+TABLES = ("candidates", "outbox", "responses", "events")
 TS = pa.timestamp("ms", tz="UTC")
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -34,6 +34,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "responses": pa.schema([
         ("customer_id", pa.string()), ("subject_id", pa.string()), ("response", pa.string()),
         ("created_at", TS), ("model_id", pa.string()), ("treatment", pa.string()),
+    ]),
+    "events": pa.schema([
+        ("customer_id", pa.string()), ("subject_id", pa.string()), ("channel", pa.string()),
+        ("step", pa.string()), ("idempotency_key", pa.string()), ("event", pa.string()),
+        ("at", TS), ("detail", pa.string()), ("model_id", pa.string()),
+        ("treatment", pa.string()),
     ]),
 }  # fmt: skip
 """The files' columns; ``program`` and ``dt`` are partition directories, not columns."""
@@ -63,7 +69,18 @@ QUERIES: dict[str, str] = {
         f"c.treatment FROM responses r {_ARM.format(t='r')} "
         "WHERE r.created_at >= ? AND r.created_at < ? ORDER BY r.program"
     ),
+    "events": (
+        "SELECT e.program, e.customer_id, e.subject_id, e.channel, e.step, e.idempotency_key, "
+        "e.event, e.at, e.detail, c.model_id, c.treatment FROM engagement_events e "
+        f"{_ARM.format(t='e')} WHERE e.at >= ? AND e.at < ? "
+        "ORDER BY e.program, e.at, e.idempotency_key, e.event"
+    ),
 }
+SOURCE_TABLES = {"events": "engagement_events"}
+"""The store table an export table is read from, where their names differ."""
+FEEDBACK_TABLES = frozenset({"events"})
+"""Tables only a store with the delivery feedback role keeps (stores/ports.py, Role.FEEDBACK):
+from any other store they export no rows (and no files), without an error."""
 SOURCE_COLUMNS = {  # what the queries read from each store table (absent ones read as null)
     "candidates": ["program", "customer_id", "subject_id", "subject_type", "action", "context",
                    "score", "model_id", "treatment", "created_at", "expires_at", "deliver_after",
@@ -72,6 +89,8 @@ SOURCE_COLUMNS = {  # what the queries read from each store table (absent ones r
                "attempts", "idempotency_key", "reason", "template", "shadow", "created_at",
                "sent_at", "updated_at"],
     "responses": ["program", "customer_id", "subject_id", "response", "created_at"],
+    "engagement_events": ["program", "customer_id", "subject_id", "channel", "step",
+                          "idempotency_key", "event", "at", "detail"],
 }  # fmt: skip
 
 

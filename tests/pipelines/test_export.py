@@ -97,7 +97,7 @@ def test_export_reads_back_with_hive_partitioning(spec, tmp_path):
     out = tmp_path / "out"
     totals = run_export(DAY, str(out), spec)
 
-    assert totals == {"candidates": 5, "outbox": 4, "responses": 2}
+    assert totals == {"candidates": 5, "outbox": 4, "responses": 2, "events": 0}
     assert counts(out, "candidates") == {(DAY, "reviews"): 3, (DAY, "surveys"): 2}
     assert counts(out, "outbox") == {(DAY, "reviews"): 4}
     assert counts(out, "responses") == {(DAY, "reviews"): 1, (DAY, "surveys"): 1}
