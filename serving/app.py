@@ -38,7 +38,7 @@ from ceap.context import RunContext
 from serving.eligibility import Eligibility, EligibilityCheck, Policy, default_checks
 from serving.errors import invalid, unexpected
 from serving.middleware import Observe, configured_keys
-from serving.routes import actions, candidates, deliveries, health, links
+from serving.routes import actions, candidates, deliveries, health, links, webhooks
 from serving.schemas import document_security
 from serving.state import Stores, known_programs, load_programs
 
@@ -97,6 +97,6 @@ def create_app(
     document_security(app)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
-    for routes in (candidates, actions, deliveries, links, health):
+    for routes in (candidates, actions, deliveries, links, webhooks, health):
         app.include_router(routes.router)
     return app
