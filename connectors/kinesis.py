@@ -18,7 +18,7 @@ and unchanged on Dataflow. ``read_events()`` is ``Impulse -> ListShards -> ReadS
 
 The options, the boto3 client and the retryable errors are in ``kinesis_api.py``. Each poll
 round ends a bundle (the shards of a stage take turns), one to five a second: the
-in-process FnApiRunner is made to add their metrics up as they end (``runner_metrics.py``),
+in-process FnApiRunner adds their metrics up as they end (``pipelines/runner_metrics.py``),
 or the stop of a run past about 1,000 of them failed with ``RecursionError``.
 
 A record's Data is one JSON event (else a dead letter with its text, never a crash); its
@@ -50,7 +50,6 @@ from connectors.base import Connector
 from connectors.kinesis_api import ENDPOINT_ENV, KinesisOptions
 from connectors.kinesis_reader import ReadShard, records_to_batch
 from connectors.kinesis_shards import ListShards, Shard, checkpoint_key
-from connectors.runner_metrics import keep_flat
 
 # The names code and tests import from here. The client is looked up where the DoFns make
 # it: a test replaces ``connectors.kinesis_api.kinesis_client``.
@@ -93,9 +92,6 @@ class _ReadKinesis(beam.PTransform):
         self._options, self._program, self._store = options, program, store
 
     def expand(self, pbegin):
-        # Built here, run here when the runner is the in-process one: each of the reader's
-        # poll rounds is a bundle, and a run of thousands must still end cleanly.
-        keep_flat()
         args = (self._options, self._program, self._store)
         return (
             pbegin

@@ -29,4 +29,7 @@ def default_runner(options: PipelineOptions):
         return None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+    from pipelines.runner_metrics import keep_flat
+
+    keep_flat()  # an endless run's metrics stay flat (pipelines/runner_metrics.py)
     return FnApiRunner()

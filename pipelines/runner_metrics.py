@@ -9,8 +9,8 @@ bundles, Python's recursion limit, the run ends in ``RecursionError`` and writes
 row. A streaming source ends a bundle each time it defers: the Kinesis reader each poll
 round (about one bundle a second with the default ``poll_seconds: 1``, five with 0.2),
 so a run of a few minutes to a quarter of an hour failed on its stop; the event log holds a
-bundle 30 s, so it would reach the limit after about 8 hours. Call ``keep_flat()`` where the
-graph is built (the Kinesis source's transform does), before it runs.
+bundle 30 s, so it would reach the limit after about 8 hours. ``default_runner``
+(pipelines/options.py) calls ``keep_flat()`` whenever it hands out the in-process runner.
 
 ``keep_flat()`` makes the runner add a bundle's metrics up as the bundle ends: the same
 values (sums and distributions add up in any order), one list per stage, so reading them

@@ -9,6 +9,7 @@ nothing (every sink is idempotent, and the ledger keeps the first outcome of a p
 from __future__ import annotations
 
 import time
+import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -80,7 +81,9 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     stopping.reset()
     started = RunContext.utcnow()
     t0 = time.perf_counter()
-    run_id = ctx.run_id or f"stream-{int(t0)}"
+    # Unique like a batch run's: `runs` is keyed by run_id, and an id from the uptime clock
+    # (perf_counter) repeated across reboots and containers, replacing an earlier run's row.
+    run_id = ctx.run_id or f"stream-{uuid.uuid4().hex[:12]}"
     logs.bind(program=program.program, run_id=run_id)
     result = build_streaming_pipeline(program, ctx, PipelineOptions(beam_args)).run()
     result.wait_until_finish()

@@ -16,7 +16,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner, fn_runner
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 
-from connectors.runner_metrics import keep_flat
+from pipelines.runner_metrics import keep_flat
 
 BUNDLES = 300
 END = 1 << 62
