@@ -81,7 +81,7 @@ def _ensure_sample(programs: list) -> None:
     """A fresh clone has no warehouse: generate the seeded sample the seed configs read."""
     if SAMPLE_ROOT.exists() or not any(_uses_sample(p) for p in programs):
         return
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     print(f"ceap: no sample warehouse yet; generating {SAMPLE_ROWS:,} rows per table at {SAMPLE_ROOT}/ "
           "(python run.py generate --rows N to resize)", file=sys.stderr)  # fmt: skip
@@ -259,7 +259,7 @@ def run_emit(argv: list[str]) -> int:
 
 
 def run_generate(argv: list[str]) -> int:
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     parser = argparse.ArgumentParser(
         prog="run.py generate", description="Writes the seeded sample warehouse."

@@ -17,6 +17,7 @@ PACKAGES = [
     "stores",
     "serving",
     "reports",
+    "sample",  # the seeded sample warehouse (`run.py generate`), outside the core package
 ]
 
 setup(

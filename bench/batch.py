@@ -34,9 +34,9 @@ def main() -> int:
     import run as cli
     from bench.reference import reviews_reference
     from ceap.context import RunContext
-    from ceap.sample import generate_warehouse
     from configs.schema import parse_program, read_yaml
     from pipelines.batch import run_program
+    from sample import generate_warehouse
     from stores.sqlite import SqliteStore
 
     cli._quiet_logs()

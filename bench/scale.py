@@ -146,7 +146,7 @@ def warehouse_for(
     rows: int, data: Path, keep_max: int, dims_rows: int | None = None
 ) -> tuple[Path, bool]:
     """The warehouse for ``rows`` and whether to delete it after the runs."""
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     if rows <= keep_max:
         root = data / (f"rows-{rows}" if dims_rows is None else f"rows-{rows}-dims-{dims_rows}")

@@ -116,8 +116,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
 
-    from ceap.sample import generate_warehouse
     from connectors.event_log import EventLog
+    from sample import generate_warehouse
 
     work = Path(tempfile.mkdtemp(prefix="ceap-stream-bench-"))
     warehouse, log_dir, home, configs = work / "wh", work / "log", work / "home", work / "configs"

@@ -9,9 +9,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap.context import RunContext
-from ceap.sample import generate_warehouse
 from configs.schema import parse_program, read_yaml
 from pipelines.batch import build_pipeline
+from sample import generate_warehouse
 from stores.spec import open_store
 from tests.e2e.test_batch_e2e import AS_OF, PROGRAM
 

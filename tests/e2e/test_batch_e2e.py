@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from bench.reference import reviews_reference
-from ceap.sample import generate_warehouse
+from sample import generate_warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 11, 1, tzinfo=UTC)

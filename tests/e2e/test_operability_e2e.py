@@ -18,8 +18,8 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from ceap.sample import generate_warehouse
 from configs.schema import load_program
+from sample import generate_warehouse
 from serving.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]

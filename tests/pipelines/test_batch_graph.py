@@ -21,7 +21,7 @@ SEEDS = program_paths(ROOT / "configs")
 @pytest.fixture(autouse=True)
 def sample_paths(tmp_path, monkeypatch):
     """Graph building lists source files, so give the seed configs a small warehouse."""
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     generate_warehouse(tmp_path / "data" / "warehouse", rows=500, seed=1)
     monkeypatch.chdir(tmp_path)

@@ -63,7 +63,7 @@ def cluster(tmp_path):
 
 
 def test_a_dask_run_writes_to_the_drivers_store(tmp_path, cluster):
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     address, worker_dir = cluster
     warehouse, driver = tmp_path / "warehouse", tmp_path / "driver"

@@ -31,7 +31,7 @@ STREAMING = [p for p in SEEDS if load_program(p).events is not None]
 @pytest.fixture(autouse=True)
 def sample_paths(tmp_path, monkeypatch):
     """Graph building lists source files: give the seed configs a small warehouse."""
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     generate_warehouse(tmp_path / "data" / "warehouse", rows=200, seed=1)
     monkeypatch.chdir(tmp_path)

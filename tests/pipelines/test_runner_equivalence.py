@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Path:
-    from ceap.sample import generate_warehouse
+    from sample import generate_warehouse
 
     root = tmp_path_factory.mktemp("runners") / "warehouse"
     generate_warehouse(root, rows=ROWS, seed=7, as_of=NOW)

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from ceap.sample import TABLES, generate_warehouse
-from ceap.sample import warehouse as warehouse_module
+from sample import TABLES, generate_warehouse
+from sample import warehouse as warehouse_module
 
 ROWS = 2_000
 AS_OF = datetime(2024, 3, 1, tzinfo=UTC)

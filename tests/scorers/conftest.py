@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ceap.sample import generate_warehouse
+from sample import generate_warehouse
 
 FEATURES = ["engagement_score", "trust_score", "price"]
 CONFIG = """

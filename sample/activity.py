@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from ceap.sample.core import (
+from sample.core import (
     DAY_US,
     Context,
     codes,
@@ -25,8 +25,8 @@ from ceap.sample.core import (
     times,
     vocab,
 )
-from ceap.sample.schema import TABLES
-from ceap.sample.vocabulary import CATEGORIES, EVENT_CATEGORIES, REGIONS
+from sample.schema import TABLES
+from sample.vocabulary import CATEGORIES, EVENT_CATEGORIES, REGIONS
 
 DEVICES = ("tv", "mobile", "web", "tablet")
 DEVICE_WEIGHTS = (0.45, 0.3, 0.15, 0.1)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ceap.sample import activity, catalogue, feedback
-from ceap.sample.core import PART_ROWS, Context, Sizes
-from ceap.sample.schema import TABLES, UNIQUE_COLUMNS
+from sample import activity, catalogue, feedback
+from sample.core import PART_ROWS, Context, Sizes
+from sample.schema import TABLES, UNIQUE_COLUMNS
 
 ROW_GROUP_ROWS = 262_144
 COMPRESSION = "zstd"

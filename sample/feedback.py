@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from ceap.sample.core import DAY_US, Context, codes, fixed_ids, table, take, times, vocab
-from ceap.sample.schema import PROGRAMS, TABLES
+from sample.core import DAY_US, Context, codes, fixed_ids, table, take, times, vocab
+from sample.schema import PROGRAMS, TABLES
 
 CHANNELS = ("email", "sms", "push", "in_app")
 CHANNEL_WEIGHTS = (0.45, 0.1, 0.25, 0.2)

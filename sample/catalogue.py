@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ceap.sample.core import (
+from sample.core import (
     HOUR_US,
     Context,
     Popularity,
@@ -24,8 +24,8 @@ from ceap.sample.core import (
     times,
     vocab,
 )
-from ceap.sample.schema import TABLES
-from ceap.sample.vocabulary import (
+from sample.schema import TABLES
+from sample.vocabulary import (
     ADJECTIVES,
     BRANDS,
     CATEGORIES,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ceap.sample.schema import TS
+from sample.schema import TS
 
 US_PER_S = 1_000_000
 HOUR_US = 3_600 * US_PER_S

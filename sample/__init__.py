@@ -1,7 +1,7 @@
 """A seeded sample warehouse (customers, catalogues, facts, past contacts and outcomes) as
 Parquet tables, for local runs, tests and benchmarks of every program."""
 
-from ceap.sample.schema import TABLES
-from ceap.sample.warehouse import generate_warehouse
+from sample.schema import TABLES
+from sample.warehouse import generate_warehouse
 
 __all__ = ["TABLES", "generate_warehouse"]
