@@ -48,8 +48,20 @@ def _parse(value: str | int | float | timedelta) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_signed_duration(value: str | timedelta) -> timedelta:
+    """``-1d``, ``+2h`` or ``3d``: a duration that may point back in time (a journey step
+    ``at: {column: starts_at, offset: -1d}``)."""
+    if isinstance(value, str) and value.strip().startswith(("-", "+")):
+        text = value.strip()
+        magnitude = parse_duration(text[1:])
+        return -magnitude if text[0] == "-" else magnitude
+    return parse_duration(value)
+
+
 def format_duration(value: timedelta) -> str:
     """The shortest exact form, so a round trip through YAML is stable."""
+    if value < timedelta(0):
+        return "-" + format_duration(-value)
     seconds = int(value.total_seconds())
     for unit in ("d", "h", "m"):
         if seconds and seconds % _UNITS[unit] == 0:
@@ -62,3 +74,9 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+SignedDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_signed_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""A duration that may be negative (``-1d``): offsets from a time, never waits."""

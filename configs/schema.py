@@ -112,6 +112,15 @@ class ScoringConfig(Strict):
 class RankingConfig(Strict):
     top_n: int | None = Field(default=None, ge=1)
     per: Literal["program", "subject", "customer"] = "program"
+    top_n_column: str | None = Field(default=None, min_length=1, max_length=128)
+    """Each group's own cap, read from this column of its rows (an event's capacity);
+    ``top_n`` applies where it is null. Only with ``per: subject`` or ``per: customer``."""
+
+    @model_validator(mode="after")
+    def _per_group(self) -> RankingConfig:
+        if self.top_n_column is not None and self.per == "program":
+            raise ValueError("top_n_column caps each subject or customer: use per: subject")
+        return self
 
 
 class StoreConfig(Strict):
@@ -123,13 +132,40 @@ TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 a path (``../x``)."""
 
 
+WHEN_PATTERN = r"^(responded|not_responded|(not_)?(opened|clicked):[a-z][a-z0-9_]*)$"
+"""A step's send-time condition (DESIGN §9)."""
+
+
+class AfterConfig(Strict):
+    """A step that follows another: due ``delay`` after its parent was sent (or shadowed)."""
+
+    step: str = Field(pattern=NAME_PATTERN)
+    delay: Duration = timedelta(0)
+
+
+class AtConfig(Strict):
+    """A step due at a time read from the candidate: its context ``column`` plus ``offset``
+    (which may be negative: ``-1d`` is the day before)."""
+
+    column: str = Field(min_length=1, max_length=128)
+    offset: durations.SignedDuration = timedelta(0)
+
+
 class ChannelConfig(Component):
+    """One step of the program's journey on a channel (DESIGN §9)."""
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=64)
+    """The step's name (default: the channel type), unique within the program."""
     template: str | None = Field(default=None, pattern=TEMPLATE_PATTERN, max_length=100)
     delay: Duration = timedelta(0)
     """Send this long after the candidate's event_time."""
     send_at: str | None = None
     """``HH:MM`` in the customer's local time (``timezone`` column), else UTC."""
     shadow: bool = False
+    after: AfterConfig | None = None
+    at: AtConfig | None = None
+    when: str | None = Field(default=None, pattern=WHEN_PATTERN)
+    """Checked at send time: responded, not_responded, (not_)opened:<step>, (not_)clicked:<step>."""
 
     @field_validator("send_at")
     @classmethod
@@ -137,6 +173,24 @@ class ChannelConfig(Component):
         if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             raise ValueError("expected a time of day as HH:MM, e.g. 10:00")
         return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ChannelConfig:
+        if self.after is not None and self.at is not None:
+            raise ValueError("a step is due `after:` another step or `at:` a time, not both")
+        if (self.after is not None or self.at is not None) and self.delay:
+            raise ValueError("`delay:` counts from the event; with `after:` use after.delay, "
+                             "with `at:` use at.offset")  # fmt: skip
+        return self
+
+    @property
+    def step(self) -> str:
+        return self.name or self.type
+
+    @property
+    def condition_steps(self) -> list[str]:
+        """The steps ``when:`` refers to (``opened:invite`` -> ``invite``)."""
+        return [self.when.split(":", 1)[1]] if self.when and ":" in self.when else []
 
 
 class ProgramConfig(Strict):
@@ -173,9 +227,7 @@ class ProgramConfig(Strict):
         ids = [m.id for m in self.scoring.models]
         if len(set(ids)) != len(ids):
             raise ValueError(f"scoring.models: model ids must be unique, got {ids}")
-        kinds = [c.type for c in self.channels]
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"channels: each channel type may appear once, got {kinds}")
+        _check_steps(self.channels, self.fields.context)
         labels = self.filter_labels()
         if len(set(labels)) != len(labels):
             raise ValueError(f"filters: names must be unique, got {labels}")
@@ -188,6 +240,34 @@ class ProgramConfig(Strict):
     @property
     def primary_sources(self) -> list[SourceConfig]:
         return [s for s in self.source if not s.shadow]
+
+
+def _check_steps(steps: list[ChannelConfig], context: list[str]) -> None:
+    """Unique names; ``after`` names an earlier step (so no cycles); ``at.column`` is carried
+    on the candidate (``fields.context``); ``when`` names an existing other step."""
+    names = [s.step for s in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"channels: step names must be unique (a second step on a channel needs a "
+            f"`name:`), got {names}"
+        )
+    for i, s in enumerate(steps):
+        if s.after is not None and s.after.step not in names[:i]:
+            where = "a later step" if s.after.step in names else "no step"
+            raise ValueError(
+                f"channels[{i}] ({s.step}): after.step {s.after.step!r} is {where}; "
+                f"it must name an earlier step of {names[:i]}"
+            )
+        if s.at is not None and s.at.column not in context:
+            raise ValueError(
+                f"channels[{i}] ({s.step}): at.column {s.at.column!r} must be in "
+                f"fields.context (the candidate carries it), got {context}"
+            )
+        for ref in s.condition_steps:
+            if ref not in names or ref == s.step:
+                raise ValueError(
+                    f"channels[{i}] ({s.step}): when: {s.when!r} names no other step of {names}"
+                )
 
 
 def _fill_shares(items: list[Any], where: str) -> None:

@@ -276,7 +276,7 @@ scoring:
     - {id: a, type: column, options: {column: y}, traffic: 50}
 """)
     )
-    assert "each channel type may appear once" in error_of(
+    assert "step names must be unique (a second step on a channel needs a `name:`)" in error_of(
         with_("channels: [{type: email}, {type: email}]")
     )
 
