@@ -17,6 +17,9 @@ Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plai
   and what it guarantees: stores/dynamodb_outbox.py.
 - ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
   (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
+- the streaming ledger's ``event_outcomes``, ``event_identities`` and ``stream_batches``
+  (stores/dynamodb_ledger.py) and the stream readers' ``stream_checkpoints``
+  (stores/dynamodb_checkpoints.py).
 
 Program, stage and channel names must not contain ``#`` (a key's last part may). Pipeline
 snapshots (live_keys, contacts, opt_outs, cached_scores, table) are filtered Scans.
@@ -52,7 +55,7 @@ from stores.dynamodb_codec import (
     ATTEMPTS,
     COLUMNS,
     OUTBOX_INSERT,
-    PARTITION,
+    TABLES,
     THREADS,
     backoff,
     chunks,
@@ -60,6 +63,7 @@ from stores.dynamodb_codec import (
     epoch,
     from_item,
     key_item,
+    key_schema,
     sort_key,
     table_key,
     to_arrow,
@@ -69,6 +73,7 @@ from stores.dynamodb_codec import (
     write_rounds,
 )
 from stores.dynamodb_customers import DynamoDBCustomers
+from stores.dynamodb_ledger import DynamoDBLedger
 from stores.leasing import LeasedRow, LeaseRequest
 from stores.ports import Role
 
@@ -81,7 +86,7 @@ _KEEP = "#status = :live AND #expires_at > :new_created"
 _RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
 
 
-class DynamoDBStore(DynamoDBCustomers, CandidateStore):
+class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
     """Args:
     prefix: prepended to every table name (``ceap_`` gives ``ceap_candidates`` ...).
     region: AWS region (default: boto3's, from the environment).
@@ -90,7 +95,7 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         read-modify-write paths always read consistently.
     """
 
-    roles = frozenset(Role) - {Role.LEDGER}  # the streaming ledger is not built yet
+    roles = frozenset(Role) - {Role.FEEDBACK}  # delivery feedback: SQLite only, so far
 
     def __init__(
         self,
@@ -144,10 +149,9 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         """Creates the missing tables, waits until they are active, enables the TTL."""
         pages = self._client.get_paginator("list_tables").paginate()
         existing = {n for page in pages for n in page["TableNames"]}
-        created = [t for t in COLUMNS if self.name(t) not in existing]
+        created = [t for t in TABLES if self.name(t) not in existing]
         for table in created:
-            keys = {PARTITION.get(table, "customer_id"): "HASH"}
-            keys |= {} if table == "runs" else {"sk": "RANGE"}
+            keys = key_schema(table)
             extra: dict[str, Any] = {}
             if table == "outbox":
                 extra["GlobalSecondaryIndexes"] = [{
@@ -155,12 +159,12 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
                     "KeySchema": [{"AttributeName": "due", "KeyType": "HASH"},
                                   {"AttributeName": "send_after", "KeyType": "RANGE"}],
                 }]  # fmt: skip
-            attributes = [*keys, *(["due", "send_after"] if extra else [])]
+            types = {a: t for a, t, _ in keys} | ({"due": "S", "send_after": "S"} if extra else {})
             self._client.create_table(
                 TableName=self.name(table),
-                KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys.items()],
+                KeySchema=[{"AttributeName": a, "KeyType": k} for a, _, k in keys],
                 AttributeDefinitions=[
-                    {"AttributeName": a, "AttributeType": "S"} for a in attributes
+                    {"AttributeName": a, "AttributeType": t} for a, t in types.items()
                 ],
                 BillingMode="PAY_PER_REQUEST",
                 **extra,
