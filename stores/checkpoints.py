@@ -71,7 +71,7 @@ class Checkpoints:
     def __init__(self, path_or_spec: str | Path | None = "sqlite") -> None:
         self.path: Path | None = None
         if isinstance(path_or_spec, str) and path_or_spec.startswith("dynamodb:"):
-            from stores.dynamodb_checkpoints import DynamoDBCheckpoints
+            from stores.dynamodb.checkpoints import DynamoDBCheckpoints
             from stores.spec import open_store
 
             self._table: SqliteCheckpoints | DynamoDBCheckpoints = DynamoDBCheckpoints(

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_kill_restart_and_drain_on_dynamodb_account_for_every_event_once(tmp_path, moto_endpoint):
     spec = f"dynamodb://stream{uuid4().hex[:8]}_?region=us-east-1&endpoint_url={moto_endpoint}"
     ledger = open_store(spec)  # creates the tables the runs will find
-    outcomes = ledger._client.get_paginator("scan")
+    outcomes = ledger.client.get_paginator("scan")
 
     def size() -> int:  # a COUNT scan: moto answers one request at a time, keep them few
         pages = outcomes.paginate(TableName=ledger.name("event_outcomes"), Select="COUNT")

@@ -34,7 +34,7 @@ def test_ledger_tables_carry_sqlite_column_names(tmp_path, ddb: DynamoDBStore) -
     for name in ("event_outcomes", "stream_batches"):
         assert ddb.table(name).column_names == sqlite.table(name).column_names, name
     sqlite.close()
-    schema = ddb._client.describe_table(TableName=ddb.name("event_outcomes"))["Table"]
+    schema = ddb.client.describe_table(TableName=ddb.name("event_outcomes"))["Table"]
     assert {a["AttributeName"]: a["AttributeType"] for a in schema["AttributeDefinitions"]} == {
         "pk": "S", "position": "N"}  # fmt: skip
 
@@ -60,7 +60,7 @@ def test_racing_writers_of_a_position_record_one_outcome(ddb: DynamoDBStore) -> 
     assert sorted(r["position"] for r in rows) == list(positions)
     kept = {r["position"]: r["outcome"] for r in rows}
     assert {o: list(kept.values()).count(o) for o in won} == won  # each writer's wins stored
-    identities = ddb._client.scan(TableName=ddb.name("event_identities"))["Items"]
+    identities = ddb.client.scan(TableName=ddb.name("event_identities"))["Items"]
     assert len(identities) == len(positions)
 
 
@@ -86,7 +86,7 @@ def test_a_crash_between_identities_and_outcomes_loses_no_identity(
 
     with monkeypatch.context() as m:
         for name in ("put_item", "batch_write_item"):
-            m.setattr(ddb._client, name, first_write_only(getattr(ddb._client, name)))
+            m.setattr(ddb.client, name, first_write_only(getattr(ddb.client, name)))
         with pytest.raises(RuntimeError, match="worker lost"):
             ddb.record_outcomes("p", outcome_rows((7, "candidate", "a")))
     assert writes == [ddb.name("event_identities")]

@@ -19,10 +19,10 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from stores.dynamodb_codec import to_item, with_names
+from stores.dynamodb.codec import to_item, with_names
 
 if TYPE_CHECKING:
-    from stores.dynamodb import DynamoDBStore
+    from stores.dynamodb.store import DynamoDBStore
 
 _NOT_BEHIND = (
     "attribute_not_exists(#value) OR size(#value) < :length "
@@ -37,12 +37,12 @@ class DynamoDBCheckpoints:
 
     def __init__(self, store: DynamoDBStore) -> None:
         self._store = store
-        self._client = store._client
-        self._errors = store._errors
+        self.client = store.client
+        self.errors = store.errors
         self._table = store.name("stream_checkpoints")
 
     def get_checkpoint(self, program: str, key: str) -> str | None:
-        got = self._client.get_item(
+        got = self.client.get_item(
             TableName=self._table, Key=to_item({"program": program, "sk": key}),
             ProjectionExpression="#value", ExpressionAttributeNames={"#value": "value"},
             ConsistentRead=True,
@@ -60,13 +60,13 @@ class DynamoDBCheckpoints:
         values = {"value": value, "updated_at": updated_at, "length": len(value)}
         if sequence:
             request["ConditionExpression"] = _NOT_BEHIND
-        with suppress(self._errors.ConditionalCheckFailedException):  # a greater one stands
-            self._client.update_item(**with_names(request, values))
+        with suppress(self.errors.ConditionalCheckFailedException):  # a greater one stands
+            self.client.update_item(**with_names(request, values))
 
     def checkpoints(self, program: str, prefix: str = "") -> dict[str, str]:
         """key -> value of the program's checkpoints whose key starts with ``prefix``."""
         condition = "#program = :program" + (" AND begins_with(#sk, :prefix)" if prefix else "")
-        found = self._store._read(
+        found = self._store.read(
             "query", "stream_checkpoints", ["sk", "value"],
             {"program": program, "prefix": prefix},
             KeyConditionExpression=condition, ConsistentRead=True,

@@ -1,5 +1,5 @@
 """How CEAP's records are kept in DynamoDB: table layouts, keys, typed items and the
-expression placeholders every request needs. Shared by the store (stores/dynamodb.py), its
+expression placeholders every request needs. Shared by the store (stores/dynamodb/store.py), its
 outbox (stores/dynamodb_outbox.py) and its streaming ledger (stores/dynamodb_ledger.py), so
 none reaches into another's privates."""
 

@@ -44,7 +44,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from stores.base import iso
-from stores.dynamodb_codec import THREADS, chunks, from_item, sort_key, to_item, with_names
+from stores.dynamodb.codec import THREADS, chunks, from_item, sort_key, to_item, with_names
 
 BLOCK_BITS = 16
 """An outcome's partition holds 2**16 positions (``event_outcomes.pk``)."""
@@ -56,7 +56,7 @@ def outcome_partition(program: str, position: int) -> str:
 
 
 class DynamoDBLedger:
-    """The ``streaming ledger`` role of DynamoDBStore (stores/dynamodb.py)."""
+    """The ``streaming ledger`` role of DynamoDBStore (stores/dynamodb/store.py)."""
 
     def record_outcomes(self, program: str, outcomes: pa.Table) -> int:
         """Writes each position's outcome unless it has one (of repeated positions in
@@ -88,8 +88,8 @@ class DynamoDBLedger:
         """True when ``row`` is its position's first outcome (and so is recorded)."""
         put = self._put("event_outcomes", row, "attribute_not_exists(#pk)", {})
         try:
-            self._client.put_item(**put)
-        except self._errors.ConditionalCheckFailedException:
+            self.client.put_item(**put)
+        except self.errors.ConditionalCheckFailedException:
             return False
         return True
 
@@ -112,7 +112,7 @@ class DynamoDBLedger:
 
     def _read_at(self, program: str, identity: str) -> list[int]:
         """The positions an identity was read at, in order."""
-        found = self._read(
+        found = self.read(
             "query", "event_identities", ["position"], {"pk": sort_key(program, identity)},
             KeyConditionExpression="#pk = :pk", ConsistentRead=True,
         )  # fmt: skip
@@ -128,7 +128,7 @@ class DynamoDBLedger:
                 {"Keys": keys, "ConsistentRead": True,
                  "ProjectionExpression": "#position, #identity, #time"}, {}
             )}  # fmt: skip
-            for response in self._drain(self._client.batch_get_item, request, "UnprocessedKeys"):
+            for response in self._drain(self.client.batch_get_item, request, "UnprocessedKeys"):
                 for item in map(from_item, response["Responses"].get(table, [])):
                     found[int(item["position"])] = item
         return found
@@ -138,8 +138,8 @@ class DynamoDBLedger:
 
         row = {"program": program, "start": start, "end": end, "size": size,
                "read_at": iso(RunContext.utcnow())}  # fmt: skip
-        with suppress(self._errors.ConditionalCheckFailedException):  # recorded already
-            self._client.put_item(
+        with suppress(self.errors.ConditionalCheckFailedException):  # recorded already
+            self.client.put_item(
                 **self._put("stream_batches", row, "attribute_not_exists(#start)", {})
             )
 
@@ -161,7 +161,7 @@ class DynamoDBLedger:
     def _batches(self, program: str) -> Iterator[tuple[int, int, int]]:
         """(start, end, events without an outcome) of the program's batches, in order; a
         batch found complete is marked ``done`` so that it is not counted again."""
-        batches = self._read(
+        batches = self.read(
             "query", "stream_batches", ["start", "end", "size", "done"], {"program": program},
             KeyConditionExpression="#program = :program", ConsistentRead=True,
         )  # fmt: skip
@@ -173,7 +173,7 @@ class DynamoDBLedger:
             missing = size - self._accounted(program, start, end)
             if missing <= 0:
                 key = {"program": program, "start": start}
-                self._client.update_item(
+                self.client.update_item(
                     **self._update(
                         "stream_batches", key, {"done": 1}, "attribute_exists(#start)", {}
                     )
@@ -192,6 +192,6 @@ class DynamoDBLedger:
                  "KeyConditionExpression": "#pk = :pk AND #position BETWEEN :first AND :last"},
                 {"pk": sort_key(program, str(block)), "first": start, "last": end - 1},
             )  # fmt: skip
-            for page in self._client.get_paginator("query").paginate(**request):
+            for page in self.client.get_paginator("query").paginate(**request):
                 total += page["Count"]
         return total
