@@ -112,3 +112,25 @@ def attribution(rows: list[dict[str, Any]]) -> bytes | None:
     ax.set_title("Attribution per channel")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def engagement(rows: list[dict[str, Any]], stages: tuple[str, ...]) -> bytes | None:
+    """Per channel and arm, the share of its sent candidates at each stage (sent = 100%), as
+    grouped bars, so arms of different sizes compare. None when nothing was sent (shadow
+    rehearsals reach nobody: they have no stages)."""
+    rows = [r for r in rows if r["sent"]]
+    if not rows:
+        return None
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for i, r in enumerate(rows):
+        values = [100.0 * r[s] / r["sent"] for s in stages]
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(stages))]
+        ax.bar(xs, values, width, color=COLORS[i % len(COLORS)],
+               label=f"{r['channel']} / {r['treatment']} (n={r['sent']:,})")  # fmt: skip
+    ax.set_xticks(range(len(stages)), stages)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% of sent candidates")
+    ax.set_title("Engagement per channel and arm")
+    ax.legend(fontsize=8)
+    return _png(fig)

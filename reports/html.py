@@ -3,7 +3,9 @@ one self-contained HTML file (Jinja2; charts embedded as base64 PNG, no network 
 
 Sections: the funnel per stage with removal reasons (latest run, or latest run on D), score
 distributions per model/arm, outbox and delivery status per channel, response rates per arm
-and per channel, and multi-channel attribution (see ``reports.data`` for the definitions).
+and per channel, engagement per channel and arm (sent -> delivered -> opened -> clicked ->
+responded, shadowed apart, bounces, complaints, unsubscribes) and multi-channel attribution
+(sent rows and clicks as touches; see ``reports.data`` for the definitions).
 The numbers are also embedded as JSON (``<script id="ceap-report-data">``) for machines.
 """
 
@@ -20,7 +22,7 @@ from jinja2 import Environment
 from ceap.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from configs.programs import declared_names, default_config_dir
 from reports import charts
-from reports.data import ReportData, load
+from reports.data import STAGES, ReportData, load
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -79,12 +81,25 @@ TEMPLATE = """<!doctype html>
 {% endfor %}</table>
 {{ img(images.channel_rates, "response rate per channel") }}
 
+<h2 id="engagement">Engagement per channel and arm</h2>
+<p>Candidates at each stage, with the share of those sent. An open counts as delivered and a
+click as opened; responded means after the first send on the channel. Shadowed candidates
+were only rehearsed: they reached nobody and are counted apart.</p>
+{{ img(images.engagement, "engagement per channel and arm") }}
+<table id="engagement-table"><tr><th>channel</th><th>arm</th>{% for s in stages %}<th>{{ s }}</th>{% endfor %}
+<th>shadowed (reached nobody)</th><th>bounced</th><th>complained</th><th>unsubscribed</th></tr>
+{% for e in d.engagement %}<tr><td>{{ e.channel }}</td><td>{{ e.treatment }}</td>
+{% for s in stages %}<td class="n">{{ "{:,}".format(e[s]) }}{% if s != "sent" and e.sent %} <span class="muted">{{ pct(e[s] / e.sent) }}</span>{% endif %}</td>{% endfor %}
+<td class="n">{{ "{:,}".format(e.shadowed) }}</td><td class="n">{{ "{:,}".format(e.bounced) }}</td>
+<td class="n">{{ "{:,}".format(e.complained) }}</td><td class="n">{{ "{:,}".format(e.unsubscribed) }}</td></tr>
+{% endfor %}</table>
+
 <h2 id="attribution">Attribution</h2>
 <p>{{ "{:,}".format(d.responses) }} responses; {{ "{:,}".format(d.attributed) }} reached by a channel before
 responding, {{ "{:,}".format(d.multi_touch_responses) }} of them by two or more channels
 ({{ pct(d.multi_touch_responses / d.attributed if d.attributed else 0) }}). Last touch credits the last
-channel that reached the customer before the response; multi-touch splits each response equally
-among the channels that reached it.</p>
+channel that reached the customer before the response (a send, or a click on what was sent);
+multi-touch splits each response equally among the channels that reached it.</p>
 {{ img(images.attribution, "attribution") }}
 <table id="attribution-table"><tr><th>channel</th><th>last touch</th><th>share</th><th>multi-touch</th><th>share</th></tr>
 {% for a in d.attribution %}<tr><td>{{ a.channel }}</td><td class="n">{{ "{:,}".format(a.last_touch) }}</td>
@@ -121,6 +136,7 @@ def render(data: ReportData) -> str:
         "arm_rates": charts.rates(data.arms, "treatment", "Response rate per arm"),
         "outbox": charts.outbox_status(data.outbox),
         "channel_rates": charts.rates(data.channels, "channel", "Response rate per channel"),
+        "engagement": charts.engagement(data.engagement, STAGES),
         "attribution": charts.attribution(data.attribution),
     }
     env = Environment(autoescape=True)
@@ -129,7 +145,9 @@ def render(data: ReportData) -> str:
     data_json = data.as_json().replace("</", "<\\/")
     from markupsafe import Markup
 
-    return env.from_string(TEMPLATE).render(d=data, images=images, data_json=Markup(data_json))
+    return env.from_string(TEMPLATE).render(
+        d=data, images=images, data_json=Markup(data_json), stages=STAGES
+    )
 
 
 def build_report(program: str, day: str | None = None, store: str = "sqlite") -> ReportData:

@@ -3,26 +3,31 @@
 A source whose event positions are not one ordered number (Kinesis: a hash of shard and
 sequence number) cannot resume from the outcome ledger's ``stream_batches``; it keeps its
 own read position per shard here, written after each micro-batch is fully processed.
-The table lives in the embedded store's SQLite file (``$CEAP_HOME/ceap.db`` or the file of
-a ``sqlite:///path.db`` spec) under its own connection, so it is inspectable with
-``sqlite3`` beside the ledger it complements:
+They live in the run's store, beside the ledger they complement:
 
-    stream_checkpoints(program, key, value, updated_at, PRIMARY KEY (program, key))
+- SQLite (``sqlite``, ``sqlite:///path.db``, or a plain file path): a table of that file,
+  under its own connection, inspectable with ``sqlite3``:
 
-Keys name the source and its unit (``kinesis:<stream>:<shard>``); values are text
-(a sequence number). A store that is not SQLite (``dynamodb://...``) has no such file: the
-checkpoints then go to ``$CEAP_HOME/ceap.db`` of the machine the reader runs on.
+      stream_checkpoints(program, key, value, updated_at, PRIMARY KEY (program, key))
+
+- DynamoDB (``dynamodb://<prefix>?...``): the store's table ``stream_checkpoints``
+  (stores/dynamodb_checkpoints.py), so readers on any worker of a distributed runner, and a
+  restarted job, find them.
+
+Keys name the source and its unit (``kinesis:<stream>:<shard>``); values are text (a
+sequence number). On both, a checkpoint never moves back: a sequence number (a decimal
+number without leading zeros) does not replace a greater one, as the Kinesis Client
+Library's checkpointer refuses one below the last, so a reader that lost its shard to
+another cannot rewind it. Other values replace the stored one.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 
+from ceap.errors import ConfigError
 from ceap.home import sqlite_path
-
-log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stream_checkpoints (
@@ -34,7 +39,7 @@ CREATE TABLE IF NOT EXISTS stream_checkpoints (
 
 def checkpoint_path(path_or_spec: str | Path | None) -> Path:
     """The SQLite file for a store spec (``sqlite``, ``sqlite:///abs.db``, ``sqlite:rel.db``)
-    or a plain file path; the embedded default for any other store."""
+    or a plain file path. A DynamoDB spec has none: its checkpoints are in a table."""
     if path_or_spec is None or isinstance(path_or_spec, Path):
         return path_or_spec or sqlite_path()
     spec = str(path_or_spec)
@@ -47,13 +52,13 @@ def checkpoint_path(path_or_spec: str | Path | None) -> Path:
         finally:
             store.close()
     if "://" in spec or spec.startswith("dynamodb:"):
-        log.warning(
-            "stream checkpoints of store %r are kept in %s (local to this machine)",
-            spec,
-            sqlite_path(),
-        )
-        return sqlite_path()
+        raise ConfigError(f"stream checkpoints: store {spec!r} has no SQLite file")
     return Path(spec)
+
+
+def is_sequence_number(value: str) -> bool:
+    """A decimal number without leading zeros: compared by length, then as text."""
+    return value.isascii() and value.isdigit() and (value == "0" or not value.startswith("0"))
 
 
 class Checkpoints:
@@ -64,11 +69,51 @@ class Checkpoints:
     """
 
     def __init__(self, path_or_spec: str | Path | None = "sqlite") -> None:
-        self.path = checkpoint_path(path_or_spec)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path: Path | None = None
+        if isinstance(path_or_spec, str) and path_or_spec.startswith("dynamodb:"):
+            from stores.dynamodb.checkpoints import DynamoDBCheckpoints
+            from stores.spec import open_store
+
+            self._table: SqliteCheckpoints | DynamoDBCheckpoints = DynamoDBCheckpoints(
+                open_store(path_or_spec)
+            )
+        else:
+            self.path = checkpoint_path(path_or_spec)
+            self._table = SqliteCheckpoints(self.path)
+
+    def get_checkpoint(self, program: str, key: str) -> str | None:
+        return self._table.get_checkpoint(program, key)
+
+    def set_checkpoint(self, program: str, key: str, value: str) -> None:
+        """Saves ``value``, unless the stored one is a greater sequence number."""
+        from ceap.context import RunContext
+        from stores.base import iso
+
+        sequence = is_sequence_number(value)
+        self._table.set_checkpoint(program, key, value, iso(RunContext.utcnow()), sequence)
+
+    def checkpoints(self, program: str, prefix: str = "") -> dict[str, str]:
+        """key -> value of the program's checkpoints whose key starts with ``prefix``."""
+        return self._table.checkpoints(program, prefix)
+
+    def close(self) -> None:
+        self._table.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class SqliteCheckpoints:
+    """The ``stream_checkpoints`` table of a SQLite file, under a connection of its own."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # One reader DoFn per thread in Beam; setup and teardown may run on different threads.
         self._conn = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False
+            path, timeout=60, isolation_level=None, check_same_thread=False
         )
         self._conn.execute("PRAGMA busy_timeout=60000")
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -80,19 +125,21 @@ class Checkpoints:
         ).fetchone()
         return None if row is None else row[0]
 
-    def set_checkpoint(self, program: str, key: str, value: str) -> None:
-        from ceap.context import RunContext
-        from stores.base import iso
-
+    def set_checkpoint(
+        self, program: str, key: str, value: str, updated_at: str, sequence: bool
+    ) -> None:
+        """Writes ``value``; a ``sequence`` number only over a smaller one (or none)."""
         self._conn.execute(
             "INSERT INTO stream_checkpoints (program, key, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (program, key) DO UPDATE SET value = excluded.value, "
-            "updated_at = excluded.updated_at",
-            (program, key, value, iso(RunContext.utcnow())),
+            "updated_at = excluded.updated_at WHERE NOT ? "
+            "OR length(stream_checkpoints.value) < length(excluded.value) "
+            "OR (length(stream_checkpoints.value) = length(excluded.value) "
+            "AND stream_checkpoints.value <= excluded.value)",
+            (program, key, value, updated_at, sequence),
         )
 
     def checkpoints(self, program: str, prefix: str = "") -> dict[str, str]:
-        """key -> value of the program's checkpoints whose key starts with ``prefix``."""
         rows = self._conn.execute(
             "SELECT key, value FROM stream_checkpoints WHERE program = ? AND substr(key, 1, ?) = ?",
             (program, len(prefix), prefix),
@@ -101,9 +148,3 @@ class Checkpoints:
 
     def close(self) -> None:
         self._conn.close()
-
-    def __enter__(self) -> Checkpoints:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()

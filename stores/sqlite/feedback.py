@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS engagement_events (
     PRIMARY KEY (idempotency_key, event, event_id)
 );
 CREATE INDEX IF NOT EXISTS engagement_by_program ON engagement_events (program, channel, event);
+CREATE INDEX IF NOT EXISTS engagement_by_time ON engagement_events (at);
 CREATE TABLE IF NOT EXISTS suppressions (
     address TEXT PRIMARY KEY, reason TEXT NOT NULL, at TEXT NOT NULL
 );

@@ -168,7 +168,7 @@ def test_export_on_dask_writes_the_same_parts_and_reports_them_on_the_driver(
         ["--runner=DaskRunner", f"--dask_client_address={scheduler}"],
     )  # fmt: skip
     printed = capsys.readouterr().out
-    assert on_dask == local == {"candidates": 5, "outbox": 4, "responses": 2}
+    assert on_dask == local == {"candidates": 5, "outbox": 4, "responses": 2, "events": 0}
     for table in ("candidates", "outbox", "responses"):
         assert counts(tmp_path / "dask", table) == counts(tmp_path / "local", table)
     assert f"{tmp_path}/dask/candidates/dt={DAY}/program=reviews/part-00000.parquet" in printed

@@ -112,6 +112,13 @@ def test_report_numbers_for_a_day(spec):
     assert (data.responses, data.attributed, data.multi_touch_responses) == (3, 2, 0)
     attribution = {a["channel"]: (a["last_touch"], a["multi_touch"]) for a in data.attribution}
     assert attribution == {"email": (2, 2.0)}
+    # Per channel and arm (no engagement events here): sent, responded, shadowed apart.
+    engagement = {(e["channel"], e["treatment"]): (e["sent"], e["delivered"], e["responded"],
+                   e["shadowed"]) for e in data.engagement}  # fmt: skip
+    assert engagement == {
+        ("email", "control"): (1, 0, 1, 0), ("email", "propensity"): (1, 0, 1, 1),
+        ("in_app", "control"): (0, 0, 0, 1),
+    }  # fmt: skip
 
 
 def test_report_without_a_day_covers_every_candidate(spec):
@@ -135,7 +142,7 @@ def test_html_carries_the_funnel_and_embedded_pngs(spec, tmp_path, capsys):
     ):
         assert text in html
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 6
+    assert len(images) == 7  # the engagement chart: email rows were sent
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     embedded = json.loads(re.search(r'id="ceap-report-data">(.*?)</script>', html, re.S).group(1))
     assert embedded["run"]["funnel"]["read"] == 1000 and embedded["responses"] == 3
@@ -183,7 +190,7 @@ def test_chromium_renders_the_charts(spec, tmp_path):
     sizes = re.search(r'data-sizes="([^"]*)"', dom.stdout)
     assert sizes, dom.stderr[-2000:]
     dims = [tuple(map(int, s.split("x"))) for s in sizes.group(1).split()]
-    assert len(dims) == 6 and all(w > 0 and h > 0 for w, h in dims)
+    assert len(dims) == 7 and all(w > 0 and h > 0 for w, h in dims)
 
     shot = tmp_path / "shot.png"
     chromium("--window-size=1000,1600", f"--screenshot={shot}", report.as_uri())

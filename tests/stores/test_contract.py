@@ -4,9 +4,12 @@ on SQLite and DynamoDB, and a command refuses at start a store that lacks a role
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pyarrow as pa
 import pytest
 
+from ceap.context import RunContext
 from ceap.errors import StoreError
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore
 from stores.dynamodb import DynamoDBStore
@@ -45,9 +48,7 @@ def test_a_command_refuses_a_store_that_lacks_a_role_it_needs(each_store):
         else:
             with pytest.raises(StoreError, match=f"cannot be used for a {command}: it lacks"):
                 require_roles(each_store, command, "dynamodb://x")
-    if isinstance(each_store, DynamoDBStore):  # today: no streaming ledger on DynamoDB
-        with pytest.raises(StoreError, match=r"lacks the streaming ledger \(record_outcomes"):
-            require_roles(each_store, "streaming run", "dynamodb://x")
+    require_roles(each_store, "streaming run")  # both keep the streaming ledger
 
 
 def candidate(**fields) -> dict:
@@ -101,13 +102,92 @@ def test_the_outbox_queue_agrees(each_store):
     assert [(r["channel"], r["status"], r["rows"]) for r in status] == [("email", "sent", 1)]
 
 
+def outcome_rows(*rows: tuple) -> pa.Table:
+    """(position, outcome, identity) rows as the graph's outcome tables carry them."""
+    n = len(rows)
+    return pa.table({
+        "position": pa.array([r[0] for r in rows], pa.int64()),
+        "outcome": [r[1] for r in rows], "reason": pa.nulls(n, pa.string()),
+        "customer_id": ["c1"] * n, "subject_id": ["s1"] * n,
+        "identity": pa.array([r[2] for r in rows], pa.string()),
+    })  # fmt: skip
+
+
+def at(monkeypatch, text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    monkeypatch.setattr(RunContext, "utcnow", staticmethod(lambda: when))
+    return when
+
+
+def test_the_ledger_keeps_the_first_outcome_of_a_position(each_store, monkeypatch):
+    store, big = each_store, 2**62 + 5  # a hashed position (kinesis, pubsub, kafka)
+    at(monkeypatch, NOW)
+    store.record_outcomes("p", outcome_rows((0, "candidate", "a"), (1, "filtered", "b"),
+                                            (1, "candidate", "b"), (big, "candidate", "k")))  # fmt: skip
+    store.record_outcomes("p", outcome_rows((0, "dead_letter", "a"), (2, "duplicate", "a")))
+    store.record_outcomes("other", outcome_rows((0, "filtered", "a")))
+    ledger = {
+        (r["program"], r["position"]): (r["outcome"], r["time"])
+        for r in store.table("event_outcomes").to_pylist()
+    }
+    assert ledger == {
+        ("p", 0): ("candidate", NOW), ("p", 1): ("filtered", NOW), ("p", 2): ("duplicate", NOW),
+        ("p", big): ("candidate", NOW), ("other", 0): ("filtered", NOW),
+    }  # fmt: skip
+
+
+def test_seen_events_are_the_least_position_of_an_identity_within_the_window(
+    each_store, monkeypatch
+):
+    store = each_store
+    at(monkeypatch, NOW)
+    store.record_outcomes("p", outcome_rows((5, "candidate", "a"), (9, "duplicate", "a"),
+                                            (7, "candidate", "b"), (8, "candidate", None)))  # fmt: skip
+    at(monkeypatch, LATER)
+    store.record_outcomes("p", outcome_rows((3, "candidate", "b"), (11, "duplicate", "a")))
+    store.record_outcomes("p", outcome_rows((3, "filtered", "x")))  # a replay: no new identity
+    asked = ["a", "b", "x", "unknown", "a"]
+    assert store.seen_events("p", asked, datetime.fromisoformat(NOW)) == {"a": 5, "b": 3}
+    assert store.seen_events("p", asked, datetime.fromisoformat(LATER)) == {"a": 11, "b": 3}
+    assert store.seen_events("other", asked, datetime.fromisoformat(NOW)) == {}
+    assert store.seen_events("p", [], datetime.fromisoformat(NOW)) == {}
+
+
+def test_a_stream_resumes_at_the_first_batch_not_fully_accounted_for(each_store):
+    store = each_store
+    assert store.resume_position("p") == 0 and store.unaccounted_events("p") == 0
+    edge = 2**16  # a batch across a DynamoDB partition block of the outcomes
+    store.record_stream_batch("p", 0, 30, 3)  # positions 0, 10, 20 (byte offsets of lines)
+    store.record_stream_batch("p", 30, 50, 2)
+    store.record_stream_batch("p", edge - 10, edge + 10, 3)
+    store.record_stream_batch("p", 0, 99, 9)  # a replay read it in another cut: the first stays
+    store.record_outcomes("p", outcome_rows((0, "candidate", "a"), (10, "filtered", "b"),
+                                            (20, "candidate", "c"), (30, "candidate", "d")))  # fmt: skip
+    assert store.resume_position("p") == 30
+    assert store.unaccounted_events("p") == 1 + 3
+    store.record_outcomes("p", outcome_rows((40, "candidate", "e"), (edge - 10, "candidate", "f"),
+                                            (edge + 5, "candidate", "g")))  # fmt: skip
+    assert store.resume_position("p") == edge - 10
+    assert store.unaccounted_events("p") == 1
+    store.record_outcomes("p", outcome_rows((edge, "filtered", "h")))
+    assert store.resume_position("p") == edge + 10 and store.unaccounted_events("p") == 0
+    assert store.resume_position("p") == edge + 10  # again, from batches known complete
+    assert store.resume_position("other") == 0
+    batches = sorted(
+        (r["start"], r["end"], r["size"]) for r in store.table("stream_batches").to_pylist()
+    )
+    assert batches == [(0, 30, 3), (30, 50, 2), (edge - 10, edge + 10, 3)]
+
+
 @pytest.mark.integration
-def test_a_streaming_run_on_a_store_without_the_ledger_stops_before_reading(moto_endpoint):
+def test_a_streaming_run_on_a_store_without_the_ledger_stops_before_reading(
+    moto_endpoint, monkeypatch
+):
     """It used to fail with NotImplementedError once events flowed."""
-    from ceap.context import RunContext
     from configs.programs import load_by_name
     from pipelines.streaming import build_streaming_pipeline
 
+    monkeypatch.setattr(DynamoDBStore, "roles", frozenset(Role) - {Role.LEDGER})
     spec = f"dynamodb://contract_?region=us-east-1&endpoint_url={moto_endpoint}"
     program = load_by_name("video_ratings", "configs")
     ctx = RunContext(program="video_ratings", now=None, store=spec, streaming=True)
@@ -115,3 +195,14 @@ def test_a_streaming_run_on_a_store_without_the_ledger_stops_before_reading(moto
         StoreError, match="cannot be used for a streaming run: it lacks the streaming"
     ):
         build_streaming_pipeline(program, ctx)
+
+
+@pytest.mark.integration
+def test_a_streaming_run_starts_on_dynamodb(moto_endpoint):
+    from configs.programs import load_by_name
+    from pipelines.streaming import build_streaming_pipeline
+
+    spec = f"dynamodb://contract_?region=us-east-1&endpoint_url={moto_endpoint}"
+    program = load_by_name("video_ratings", "configs")
+    ctx = RunContext(program="video_ratings", now=None, store=spec, streaming=True)
+    assert build_streaming_pipeline(program, ctx) is not None  # resumes at 0: nothing read yet

@@ -16,7 +16,7 @@ import pytest
 from ceap.errors import ConfigError
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, CandidateStore, iso
 from stores.dynamodb import DynamoDBStore
-from stores.dynamodb_codec import DUE_SHARDS
+from stores.dynamodb.codec import DUE_SHARDS
 from stores.spec import open_store
 from stores.sqlite import SqliteStore
 
@@ -100,7 +100,7 @@ def mark_sent(store: CandidateStore, subject_id: str, at: datetime) -> None:
         )
         return
     assert isinstance(store, DynamoDBStore)
-    store._client.update_item(
+    store.client.update_item(
         TableName=store.name("outbox"),
         Key={"customer_id": {"S": "c1"}, "sk": {"S": f"reviews#{subject_id}#email"}},
         UpdateExpression="SET #s = :sent, sent_at = :at REMOVE #due",
@@ -289,7 +289,7 @@ def test_tables_carry_sqlite_column_names(tmp_path, ddb: DynamoDBStore) -> None:
 
 # -- DynamoDB only -------------------------------------------------------------------------
 def test_tables_keys_and_ttl(ddb: DynamoDBStore) -> None:
-    client = ddb._client
+    client = ddb.client
     schema = client.describe_table(TableName=ddb.name("candidates"))["Table"]["KeySchema"]
     assert [(k["AttributeName"], k["KeyType"]) for k in schema] == [
         ("customer_id", "HASH"), ("sk", "RANGE")]  # fmt: skip
@@ -308,7 +308,7 @@ def test_tables_keys_and_ttl(ddb: DynamoDBStore) -> None:
 def test_pending_outbox_rows_are_in_the_due_index(ddb: DynamoDBStore) -> None:
     ddb.enqueue_outbox(outbox({}, {"subject_id": "s2", "status": "shadowed"}))
     shard = f"{zlib.crc32(b'c1') % DUE_SHARDS:02d}"
-    due = ddb._client.query(
+    due = ddb.client.query(
         TableName=ddb.name("outbox"),
         IndexName="due",
         KeyConditionExpression="#due = :shard AND send_after <= :now",
@@ -339,17 +339,17 @@ def test_a_consume_between_read_and_write_is_not_overwritten(
     ddb: DynamoDBStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ddb.upsert_candidates(candidates({}))
-    stale = ddb._get_many("candidates", [{"customer_id": "c1", "sk": "reviews#s1"}])
+    stale = ddb.get_many("candidates", [{"customer_id": "c1", "sk": "reviews#s1"}])
     ddb.record_response("reviews", "c1", "s1", None)  # lands after the upsert's read
     reads = iter([stale])
-    real = ddb._get_many
-    monkeypatch.setattr(ddb, "_get_many", lambda *a: next(reads, None) or real(*a))
+    real = ddb.get_many
+    monkeypatch.setattr(ddb, "get_many", lambda *a: next(reads, None) or real(*a))
     ddb.upsert_candidates(candidates({"score": 0.9}))
     assert (one(ddb)["status"], one(ddb)["score"]) == ("consumed", 0.5)
 
 
 def test_unprocessed_items_are_retried(ddb: DynamoDBStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = ddb._client.batch_write_item, []
+    real, calls = ddb.client.batch_write_item, []
 
     def throttled(RequestItems: dict) -> dict:  # noqa: N803 - boto3's parameter name
         calls.append(len(next(iter(RequestItems.values()))))
@@ -357,7 +357,7 @@ def test_unprocessed_items_are_retried(ddb: DynamoDBStore, monkeypatch: pytest.M
             return {"UnprocessedItems": RequestItems}
         return real(RequestItems=RequestItems)
 
-    monkeypatch.setattr(ddb._client, "batch_write_item", throttled)
+    monkeypatch.setattr(ddb.client, "batch_write_item", throttled)
     letters = pa.table({c: [f"{c}{i}" for i in range(30)] for c in DEAD_LETTER_COLUMNS})
     assert ddb.write_dead_letters(letters) == 30
     assert calls == [25, 25, 5]
@@ -368,8 +368,8 @@ def test_from_spec_and_open_store(moto_endpoint: str, monkeypatch: pytest.Monkey
     monkeypatch.setenv("CEAP_DYNAMODB_ENDPOINT", moto_endpoint)
     store = open_store("dynamodb://spec_?region=us-east-1")
     assert isinstance(store, DynamoDBStore) and store.prefix == "spec_" and not store.consistent
-    assert store._client.meta.endpoint_url == moto_endpoint
-    assert store._client.meta.region_name == "us-east-1"
+    assert store.client.meta.endpoint_url == moto_endpoint
+    assert store.client.meta.region_name == "us-east-1"
     store.add_opt_out("c1", None, None)
     assert keys(store.opt_outs()) == {("c1", None, None)}
     lazy = DynamoDBStore.from_spec("dynamodb://absent_?create=false&consistent=1")

@@ -67,7 +67,7 @@ def run(world: World, **kw):
 
 def due_index(store: DynamoDBStore) -> set[str]:
     """Idempotency keys the sparse ``due`` GSI still holds (pending rows only)."""
-    items = store._client.scan(TableName=store.name("outbox"), IndexName="due")["Items"]
+    items = store.client.scan(TableName=store.name("outbox"), IndexName="due")["Items"]
     return {i["idempotency_key"]["S"] for i in items}
 
 

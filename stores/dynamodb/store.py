@@ -17,6 +17,9 @@ Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plai
   and what it guarantees: stores/dynamodb_outbox.py.
 - ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
   (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
+- the streaming ledger's ``event_outcomes``, ``event_identities`` and ``stream_batches``
+  (stores/dynamodb_ledger.py) and the stream readers' ``stream_checkpoints``
+  (stores/dynamodb_checkpoints.py).
 
 Program, stage and channel names must not contain ``#`` (a key's last part may). Pipeline
 snapshots (live_keys, contacts, opt_outs, cached_scores, table) are filtered Scans.
@@ -48,11 +51,11 @@ from botocore.exceptions import NoRegionError
 
 from ceap.errors import StoreError
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, CandidateStore
-from stores.dynamodb_codec import (
+from stores.dynamodb.codec import (
     ATTEMPTS,
     COLUMNS,
     OUTBOX_INSERT,
-    PARTITION,
+    TABLES,
     THREADS,
     backoff,
     chunks,
@@ -60,6 +63,7 @@ from stores.dynamodb_codec import (
     epoch,
     from_item,
     key_item,
+    key_schema,
     sort_key,
     table_key,
     to_arrow,
@@ -68,12 +72,13 @@ from stores.dynamodb_codec import (
     with_names,
     write_rounds,
 )
-from stores.dynamodb_customers import DynamoDBCustomers
+from stores.dynamodb.customers import DynamoDBCustomers
+from stores.dynamodb.ledger import DynamoDBLedger
 from stores.leasing import LeasedRow, LeaseRequest
 from stores.ports import Role
 
 if TYPE_CHECKING:
-    from stores.dynamodb_outbox import DynamoDBOutbox
+    from stores.dynamodb.outbox import DynamoDBOutbox
 
 _MUTABLE = ["subject_type", "action", "context", "score", "model_id", "treatment", "deliver_after"]
 # SQLite's upsert branches as conditions on the stored row (:new_created: the incoming row's)
@@ -81,7 +86,7 @@ _KEEP = "#status = :live AND #expires_at > :new_created"
 _RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
 
 
-class DynamoDBStore(DynamoDBCustomers, CandidateStore):
+class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
     """Args:
     prefix: prepended to every table name (``ceap_`` gives ``ceap_candidates`` ...).
     region: AWS region (default: boto3's, from the environment).
@@ -90,7 +95,7 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         read-modify-write paths always read consistently.
     """
 
-    roles = frozenset(Role) - {Role.LEDGER}  # the streaming ledger is not built yet
+    roles = frozenset(Role) - {Role.FEEDBACK}  # delivery feedback: SQLite only, so far
 
     def __init__(
         self,
@@ -101,10 +106,10 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
     ) -> None:
         self.prefix, self.consistent = prefix, consistent
         config = Config(retries={"max_attempts": 10, "mode": "standard"})
-        self._client = boto3.client(
+        self.client = boto3.client(
             "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
         )
-        self._errors = self._client.exceptions
+        self.errors = self.client.exceptions
 
     @classmethod
     def from_spec(cls, spec: str) -> DynamoDBStore:
@@ -142,12 +147,11 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
 
     def create_tables(self) -> None:
         """Creates the missing tables, waits until they are active, enables the TTL."""
-        pages = self._client.get_paginator("list_tables").paginate()
+        pages = self.client.get_paginator("list_tables").paginate()
         existing = {n for page in pages for n in page["TableNames"]}
-        created = [t for t in COLUMNS if self.name(t) not in existing]
+        created = [t for t in TABLES if self.name(t) not in existing]
         for table in created:
-            keys = {PARTITION.get(table, "customer_id"): "HASH"}
-            keys |= {} if table == "runs" else {"sk": "RANGE"}
+            keys = key_schema(table)
             extra: dict[str, Any] = {}
             if table == "outbox":
                 extra["GlobalSecondaryIndexes"] = [{
@@ -155,34 +159,34 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
                     "KeySchema": [{"AttributeName": "due", "KeyType": "HASH"},
                                   {"AttributeName": "send_after", "KeyType": "RANGE"}],
                 }]  # fmt: skip
-            attributes = [*keys, *(["due", "send_after"] if extra else [])]
-            self._client.create_table(
+            types = {a: t for a, t, _ in keys} | ({"due": "S", "send_after": "S"} if extra else {})
+            self.client.create_table(
                 TableName=self.name(table),
-                KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys.items()],
+                KeySchema=[{"AttributeName": a, "KeyType": k} for a, _, k in keys],
                 AttributeDefinitions=[
-                    {"AttributeName": a, "AttributeType": "S"} for a in attributes
+                    {"AttributeName": a, "AttributeType": t} for a, t in types.items()
                 ],
                 BillingMode="PAY_PER_REQUEST",
                 **extra,
             )
         for table in created:
-            self._client.get_waiter("table_exists").wait(TableName=self.name(table))
-        ttl = self._client.describe_time_to_live(TableName=self.name("candidates"))
+            self.client.get_waiter("table_exists").wait(TableName=self.name(table))
+        ttl = self.client.describe_time_to_live(TableName=self.name("candidates"))
         if ttl["TimeToLiveDescription"]["TimeToLiveStatus"] in ("DISABLED", "DISABLING"):
-            self._client.update_time_to_live(
+            self.client.update_time_to_live(
                 TableName=self.name("candidates"),
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
             )
 
     # -- request helpers -------------------------------------------------------------------
-    def _read(
+    def read(
         self, op: str, table: str, columns: list[str] | None, values: dict, **expr: Any
     ) -> list[dict]:
         """All pages of a Scan or Query (``expr``: FilterExpression, KeyConditionExpression ...)."""
         request: dict[str, Any] = {"TableName": self.name(table), "ConsistentRead": self.consistent}
         if columns:
             request["ProjectionExpression"] = ", ".join(f"#{c}" for c in columns)
-        pages = self._client.get_paginator(op).paginate(**with_names(request | expr, values))
+        pages = self.client.get_paginator(op).paginate(**with_names(request | expr, values))
         return [from_item(i) for page in pages for i in page["Items"]]
 
     def _drain(self, call: Callable[..., dict], request: dict, unprocessed: str) -> Iterator[dict]:
@@ -195,13 +199,13 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
             backoff(attempt)
         raise RuntimeError(f"DynamoDB left {unprocessed} after {ATTEMPTS} rounds")
 
-    def _get_many(self, table: str, records: list[dict]) -> dict[tuple, dict]:
+    def get_many(self, table: str, records: list[dict]) -> dict[tuple, dict]:
         """BatchGetItem (consistent) of the records' keys; the items found, by key."""
         found: dict[tuple, dict] = {}
         for chunk in chunks(records, 100):
             keys = [key_item(r, table) for r in chunk]
             request = {self.name(table): {"Keys": keys, "ConsistentRead": True}}
-            for response in self._drain(self._client.batch_get_item, request, "UnprocessedKeys"):
+            for response in self._drain(self.client.batch_get_item, request, "UnprocessedKeys"):
                 for item in map(from_item, response["Responses"].get(self.name(table), [])):
                     found[table_key(item, table)] = item
         return found
@@ -210,7 +214,7 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         """BatchWriteItem in chunks of 25."""
         for chunk in chunks(requests, 25):
             request = {self.name(table): chunk}
-            list(self._drain(self._client.batch_write_item, request, "UnprocessedItems"))
+            list(self._drain(self.client.batch_write_item, request, "UnprocessedItems"))
 
     def _put(self, table: str, record: dict, condition: str, values: dict) -> dict:
         """put_item arguments: the whole item, written only if ``condition`` holds."""
@@ -232,7 +236,7 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
             r.update(sk=sort_key(r["program"], r["subject_id"]), updated_at=r["created_at"])
             r["ttl"] = epoch(r["expires_at"])
         for batch in write_rounds(rows):
-            old = self._get_many("candidates", batch)
+            old = self.get_many("candidates", batch)
             fresh = [{"PutRequest": {"Item": to_item(r)}} for r in batch if table_key(r) not in old]
             self._write_many("candidates", fresh)
             there = [r for r in batch if table_key(r) in old]
@@ -259,10 +263,10 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
             else:  # expired, or marked expired by the Serving API: starts afresh
                 write = self._put("candidates", row | {"status": "live"}, _RENEW, values)
             try:
-                (self._client.update_item if "Key" in write else self._client.put_item)(**write)
+                (self.client.update_item if "Key" in write else self.client.put_item)(**write)
                 return
-            except self._errors.ConditionalCheckFailedException:
-                got = self._client.get_item(
+            except self.errors.ConditionalCheckFailedException:
+                got = self.client.get_item(
                     TableName=self.name("candidates"), Key=key_item(row), ConsistentRead=True
                 )
                 existing = from_item(got["Item"]) if "Item" in got else None
@@ -275,7 +279,7 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         first: dict[tuple, dict] = {}
         for r in records:
             first.setdefault(table_key(r, table), r)
-        old = self._get_many(table, list(first.values()))
+        old = self.get_many(table, list(first.values()))
         puts = [{"PutRequest": {"Item": to_item(r)}} for k, r in first.items() if k not in old]
         self._write_many(table, puts)
         return len(puts)
@@ -301,20 +305,20 @@ class DynamoDBStore(DynamoDBCustomers, CandidateStore):
         record = {k: run.get(k) for k in COLUMNS["runs"]}
         if record["funnel"] is not None:
             record["funnel"] = json.dumps(record["funnel"])
-        self._client.put_item(TableName=self.name("runs"), Item=to_item(record))
+        self.client.put_item(TableName=self.name("runs"), Item=to_item(record))
 
     def table(self, name: str) -> pa.Table:
         if name not in COLUMNS:
             raise ValueError(f"no table {name!r}")
-        return to_arrow(self._read("scan", name, None, {}), COLUMNS[name])
+        return to_arrow(self.read("scan", name, None, {}), COLUMNS[name])
 
     def close(self) -> None:
-        self._client.close()
+        self.client.close()
 
     # -- the dispatcher's outbox: stores/dynamodb_outbox.py -----------------------------------
     @cached_property
     def _outbox(self) -> DynamoDBOutbox:
-        from stores.dynamodb_outbox import DynamoDBOutbox
+        from stores.dynamodb.outbox import DynamoDBOutbox
 
         return DynamoDBOutbox(self)
 

@@ -1,6 +1,6 @@
 """What DynamoDB keeps per customer, read and written one customer partition at a time:
 the filters' lookups, the Serving API's reads, opt-outs and responses. A mixin of
-DynamoDBStore (stores/dynamodb.py), over its request helpers."""
+DynamoDBStore (stores/dynamodb/store.py), over its request helpers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from stores.base import iso, response_id
-from stores.dynamodb_codec import SERVING_COLUMNS, sort_key, to_arrow, to_item, typed_value
+from stores.dynamodb.codec import SERVING_COLUMNS, sort_key, to_arrow, to_item, typed_value
 
 
 class DynamoDBCustomers:
@@ -26,13 +26,13 @@ class DynamoDBCustomers:
         where = "#program = :program AND #status = :live AND #expires_at > :now"
         values = {"program": program, "live": "live", "now": iso(now)}
         columns = ["customer_id", "subject_id", "deliver_after"]
-        found = self._read("scan", "candidates", columns, values, FilterExpression=where)
+        found = self.read("scan", "candidates", columns, values, FilterExpression=where)
         return _only(to_arrow(found, columns), customers)
 
     def acted_keys(self, program: str | None, customers: list[str] | None = None) -> pa.Table:
         columns = ["program", "customer_id", "subject_id"]
         where = {"FilterExpression": "#program = :program"} if program is not None else {}
-        found = self._read("scan", "responses", columns, {"program": program}, **where)
+        found = self.read("scan", "responses", columns, {"program": program}, **where)
         distinct = dict.fromkeys(tuple(r[c] for c in columns) for r in found)
         return _only(
             to_arrow([dict(zip(columns, k, strict=True)) for k in distinct], columns), customers
@@ -42,13 +42,13 @@ class DynamoDBCustomers:
         columns = ["program", "customer_id", "subject_id", "channel", "sent_at"]
         where = "#status = :sent AND #sent_at >= :since"
         values = {"sent": "sent", "since": iso(since)}
-        found = self._read("scan", "outbox", columns, values, FilterExpression=where)
+        found = self.read("scan", "outbox", columns, values, FilterExpression=where)
         for r in found:
             r["contacted_at"] = r.pop("sent_at")
         return _only(to_arrow(found, [*columns[:4], "contacted_at"]), customers)
 
     def opt_outs(self, customers: list[str] | None = None) -> pa.Table:
-        found = self._read("scan", "opt_outs", ["customer_id", "program", "channel"], {})
+        found = self.read("scan", "opt_outs", ["customer_id", "program", "channel"], {})
         for r in found:
             r.update({k: None for k in ("program", "channel") if r.get(k) == "*"})
         return _only(to_arrow(found, ["customer_id", "program", "channel"]), customers)
@@ -57,7 +57,7 @@ class DynamoDBCustomers:
         columns = ["customer_id", "subject_id", "score", "model_id"]
         where = "#program = :program AND attribute_exists(#score)"
         return to_arrow(
-            self._read("scan", "candidates", columns, {"program": program}, FilterExpression=where),
+            self.read("scan", "candidates", columns, {"program": program}, FilterExpression=where),
             columns,
         )
 
@@ -83,7 +83,7 @@ class DynamoDBCustomers:
             "FilterExpression": "#status = :live",
             "ConsistentRead": consistent or self.consistent,
         }
-        found = self._read("query", "candidates", SERVING_COLUMNS, values, **request)
+        found = self.read("query", "candidates", SERVING_COLUMNS, values, **request)
         found.sort(key=lambda r: -r["score"] if r.get("score") is not None else math.inf)
         return [
             {"customer_id": customer_id} | {c: typed_value(c, r.get(c)) for c in SERVING_COLUMNS}
@@ -99,12 +99,12 @@ class DynamoDBCustomers:
             sk=sort_key(record["program"], record["channel"]), created_at=iso(RunContext.utcnow())
         )
         put = self._put("opt_outs", record, "attribute_not_exists(#sk)", {})
-        with suppress(self._errors.ConditionalCheckFailedException):  # INSERT OR IGNORE
-            self._client.put_item(**put)
+        with suppress(self.errors.ConditionalCheckFailedException):  # INSERT OR IGNORE
+            self.client.put_item(**put)
 
     def remove_opt_outs(self, customer_id: str) -> int:
         where = {"KeyConditionExpression": "#customer_id = :customer_id", "ConsistentRead": True}
-        found = self._read(
+        found = self.read(
             "query", "opt_outs", ["customer_id", "sk"], {"customer_id": customer_id}, **where
         )
         self._write_many("opt_outs", [{"DeleteRequest": {"Key": to_item(k)}} for k in found])
@@ -123,8 +123,8 @@ class DynamoDBCustomers:
             response=json.dumps(response, allow_nan=False), created_at=now, response_id=rid,
             sk=sort_key(program, subject_id, rid),
         )  # fmt: skip
-        with suppress(self._errors.ConditionalCheckFailedException):  # a replayed key
-            self._client.put_item(
+        with suppress(self.errors.ConditionalCheckFailedException):  # a replayed key
+            self.client.put_item(
                 TableName=self.name("responses"), Item=to_item(record),
                 ConditionExpression="attribute_not_exists(sk)",
             )  # fmt: skip
@@ -132,8 +132,8 @@ class DynamoDBCustomers:
         fields = {"status": "consumed", "updated_at": now}
         update = self._update("candidates", key, fields, "attribute_exists(#sk)", {})
         try:  # the response stays recorded when there is no candidate, as in SQLite
-            self._client.update_item(**update)
-        except self._errors.ConditionalCheckFailedException:
+            self.client.update_item(**update)
+        except self.errors.ConditionalCheckFailedException:
             return False
         return True
 
@@ -149,8 +149,8 @@ class DynamoDBCustomers:
             "candidates", key, fields, "attribute_exists(#sk) AND #status = :live", {"live": "live"}
         )
         try:
-            self._client.update_item(**update)
-        except self._errors.ConditionalCheckFailedException:
+            self.client.update_item(**update)
+        except self.errors.ConditionalCheckFailedException:
             return False
         return True
 
@@ -161,7 +161,7 @@ class DynamoDBCustomers:
             "customer_id": customer_id, "prefix": sort_key(program, subject_id, ""),
             "subject_id": subject_id,
         }  # fmt: skip
-        found = self._read(
+        found = self.read(
             "query", "responses", ["sk"], values,
             KeyConditionExpression="#customer_id = :customer_id AND begins_with(#sk, :prefix)",
             FilterExpression="#subject_id = :subject_id",
@@ -170,7 +170,7 @@ class DynamoDBCustomers:
 
     def is_opted_out(self, customer_id: str, program: str, channel: str | None = None) -> bool:
         """As SqliteStore.is_opted_out: one Query of the customer's (few) opt-outs."""
-        found = self._read(
+        found = self.read(
             "query", "opt_outs", ["program", "channel"], {"customer_id": customer_id},
             KeyConditionExpression="#customer_id = :customer_id",
         )  # fmt: skip

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from stores.dynamodb_codec import (
+from stores.dynamodb.codec import (
     DUE_SHARDS,
     THREADS,
     due_shard,
@@ -56,7 +56,7 @@ from stores.dynamodb_codec import (
 from stores.leasing import LeasedRow, LeaseRequest
 
 if TYPE_CHECKING:
-    from stores.dynamodb import DynamoDBStore
+    from stores.dynamodb.store import DynamoDBStore
 
 # The fields of a leased row, as SqliteStore returns them (plus the candidate's and guards').
 _ROW = [
@@ -82,8 +82,8 @@ class DynamoDBOutbox:
 
     def __init__(self, store: DynamoDBStore) -> None:
         self._store = store
-        self._client = store._client
-        self._errors = store._errors
+        self.client = store.client
+        self.errors = store.errors
         self._table = store.name("outbox")
         # idempotency key -> table key of the rows this store leased and has not settled
         self._keys: dict[str, dict[str, str]] = {}
@@ -136,7 +136,7 @@ class DynamoDBOutbox:
             }, values | {"shard": f"{n:02d}"})  # fmt: skip
             found: list[dict] = []
             while len(found) < limit:
-                page = self._client.query(**request)
+                page = self.client.query(**request)
                 found += [i for i in map(from_item, page["Items"]) if i["program"] in wanted]
                 if "LastEvaluatedKey" not in page:
                     break
@@ -157,8 +157,8 @@ class DynamoDBOutbox:
             "ConditionExpression": _DUE,
         }, values)  # fmt: skip
         try:
-            item = from_item(self._client.update_item(**request)["Attributes"])
-        except self._errors.ConditionalCheckFailedException:
+            item = from_item(self.client.update_item(**request)["Attributes"])
+        except self.errors.ConditionalCheckFailedException:
             return None
         self._keys[item["idempotency_key"]] = key
         return {"rowid": item["idempotency_key"]} | {c: typed_value(c, item.get(c)) for c in _ROW}
@@ -169,7 +169,7 @@ class DynamoDBOutbox:
         """Adds the candidate's fields, ``opt_outs`` and ``recent`` to each row (SqliteStore's)."""
         if not rows:
             return
-        get = self._store._get_many
+        get = self._store.get_many
         wanted = {(r["customer_id"], sort_key(r["program"], r["subject_id"])) for r in rows}
         candidates = get("candidates", [{"customer_id": c, "sk": sk} for c, sk in wanted])
         keys = {
@@ -211,7 +211,7 @@ class DynamoDBOutbox:
         sent: dict[tuple[str, bool], list[str]] = {}
         in_flight: Counter = Counter()
         while True:
-            page = self._client.query(**request)
+            page = self.client.query(**request)
             for r in map(from_item, page["Items"]):
                 since = cap_since.get(r["channel"])
                 if since is None:
@@ -277,7 +277,7 @@ class DynamoDBOutbox:
             }, {"shard": f"{n:02d}", "prefix": owner_prefix, "clock": clock})  # fmt: skip
             found: list[dict] = []
             while True:
-                page = self._client.query(**request)
+                page = self.client.query(**request)
                 found += map(from_item, page["Items"])
                 if "LastEvaluatedKey" not in page:
                     return found
@@ -309,7 +309,7 @@ class DynamoDBOutbox:
         """CandidateStore.outbox_status: (program, channel, status, rows), sorted."""
         values = {"program": program, "channel": channel}
         where = " AND ".join(f"#{k} = :{k}" for k, v in values.items() if v is not None)
-        found = self._store._read(
+        found = self._store.read(
             "scan", "outbox", ["program", "channel", "status"], values,
             **({"FilterExpression": where} if where else {}),
         )  # fmt: skip
@@ -345,8 +345,8 @@ class DynamoDBOutbox:
         request = {"TableName": self._table, "Key": to_item(key), "UpdateExpression": expr,
                    "ConditionExpression": _HELD}  # fmt: skip
         try:
-            self._client.update_item(**with_names(request, values))
-        except self._errors.ConditionalCheckFailedException:
+            self.client.update_item(**with_names(request, values))
+        except self.errors.ConditionalCheckFailedException:
             return False
         return True
 
@@ -357,7 +357,7 @@ class DynamoDBOutbox:
         missing = set(idempotency_keys) - set(found)
         if missing:
             columns = ["customer_id", "sk", "idempotency_key"]
-            for item in self._store._read("scan", "outbox", columns, {}):
+            for item in self._store.read("scan", "outbox", columns, {}):
                 if item.get("idempotency_key") in missing:
                     found[item["idempotency_key"]] = {
                         "customer_id": item["customer_id"],

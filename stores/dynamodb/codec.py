@@ -1,6 +1,7 @@
 """How CEAP's records are kept in DynamoDB: table layouts, keys, typed items and the
-expression placeholders every request needs. Shared by the store (stores/dynamodb.py) and
-its outbox (stores/dynamodb_outbox.py), so neither reaches into the other's privates."""
+expression placeholders every request needs. Shared by the store (stores/dynamodb/store.py), its
+outbox (stores/dynamodb_outbox.py) and its streaming ledger (stores/dynamodb_ledger.py), so
+none reaches into another's privates."""
 
 from __future__ import annotations
 
@@ -29,13 +30,26 @@ COLUMNS = {
     "opt_outs": ["customer_id", "program", "channel", "created_at"],
     "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],
     "runs": ["run_id", "program", "mode", "started_at", "finished_at", "status", "funnel", "error"],
+    "event_outcomes": ["program", "position", "outcome", "reason", "customer_id", "subject_id",
+                       "identity", "time"],
+    "stream_batches": ["program", "start", "end", "size", "read_at"],
 }  # fmt: skip
 SERVING_COLUMNS = [
     "program", "subject_type", "subject_id", "action", "score", "model_id", "treatment",
     "context", "created_at", "expires_at", "deliver_after", "status",
 ]  # fmt: skip
-TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}
+TYPES = {"score": pa.float64()} | dict.fromkeys(
+    ["attempts", "shadow", "id", "position", "start", "end", "size"], pa.int64()
+)
 PARTITION = {"dead_letters": "program", "runs": "run_id"}  # the others: customer_id
+KEYS = {  # the tables whose key is not PARTITION / ``sk``: the ledger's, positions as numbers
+    "event_outcomes": (("pk", "S"), ("position", "N")),
+    "event_identities": (("pk", "S"), ("position", "N")),
+    "stream_batches": (("program", "S"), ("start", "N")),
+    "stream_checkpoints": (("program", "S"), ("sk", "S")),
+}
+TABLES = list(dict.fromkeys([*COLUMNS, *KEYS]))
+"""Every table of a store, as create_tables makes them."""
 DUE_SHARDS = 16
 ATTEMPTS = 10  # rounds of unprocessed items / of conditional writes losing a race
 THREADS = 8  # concurrent conditional writes (boto3 clients are thread-safe)
@@ -49,6 +63,15 @@ def sort_key(*parts: str) -> str:
 def due_shard(customer_id: str) -> str:
     """The ``due`` index partition of a customer's pending outbox rows (``00``..``15``)."""
     return f"{zlib.crc32(customer_id.encode()) % DUE_SHARDS:02d}"
+
+
+def key_schema(table: str) -> list[tuple[str, str, str]]:
+    """(attribute, type ``S``/``N``, ``HASH``/``RANGE``) of each part of a table's key."""
+    if table in KEYS:
+        (partition, ptype), (sort, stype) = KEYS[table]
+        return [(partition, ptype, "HASH"), (sort, stype, "RANGE")]
+    partition = (PARTITION.get(table, "customer_id"), "S", "HASH")
+    return [partition] if table == "runs" else [partition, ("sk", "S", "RANGE")]
 
 
 def to_number(value: Any) -> Any:

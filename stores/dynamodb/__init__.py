@@ -1,0 +1,8 @@
+"""The DynamoDB backend: ``store.py`` (DynamoDBStore and its candidate, lookup, registry and
+serving roles), ``codec.py`` (items, keys and expressions), ``customers.py`` (per-customer
+reads), ``outbox.py`` (the dispatcher's queue), ``ledger.py`` (the streaming ledger) and
+``checkpoints.py`` (stream readers' positions)."""
+
+from stores.dynamodb.store import DynamoDBStore
+
+__all__ = ["DynamoDBStore"]
