@@ -46,6 +46,7 @@ from ceap.context import RunContext
 from ceap.progress import add_rows
 from ceap.tokens import require_signing_key
 from channels.base import Channel, Commit, Message, Result
+from channels.journeys import Journeys
 from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
 from channels.rendering import check_templates
@@ -101,7 +102,7 @@ class Summary:
 
 
 class _Route:
-    """One program's channel: its config, adapter and recipients."""
+    """One program's step: its channel config, adapter, recipients and send-time rules."""
 
     def __init__(self, program: ProgramConfig, config: ChannelConfig, config_dir: Path) -> None:
         from ceap.plugins import channels
@@ -111,8 +112,9 @@ class _Route:
         self.adapter: Channel = channels.get(config.type)(config.options, config_dir)
         self.recipients = Recipients(getattr(self.adapter.options, "recipients", None))
         self.rules = ChannelRules(
-            shadow=config.shadow, quiet=quiet_hours(self.adapter), cap=frequency_cap(self.adapter)
-        )
+            shadow=config.shadow, quiet=quiet_hours(self.adapter), cap=frequency_cap(self.adapter),
+            when=config.when,
+        )  # fmt: skip
 
 
 class Dispatcher:
@@ -135,9 +137,11 @@ class Dispatcher:
         self.owner = owner or default_owner()
         self.lease = timedelta(seconds=lease_seconds)
         self.routes: dict[tuple[str, str], _Route] = {
-            (p.program, c.type): _Route(p, c, config_dir) for p in programs for c in p.channels
+            (p.program, c.step): _Route(p, c, config_dir) for p in programs for c in p.channels
         }
         self.programs = sorted({p.program for p in programs})
+        self.journeys = Journeys(programs)
+        self.conditions = any(r.rules.when for r in self.routes.values())
 
     def close(self) -> None:
         for route in self.routes.values():
@@ -153,30 +157,38 @@ class Dispatcher:
         # The store counts each channel's contacts over the widest window any program caps it
         # with; each program then counts those inside its own window (the rulebook's).
         caps: dict[str, str] = {}
-        for (_, channel_type), r in self.routes.items():
+        for r in self.routes.values():
             if r.rules.cap is not None:
                 since = iso(now - r.rules.cap.window)
-                caps[channel_type] = min(caps.get(channel_type, since), since)
-        screened: list[tuple[str, str]] = []
+                caps[r.config.type] = min(caps.get(r.config.type, since), since)
+        screened: list[tuple[dict, str]] = []
         rows = self.store.lease_outbox(LeaseRequest(
             self.owner, iso(now), iso(clock), iso(lease_until), limit, self.programs,
             channel, caps, lambda rows: self._screen(rows, Screen(now), screened),
+            conditions=self.conditions,
         ))  # fmt: skip
-        for ch, status in screened:
-            summary.add(ch, status)
+        for row, status in screened:
+            summary.add(row["channel"], status)
+        self._settle_children(screened, now)
         groups: dict[tuple[str, str], list[dict]] = {}
         for row in rows:
-            groups.setdefault((row["program"], row["channel"]), []).append(row)
-        for (program, ch), group in groups.items():
-            self._deliver(self.routes[(program, ch)], group, now, lease_until, summary)
+            groups.setdefault((row["program"], row["step"]), []).append(row)
+        for key, group in groups.items():
+            self._deliver(self.routes[key], group, now, lease_until, summary)
         return len(rows) + len(screened)
+
+    def _settle_children(self, settled: list[tuple[dict, str]], now: datetime) -> None:
+        """Journeys: the waiting children of rows that just ended (sent, shadowed,
+        suppressed, failed) are released or ended (channels/journeys.py)."""
+        if self.journeys.children and settled:
+            self.store.settle_waiting(self.journeys.settlements(settled, now))
 
     def _screen(self, rows: list[LeasedRow], screen: Screen, out: list) -> list[Decision]:
         """The rulebook's decisions for a round's leased rows (the recipient is looked up
         only for rows its own facts do not suppress)."""
         decisions = []
         for row in rows:
-            route = self.routes.get((row["program"], row["channel"]))
+            route = self.routes.get((row["program"], row["step"]))
             decision = screen.suppress(row, route.rules if route else None)
             if decision is None:
                 row["recipient"] = route.recipients.lookup(row["customer_id"], _context(row))
@@ -185,7 +197,7 @@ class Dispatcher:
                 continue
             decisions.append(decision)
             status = "deferred" if decision[1] == "defer" else "suppressed"
-            out.append((row["channel"], status))
+            out.append((row, status))
             if status == "suppressed":
                 MESSAGES.labels(row["program"], row["channel"], "suppressed").inc()
         return decisions
@@ -198,9 +210,9 @@ class Dispatcher:
         lease_until: datetime,
         summary: Summary,
     ) -> None:
-        adapter, program, channel = route.adapter, route.program, route.config.type
+        adapter, by_key = route.adapter, {r["idempotency_key"]: r for r in rows}
         ready, updates = self._prepare(route, rows)
-        self._record(program.program, channel, updates, now, summary)
+        self._record(by_key, updates, now, summary)
         step = max(1, adapter.commit_every)
         for i in range(0, len(ready), step):
             chunk = ready[i : i + step]
@@ -235,7 +247,7 @@ class Dispatcher:
                     if result.ok:
                         outcome["reason"] = result.extra.get("unconfirmed")
                 outcomes.append(outcome)
-            self._record(program.program, channel, outcomes, now, summary)
+            self._record(by_key, outcomes, now, summary)
 
     def _prepare(self, route: _Route, rows: list[dict]) -> tuple[list[Message], list[dict]]:
         """Messages ready to send, and the outcomes of rows that will not be sent: no valid
@@ -290,15 +302,18 @@ class Dispatcher:
         return commit
 
     def _record(
-        self, program: str, channel: str, updates: list[dict], now: datetime, summary: Summary
+        self, rows: dict[str, dict], updates: list[dict], now: datetime, summary: Summary
     ) -> None:
+        """Records outcomes of leased ``rows`` (by key), then settles their journey children."""
         if not updates:
             return
         self.store.mark_outbox(self.owner, updates, iso(_wall()))
         for u in updates:
+            row = rows[u["key"]]
             status = "retry" if u["status"] == "pending" else u["status"]
-            summary.add(channel, status)
-            MESSAGES.labels(program, channel, status).inc()
+            summary.add(row["channel"], status)
+            MESSAGES.labels(row["program"], row["channel"], status).inc()
+        self._settle_children([(rows[u["key"]], u["status"]) for u in updates], now)
 
 
 def dispatch(

@@ -4,9 +4,12 @@ recent contacts and rows in flight) and of the channel's rules. Backends only cl
 read these facts and apply the decisions; every backend therefore decides alike.
 
 In order, for each row:
-  - the channel is no longer configured for the program → suppressed;
+  - the step is no longer configured for the program → suppressed;
   - an opt-out in the registry (all programs / this one, all channels / this one) → suppressed;
-  - the candidate is gone, no longer live (consumed: the customer acted) or expired → suppressed;
+  - the candidate is gone, no longer live (consumed: the customer acted) or expired →
+    suppressed; but a response consumes the candidate and keeps going the journey steps
+    whose ``when:`` asks for what happened (``responded``, ``opened:``, ``clicked:``);
+  - the step's ``when:`` condition is not met (DESIGN §9) → suppressed;
   - quiet hours in the customer's time zone → deferred to their end (still pending);
   - the customer's frequency cap on the channel (sent + in flight, rolling window, all
     programs; shadow rows against shadow contacts only) is reached → suppressed.
@@ -30,22 +33,46 @@ class ChannelRules:
     shadow: bool = False
     quiet: tuple[time, time] | None = None
     cap: FrequencyCap | None = None
+    when: str | None = None
+    """The step's send-time condition (``responded``, ``not_opened:invite``, ...)."""
+
+    @property
+    def after_response(self) -> bool:
+        """Whether the step goes on once the customer responded (consumed the candidate)."""
+        return self.when is not None and not self.when.startswith("not_")
 
 
 def suppression(row: LeasedRow, rules: ChannelRules | None, now: datetime) -> str | None:
     """Why the row must not be sent at all (None: it may be, as far as its facts go)."""
     if rules is None:
-        return "channel no longer configured for the program"
+        return "step no longer configured for the program"
     for prog, chan in row["opt_outs"]:
         if prog in ("*", row["program"]) and chan in ("*", row["channel"]):
             return "opted out"
     if row["cand_status"] is None:
         return "candidate no longer in the store"
-    if row["cand_status"] != "live":
+    goes_on = row["cand_status"] == "consumed" and rules.after_response
+    if row["cand_status"] != "live" and not goes_on:
         return f"candidate {row['cand_status']}"
-    if row["expires_at"] <= iso(now):
+    if not goes_on and row["expires_at"] <= iso(now):
         return "candidate expired"
+    if rules.when is not None and not condition_met(rules.when, row):
+        return f"condition not met: {rules.when}"
     return None
+
+
+def condition_met(when: str, row: LeasedRow) -> bool:
+    """``when`` against the row's facts: ``responded`` (a response to the candidate) and the
+    engagement events of the candidate's steps (a click counts as an open too: images may
+    be blocked, the link was followed)."""
+    negate = when.startswith("not_")
+    kind, _, step = when.removeprefix("not_").partition(":")
+    if kind == "responded":
+        met = bool(row.get("responded"))
+    else:
+        seen = {(s, e) for s, e in row.get("engaged") or []}
+        met = (step, kind) in seen or (kind == "opened" and (step, "clicked") in seen)
+    return met != negate
 
 
 def is_shadow(row: LeasedRow, rules: ChannelRules) -> bool:

@@ -76,3 +76,16 @@ def quiet_until(now: datetime, hours: tuple[time, time], tz: str | None) -> date
         return None
     until = datetime.combine(day, end, tzinfo=zone(tz))
     return until.astimezone(UTC)
+
+
+def next_local_time(at: datetime, send_at: str | None, tz: str | None) -> datetime:
+    """``at``, moved to the next ``send_at`` (``HH:MM``) wall-clock time in ``tz`` (UTC when
+    unknown): the scalar twin of the pipeline's ``due_times`` for rows scheduled later."""
+    if send_at is None:
+        return at
+    hours, minutes = (int(x) for x in send_at.split(":"))
+    local = at.astimezone(zone(tz))
+    target = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if target < local:
+        target = datetime.combine(local.date() + timedelta(days=1), target.timetz())
+    return target.astimezone(UTC)

@@ -213,6 +213,14 @@ class CandidateStore:
         """Delivery status: (program, channel, status, rows) counts."""
         raise NotImplementedError(f"{type(self).__name__} cannot report outbox status yet")
 
+    def settle_waiting(self, settlements: list[dict]) -> int:
+        """Journeys (DESIGN §9): moves ``waiting`` rows on once their parent step is settled.
+        Each settlement names the row (program, customer_id, subject_id, step) and gives its
+        ``status``: ``pending`` with ``send_after`` (the parent was sent or shadowed), or
+        ``suppressed`` with ``reason`` (it was suppressed or failed). A row no longer waiting
+        is left alone. Returns rows moved."""
+        raise NotImplementedError(f"{type(self).__name__} cannot settle journey steps yet")
+
     # -- delivery feedback (DESIGN §8) -------------------------------------------------------
     def find_message(self, key: str | None = None, message_id: str | None = None) -> dict | None:
         """The outbox row a message came from, by its idempotency key or the provider's

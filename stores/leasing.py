@@ -38,6 +38,9 @@ class LeasedRow(TypedDict, total=False):
     in_flight: int  # live rows leased by another dispatcher
     shadow_times: list[str]  # the same for shadow contacts (they count toward shadow caps)
     shadow_in_flight: int
+    step: str  # the journey step (the channel type unless named)
+    responded: bool  # with LeaseRequest.conditions: a response to the candidate exists
+    engaged: list[tuple[str, str]]  # ... and (step, event) engagement events of the candidate
     recipient: dict[str, Any]  # added by the dispatcher: the customer's record
 
 
@@ -56,3 +59,5 @@ class LeaseRequest(NamedTuple):
     channel: str | None = None
     cap_since: Mapping[str, str] | None = None
     screen: Callable[[list[LeasedRow]], list[Decision]] | None = None
+    conditions: bool = False
+    """Read the facts journey conditions need (``responded``, ``engaged``)."""

@@ -38,6 +38,7 @@ METHODS: dict[Role, tuple[str, ...]] = {
         "release_outbox",
         "outbox_leases",
         "outbox_status",
+        "settle_waiting",
     ),  # fmt: skip
     Role.LEDGER: (
         "record_outcomes",

@@ -1,4 +1,6 @@
-"""``Rank``: the best ``top_n`` candidates per program, subject or customer.
+"""``Rank``: the best ``top_n`` candidates per program, subject or customer; with
+``top_n_column`` each group's own cap is read from its rows (an event's capacity; the
+largest value in the group, ``top_n`` where it has none).
 
 Order is total and deterministic: score (high first, missing last), then the most recent
 event, then customer_id and subject_id. Rows repeating a candidate key (program,
@@ -41,6 +43,7 @@ class TopN(beam.CombineFn):
     def __init__(self, ranking: RankingConfig) -> None:
         self._top_n = ranking.top_n
         self._group = GROUP_COLUMN[ranking.per]
+        self._cap = ranking.top_n_column
         self._limit = max(2 * (ranking.top_n or 0), 4 * BATCH_ROWS)
 
     def create_accumulator(self) -> _Acc:
@@ -69,16 +72,21 @@ class TopN(beam.CombineFn):
         return self._compact(acc) if acc.table is not None else acc
 
     def _compact(self, acc: _Acc) -> _Acc:
-        table, duplicates, cut = rank_table(acc.table, self._top_n, self._group)
+        table, duplicates, cut = rank_table(acc.table, self._top_n, self._group, self._cap)
         acc.table, acc.duplicates, acc.cut = table, acc.duplicates + duplicates, acc.cut + cut
         return acc
 
 
-def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
-    """Collapses duplicate keys, then keeps the top rows of each group; returns the kept
-    rows and how many went as duplicates and as below top_n."""
+def rank_table(
+    table: pa.Table, top_n: int | None, group: str | None, cap: str | None = None
+) -> tuple[pa.Table, int, int]:
+    """Collapses duplicate keys, then keeps the top rows of each group (``top_n``, or the
+    group's ``cap`` column); returns the kept rows and how many went as duplicates and as
+    below top_n."""
+    if cap is not None and cap not in table.column_names:
+        cap = None  # no row carries it: top_n for every group
     if table.num_rows < arrow.SMALL_BATCH:
-        return _rank_small(table, top_n, group)
+        return _rank_small(table, top_n, group, cap)
     con = arrow.local_duck()
     before = table.num_rows
     table = arrow.query(
@@ -88,19 +96,26 @@ def rank_table(table: pa.Table, top_n: int | None, group: str | None) -> tuple[p
     )
     duplicates = before - table.num_rows
     cut = 0
-    if top_n is not None:
+    if top_n is not None or cap is not None:
         before = table.num_rows
         part = f"PARTITION BY {arrow.quote(group)} " if group else ""
+        limit = str(int(top_n)) if top_n is not None else "NULL"
+        if cap is not None:
+            own = f"max(floor(TRY_CAST({arrow.quote(cap)} AS DOUBLE))) OVER ({part})"
+            limit = f"coalesce(CASE WHEN {own} < 0 THEN 0 ELSE {own} END, {limit})"
         table = arrow.query(
             con,
-            f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) <= {int(top_n)}",
+            f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) "
+            f"<= coalesce({limit}, 9223372036854775807)",
             t=table,
         )
         cut = before - table.num_rows
     return table, duplicates, cut
 
 
-def _rank_small(table: pa.Table, top_n: int | None, group: str | None) -> tuple[pa.Table, int, int]:
+def _rank_small(
+    table: pa.Table, top_n: int | None, group: str | None, cap: str | None = None
+) -> tuple[pa.Table, int, int]:
     """``rank_table`` for a few rows (streaming micro-batches), in the same total order."""
     order = table.sort_by([
         ("score", "descending", "at_end"), ("event_time", "descending", "at_end"),
@@ -111,6 +126,7 @@ def _rank_small(table: pa.Table, top_n: int | None, group: str | None) -> tuple[
         order.column("subject_id").to_pylist(),
     )
     groups = order.column(group).to_pylist() if group else [None] * order.num_rows
+    limits = _group_caps(order, groups, cap, top_n)
     seen: set[tuple] = set()
     taken: dict = {}
     keep, duplicates, cut = [], 0, 0
@@ -119,12 +135,23 @@ def _rank_small(table: pa.Table, top_n: int | None, group: str | None) -> tuple[
             duplicates += 1
             continue
         seen.add((c, s))
-        if top_n is not None and taken.get(g, 0) >= top_n:
+        if limits.get(g) is not None and taken.get(g, 0) >= limits[g]:
             cut += 1
             continue
         taken[g] = taken.get(g, 0) + 1
         keep.append(i)
     return order.take(pa.array(keep, pa.int64())), duplicates, cut
+
+
+def _group_caps(order: pa.Table, groups: list, cap: str | None, top_n: int | None) -> dict:
+    """group -> its cap: the largest whole value of ``cap`` among its rows, else ``top_n``."""
+    own: dict = {}
+    if cap is not None:
+        values = pc.cast(order.column(cap), pa.float64(), safe=False).to_pylist()
+        for g, v in zip(groups, values, strict=True):
+            if v is not None and v == v:  # NaN is no cap
+                own[g] = max(own.get(g, 0), max(0, int(v)))
+    return {g: own.get(g, top_n) for g in set(groups)}
 
 
 def _concat(a: pa.Table | None, b: pa.Table) -> pa.Table:
@@ -206,7 +233,7 @@ class _RankEachFn(beam.DoFn):
     def process(self, batch: pa.RecordBatch):
         table = pa.Table.from_batches([_project(batch, self._keep)])
         ranked, duplicates, cut = rank_table(
-            table, self._ranking.top_n, GROUP_COLUMN[self._ranking.per]
+            table, self._ranking.top_n, GROUP_COLUMN[self._ranking.per], self._ranking.top_n_column
         )
         program = self._ctx.program
         if duplicates:
@@ -237,7 +264,8 @@ class Rank(beam.PTransform):
         self._ranking = ranking
         self._ctx = context
         extra = [ORIGIN_COLUMN, IDENTITY_COLUMN] if context.mode.records_outcomes else []
-        self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or []) + extra))
+        cap = [ranking.top_n_column] if ranking.top_n_column else []
+        self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or []) + cap + extra))
 
     def expand(self, scored) -> RankOutputs:
         if self._ctx.mode.ranks_each_batch:

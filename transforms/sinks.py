@@ -24,7 +24,7 @@ from configs.schema import ProgramConfig
 from stores.base import CANDIDATE_COLUMNS, iso
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
-from transforms.schedule import due_times
+from transforms.schedule import step_times
 from transforms.store_fn import StoreDoFn
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -75,25 +75,32 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
 def outbox_records(
     batch: pa.RecordBatch, program: ProgramConfig, ctx: RunContext, opt_outs: pa.Table
 ) -> list[pa.Table]:
+    """One row per candidate and journey step (DESIGN §9): ``pending`` when due by itself,
+    ``waiting`` for its parent step (``after:``), ``suppressed`` when opted out or when its
+    ``at`` time is missing or already past. The key hashes program|customer|subject|step
+    (the step is the channel type unless named, so a one-step-per-channel program keeps
+    its keys)."""
     n = batch.num_rows
     tz = batch.column("timezone") if "timezone" in batch.schema.names else None
     customers = batch.column("customer_id")
+    now = ctx.current()
     out = []
     for ch in program.channels:
-        due = due_times(batch.column("event_time"), ch.delay, ch.send_at, tz)
-        reasons = _opted_out(customers, ch.type, program.program, opt_outs)
-        status = pc.if_else(pc.is_null(reasons), pa.scalar("pending"), pa.scalar("suppressed"))
+        due, problems = step_times(batch, ch, tz, now)
+        reasons = pc.coalesce(_opted_out(customers, ch.type, program.program, opt_outs), problems)
+        waits = pa.scalar("waiting" if ch.after is not None else "pending")
+        status = pc.if_else(pc.is_null(reasons), waits, pa.scalar("suppressed"))
         keys = pc.binary_join_element_wise(
-            program.program, customers, batch.column("subject_id"), ch.type, "|"
+            program.program, customers, batch.column("subject_id"), ch.step, "|"
         )
         out.append(pa.table({
             "program": pa.array([program.program] * n), "customer_id": customers,
             "subject_id": batch.column("subject_id"), "channel": pa.array([ch.type] * n),
-            "send_after": _iso(due), "status": status, "attempts": pa.array(np.zeros(n, np.int64)),
-            "idempotency_key": _digest(keys), "reason": reasons,
-            "template": pa.array([ch.template] * n, pa.string()),
+            "send_after": _iso(pc.fill_null(due, batch.column("event_time"))), "status": status,
+            "attempts": pa.array(np.zeros(n, np.int64)), "idempotency_key": _digest(keys),
+            "reason": reasons, "template": pa.array([ch.template] * n, pa.string()),
             "shadow": pa.array(np.full(n, int(ch.shadow), np.int64)),
-            "created_at": pa.array([iso(ctx.current())] * n),
+            "created_at": pa.array([iso(now)] * n), "step": pa.array([ch.step] * n),
         }))  # fmt: skip
     return out
 
@@ -166,7 +173,7 @@ class _WriteFn(StoreDoFn):
         records = candidate_records(batch, self._program, self._ctx)
         counter(name, "stored").inc(self._store.upsert_candidates(records))
         for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
-            channel = rows.column("channel")[0].as_py()
+            channel = rows.column("channel")[0].as_py()  # counted per channel, all its steps
             for status in pc.unique(rows.column("status")).to_pylist():
                 group = rows.filter(pc.equal(rows.column("status"), status))
                 added = self._store.enqueue_outbox(group)

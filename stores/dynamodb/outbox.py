@@ -91,7 +91,7 @@ class DynamoDBOutbox:
     # -- lease -------------------------------------------------------------------------------
     def lease(self, request: LeaseRequest) -> list[LeasedRow]:
         """CandidateStore.lease_outbox; see the module docstring for what is atomic."""
-        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request
+        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request[:9]
         if not programs or limit <= 0:
             return []
         values = {"pending": "pending", "now": now, "clock": clock, "owner": owner,

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS engagement_events (
 );
 CREATE INDEX IF NOT EXISTS engagement_by_program ON engagement_events (program, channel, event);
 CREATE INDEX IF NOT EXISTS engagement_by_time ON engagement_events (at);
+CREATE INDEX IF NOT EXISTS engagement_by_candidate ON engagement_events (program, customer_id, subject_id);
 CREATE TABLE IF NOT EXISTS suppressions (
     address TEXT PRIMARY KEY, reason TEXT NOT NULL, at TEXT NOT NULL
 );

@@ -13,6 +13,8 @@ class SqliteOutbox:
     """The ``outbox queue`` role of SqliteStore (a mixin over its connection)."""
 
     def enqueue_outbox(self, rows: pa.Table) -> int:
+        if "step" not in rows.column_names:  # a row without steps is its channel's step
+            rows = rows.append_column("step", rows.column("channel"))
         cols = [rows.column(c).to_pylist() for c in OUTBOX_INSERT[:-1]]
         created = rows.column("created_at").to_pylist()
         with self._transaction():
@@ -21,7 +23,7 @@ class SqliteOutbox:
             return self._conn.total_changes - before
 
     def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:
-        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request
+        owner, now, clock, lease_until, limit, programs, channel, cap_since, screen = request[:9]
         if not programs:
             return []
         where = (
@@ -44,6 +46,8 @@ class SqliteOutbox:
             ids = [r[0] for r in leased]
             rows = self._leased_rows(ids)
             self._attach_guards(rows, owner, clock, cap_since or {})
+            if request.conditions:
+                self._attach_history(rows)
             decisions = screen(rows) if screen is not None and rows else []
             for rowid, kind, value in decisions:
                 if kind == "suppress":
@@ -66,7 +70,7 @@ class SqliteOutbox:
             chunk = ids[i : i + 900]
             cur = self._conn.execute(
                 "SELECT o.rowid AS rowid, o.program, o.customer_id, o.subject_id, o.channel, "
-                "o.send_after, o.attempts, o.idempotency_key, o.template, o.shadow, "
+                "o.step, o.send_after, o.attempts, o.idempotency_key, o.template, o.shadow, "
                 "c.status AS cand_status, c.expires_at, c.action, c.subject_type, c.context "
                 "FROM outbox o LEFT JOIN candidates c ON c.program = o.program "
                 "AND c.customer_id = o.customer_id AND c.subject_id = o.subject_id "
@@ -120,6 +124,54 @@ class SqliteOutbox:
             r["recent"] = len(r["sent_times"]) + r["in_flight"]
             r["shadow_times"] = sorted(sent.get(shadow, []))
             r["shadow_in_flight"] = in_flight.get(shadow, 0)
+
+    def _attach_history(self, rows: list[dict]) -> None:
+        """What journey conditions read: whether the customer responded to the candidate,
+        and the (step, event) engagement events of its messages."""
+        keys = sorted({(r["program"], r["customer_id"], r["subject_id"]) for r in rows})
+        responded: set[tuple] = set()
+        engaged: dict[tuple, list[tuple[str, str]]] = {}
+        for i in range(0, len(keys), 300):
+            chunk = keys[i : i + 300]
+            where = " OR ".join(
+                ["(program = ? AND customer_id = ? AND subject_id = ?)"] * len(chunk)
+            )
+            flat = [v for key in chunk for v in key]
+            responded |= set(self._conn.execute(
+                f"SELECT DISTINCT program, customer_id, subject_id FROM responses WHERE {where}",  # noqa: S608
+                flat,
+            ).fetchall())  # fmt: skip
+            for *key, step, event in self._conn.execute(
+                "SELECT program, customer_id, subject_id, step, event FROM engagement_events "  # noqa: S608
+                f"WHERE ({where}) AND event IN ('opened', 'clicked')",
+                flat,
+            ):
+                engaged.setdefault(tuple(key), []).append((step, event))
+        for r in rows:
+            key = (r["program"], r["customer_id"], r["subject_id"])
+            r["responded"], r["engaged"] = key in responded, engaged.get(key, [])
+
+    def settle_waiting(self, settlements: list[dict]) -> int:
+        """Moves ``waiting`` rows on once their parent step is settled: each settlement names
+        the row (program, customer_id, subject_id, step) and gives its ``status`` (pending,
+        with ``send_after``; or suppressed, with ``reason``). Rows no longer waiting are
+        left alone (a replay changes nothing)."""
+        if not settlements:
+            return 0
+        from ceap.context import RunContext
+        from stores.base import iso
+
+        clock = iso(RunContext.utcnow())
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "UPDATE outbox SET status = ?, send_after = coalesce(?, send_after), "
+                "reason = ?, updated_at = ? WHERE program = ? AND customer_id = ? "
+                "AND subject_id = ? AND step = ? AND status = 'waiting'",
+                [(s["status"], s.get("send_after"), s.get("reason"), clock, s["program"],
+                  s["customer_id"], s["subject_id"], s["step"]) for s in settlements],
+            )  # fmt: skip
+            return self._conn.total_changes - before
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         if not updates:

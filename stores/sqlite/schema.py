@@ -12,7 +12,25 @@ import pyarrow as pa
 
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS
 
-SCHEMA = """
+OUTBOX_TABLE = """
+    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
+    channel TEXT NOT NULL, step TEXT NOT NULL, send_after TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT NOT NULL UNIQUE, reason TEXT, template TEXT,
+    shadow INTEGER NOT NULL DEFAULT 0, created_at TEXT, updated_at TEXT, sent_at TEXT,
+    lease_owner TEXT, lease_until TEXT, next_attempt_at TEXT, address TEXT, message_id TEXT,
+    PRIMARY KEY (program, customer_id, subject_id, step)
+"""
+"""One row per candidate and journey step (DESIGN §9; ``step`` is the channel type unless
+the step is named). ``waiting`` rows are not in ``outbox_due``'s way: a dispatcher's scan
+reads pending rows only."""
+OUTBOX_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, send_after);
+CREATE INDEX IF NOT EXISTS outbox_by_customer ON outbox (customer_id, channel, sent_at);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS candidates (
     program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_type TEXT NOT NULL,
     subject_id TEXT NOT NULL, action TEXT NOT NULL, context TEXT NOT NULL DEFAULT '{}',
@@ -22,17 +40,12 @@ CREATE TABLE IF NOT EXISTS candidates (
     PRIMARY KEY (program, customer_id, subject_id)
 );
 CREATE INDEX IF NOT EXISTS candidates_by_customer ON candidates (customer_id, status);
-CREATE TABLE IF NOT EXISTS outbox (
-    program TEXT NOT NULL, customer_id TEXT NOT NULL, subject_id TEXT NOT NULL,
-    channel TEXT NOT NULL, send_after TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT NOT NULL UNIQUE, reason TEXT,
-    template TEXT, shadow INTEGER NOT NULL DEFAULT 0, created_at TEXT, updated_at TEXT,
-    sent_at TEXT, lease_owner TEXT, lease_until TEXT, next_attempt_at TEXT,
-    PRIMARY KEY (program, customer_id, subject_id, channel)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, send_after);
-CREATE INDEX IF NOT EXISTS outbox_by_customer ON outbox (customer_id, channel, sent_at);
-CREATE TABLE IF NOT EXISTS dead_letters (
+CREATE TABLE IF NOT EXISTS outbox ("""
+    + OUTBOX_TABLE
+    + """);
+"""
+    + OUTBOX_INDEXES
+    + """CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, program TEXT NOT NULL, stage TEXT NOT NULL,
     reason TEXT NOT NULL, row TEXT NOT NULL, time TEXT NOT NULL, origin TEXT NOT NULL,
     UNIQUE (program, stage, origin)
@@ -61,6 +74,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT, status TEXT, funnel TEXT, error TEXT
 );
 """
+)
 
 UPSERT_CANDIDATE = f"""
 INSERT INTO candidates ({", ".join(CANDIDATE_COLUMNS)}, updated_at)
@@ -79,10 +93,10 @@ ON CONFLICT (program, customer_id, subject_id) DO UPDATE SET
 WHERE candidates.status NOT IN ('consumed', 'suppressed')
 """
 
-OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "updated_at"]
+OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "step", "updated_at"]
 UPSERT_OUTBOX = f"""
 INSERT INTO outbox ({", ".join(OUTBOX_INSERT)}) VALUES ({", ".join("?" * len(OUTBOX_INSERT))})
-ON CONFLICT (program, customer_id, subject_id, channel) DO NOTHING
+ON CONFLICT (program, customer_id, subject_id, step) DO NOTHING
 """
 
 
@@ -107,6 +121,24 @@ class Transaction:
             # ROLLBACK must not replace the error that says why ("database or disk is full").
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+
+
+def migrate_outbox_steps(conn: sqlite3.Connection) -> None:
+    """Outboxes made before journeys had one row per channel: each row becomes its channel's
+    step (the name a step without ``name:`` has), under the new key, in one transaction."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(outbox)")]
+    if "step" in columns:
+        return
+    kept = ", ".join(columns)
+    conn.executescript(f"""
+        BEGIN IMMEDIATE;
+        ALTER TABLE outbox RENAME TO outbox_before_steps;
+        CREATE TABLE outbox ({OUTBOX_TABLE});
+        INSERT INTO outbox ({kept}, step) SELECT {kept}, channel FROM outbox_before_steps;
+        DROP TABLE outbox_before_steps;
+        {OUTBOX_INDEXES}
+        COMMIT;
+    """)  # noqa: S608 - column names from the table itself
 
 
 def migrate_responses(conn: sqlite3.Connection) -> None:

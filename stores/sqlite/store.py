@@ -21,7 +21,14 @@ from stores.ports import Role
 from stores.sqlite.feedback import SqliteFeedback, migrate_outbox
 from stores.sqlite.ledger import SqliteLedger
 from stores.sqlite.outbox import SqliteOutbox
-from stores.sqlite.schema import SCHEMA, TYPES, UPSERT_CANDIDATE, Transaction, migrate_responses
+from stores.sqlite.schema import (
+    SCHEMA,
+    TYPES,
+    UPSERT_CANDIDATE,
+    Transaction,
+    migrate_outbox_steps,
+    migrate_responses,
+)
 
 
 class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
@@ -51,6 +58,7 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
             migrate_responses(self._conn)
+            migrate_outbox_steps(self._conn)
             migrate_outbox(self._conn)
         self._conn.execute("PRAGMA busy_timeout=60000")
 

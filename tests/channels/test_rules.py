@@ -23,7 +23,7 @@ def row(**facts) -> dict:
 
 def test_suppression_reasons_in_order():
     rules = ChannelRules()
-    assert suppression(row(), None, NOW) == "channel no longer configured for the program"
+    assert suppression(row(), None, NOW) == "step no longer configured for the program"
     assert suppression(row(opt_outs=[("*", "email")]), rules, NOW) == "opted out"
     assert suppression(row(opt_outs=[("reviews", "*")]), rules, NOW) == "opted out"
     assert suppression(row(opt_outs=[("other", "*"), ("*", "sms")]), rules, NOW) is None
@@ -63,3 +63,24 @@ def test_shadow_rows_count_against_shadow_contacts_only():
 def test_window_text():
     assert days(timedelta(days=7)) == "7d"
     assert days(timedelta(hours=36)) == "129600s"
+
+
+def test_conditions_read_responses_and_engagement_of_the_candidates_steps():
+    from channels.rules import condition_met
+
+    facts = row(responded=True, engaged=[("invite", "clicked")])
+    assert condition_met("responded", facts) and not condition_met("not_responded", facts)
+    assert condition_met("clicked:invite", facts) and condition_met("opened:invite", facts)
+    assert not condition_met("opened:survey", facts) and condition_met("not_opened:survey", facts)
+    rules = ChannelRules(when="opened:survey")
+    assert suppression(facts, rules, NOW) == "condition not met: opened:survey"
+
+
+def test_a_response_ends_the_journey_but_for_steps_that_ask_for_it():
+    consumed = row(cand_status="consumed", responded=True, expires_at="2026-03-01T00:00:00Z")
+    assert suppression(consumed, ChannelRules(), NOW) == "candidate consumed"
+    assert suppression(consumed, ChannelRules(when="not_responded"), NOW) == "candidate consumed"
+    # a `responded` step goes on, even past the candidate's expiry (the survey after the event)
+    assert suppression(consumed, ChannelRules(when="responded"), NOW) is None
+    live = row(responded=False)
+    assert suppression(live, ChannelRules(when="responded"), NOW) == "condition not met: responded"
