@@ -271,6 +271,8 @@ def events(ctx: Context) -> pa.Table:
             "region": take(vocab(REGIONS), region),
             "city": take(city_names, city),
             "starts_at": times(starts),
+            # Its own stream: the draws above (and every table seeded before) stay as they were.
+            "ends_at": times(starts + ctx.rng("events.duration").integers(2, 7, n) * HOUR_US),
             "capacity": rng.choice([50, 100, 250, 500, 1000, 5000], n).astype(np.int32),
         },
     )

@@ -69,6 +69,7 @@ TABLES: dict[str, pa.Schema] = {
             ("region", STR),
             ("city", STR),
             ("starts_at", TS),  # in the next 60 days
+            ("ends_at", TS),  # 2 to 6 hours later
             ("capacity", I32),
         ]
     ),
