@@ -160,20 +160,16 @@ class _Context:
             extra={"names": self.names}, **kw,
         )  # fmt: skip
 
-    def each(self, event: str, when: str | None, addresses: list[tuple[str, Any]], **kw: Any):
+    def each(
+        self, event: str, when: str | None, addresses: list[tuple[str, Any]], **kw: Any
+    ) -> list[Feedback]:
         """One feedback per (address, detail); ids tell recipients apart when several."""
         several = len(addresses) > 1
-        return [
-            self.one(
-                event,
-                when,
-                f"{self.notification_id}/{address}" if several else "",
-                address=address,
-                detail=detail,
-                **kw,
-            )  # fmt: skip
-            for address, detail in addresses or [(None, None)]
-        ]
+        out = []
+        for address, detail in addresses or [(None, None)]:
+            event_id = f"{self.notification_id}/{address}" if several else ""
+            out.append(self.one(event, when, event_id, address=address, detail=detail, **kw))
+        return out
 
 
 def _bounce(event: SesEvent, ctx: _Context) -> list[Feedback]:
