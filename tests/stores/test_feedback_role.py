@@ -105,9 +105,7 @@ def test_suppressed_addresses_reads_many_at_once(store):
     assert store.suppressed_addresses([]) == {}
 
 
-def test_every_spelling_of_a_suppressed_address_is_reported(store, request):
-    if type(store).__name__ == "SqliteStore":  # keeps the last spelling per address key
-        request.applymarker(pytest.mark.xfail(reason="SqliteFeedback.suppressed_addresses"))
+def test_every_spelling_of_a_suppressed_address_is_reported(store):
     store.suppress_addresses([("bob@example.com", "complained", "2026-01-02T00:00:00Z")])
     found = store.suppressed_addresses(["Bob@Example.com", "bob@example.com"])
     assert found == {"Bob@Example.com": "complained", "bob@example.com": "complained"}
