@@ -21,7 +21,7 @@ p99 < 5 ms at 1,000 req/s, zero errors at 2,000 req/s, >= 5,000 req/s saturation
 ``--link-rate`` each (target p99 < 5 ms at 1,000 req/s), each request an event (a store write)
 on one of 10,000 outbox rows. ``webhooks``: ``--batches`` ``POST /v1/deliveries`` of 500
 events, then ``--notifications`` SES events in SNS messages signed by tests/serving/sns_stub.py
-(whose HTTPS host serves the server the certificate), each sent once over 4 connections.
+(whose HTTPS host serves the server the certificate), each sent once over --webhook-conns.
 Target >= 2,000 events/s, nothing lost: events stored (by this run's ids) = events accepted.
 """
 
@@ -311,7 +311,7 @@ def bench_links(port: int, args: argparse.Namespace, keys: list[str]) -> None:
 
 
 def bench_webhooks(port: int, args: argparse.Namespace, keys: list[str], stub, db: Path) -> None:
-    """Each workload once, 4 connections; then the events stored under this run's ids."""
+    """Each workload once, closed loop; then the events stored under this run's ids."""
     import sqlite3
 
     def delivery(i: int) -> dict:
@@ -326,12 +326,12 @@ def bench_webhooks(port: int, args: argparse.Namespace, keys: list[str], stub, d
                          "application/json", key=True) for b in range(args.batches)]  # fmt: skip
     notifications = [http_post("/v1/webhooks/ses", ses_delivery(i), "text/plain; charset=UTF-8")
                      for i in range(args.notifications)]  # fmt: skip
-    print("\nwebhooks: each workload sent once over 4 connections")
+    print(f"\nwebhooks: each workload sent once over {args.webhook_conns} connections")
     for name, requests, per, tag in (
         ("POST /v1/deliveries, 500 events each", batches, 500, "d"),
         ("POST /v1/webhooks/ses, signed SNS, 1 event each", notifications, 1, "s"),
     ):
-        r = drive(port, 0, 0, 4, requests)
+        r = drive(port, 0, 0, args.webhook_conns, requests)
         sent = per * (r["sent"] - r["errors"])
         with sqlite3.connect(db) as con:
             stored = con.execute("SELECT count(*) FROM engagement_events WHERE event_id LIKE ?",
@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-rate", type=float, default=1000)
     parser.add_argument("--batches", type=int, default=100, help="POST /v1/deliveries of 500")
     parser.add_argument("--notifications", type=int, default=10_000, help="signed SES events")
+    parser.add_argument("--webhook-conns", type=int, default=16, help="as SNS, in parallel")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     sys.path.insert(0, str(ROOT))

@@ -56,7 +56,7 @@ from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
 from stores.base import CandidateStore, iso
 from stores.leasing import Decision, LeasedRow, LeaseRequest
-from stores.ports import Role, require_roles
+from stores.ports import require_roles
 from stores.spec import open_store
 
 MESSAGES = Metric(
@@ -282,7 +282,7 @@ class Dispatcher:
 
     def _suppressed(self, addresses: list[str]) -> dict[str, str]:
         """address -> reason for addresses on the suppression list (bounced, complained)."""
-        if not addresses or Role.FEEDBACK not in self.store.roles:
+        if not addresses:
             return {}
         return self.store.suppressed_addresses(addresses)
 

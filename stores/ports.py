@@ -62,8 +62,8 @@ NEEDS: dict[str, frozenset[Role]] = {
     "streaming run": frozenset(
         {Role.CANDIDATES, Role.LOOKUPS, Role.OUTBOX, Role.ANALYTICS, Role.LEDGER}
     ),
-    "serve": frozenset({Role.SERVING, Role.REGISTRIES}),
-    "dispatch": frozenset({Role.OUTBOX}),
+    "serve": frozenset({Role.SERVING, Role.REGISTRIES, Role.FEEDBACK}),
+    "dispatch": frozenset({Role.OUTBOX, Role.FEEDBACK}),  # it checks the suppression list
     "export": frozenset({Role.ANALYTICS}),
     "report": frozenset({Role.ANALYTICS}),
 }

@@ -1,6 +1,7 @@
 """The DynamoDB backend: ``store.py`` (DynamoDBStore and its candidate, lookup, registry and
-serving roles), ``codec.py`` (items, keys and expressions), ``customers.py`` (per-customer
-reads), ``outbox.py`` (the dispatcher's queue), ``ledger.py`` (the streaming ledger) and
+serving roles), ``codec.py`` (items, keys, indexes and expressions), ``tables.py`` (creating
+tables and indexes), ``customers.py`` (per-customer reads), ``outbox.py`` (the dispatcher's
+queue), ``ledger.py`` (the streaming ledger), ``feedback.py`` (delivery feedback) and
 ``checkpoints.py`` (stream readers' positions)."""
 
 from stores.dynamodb.store import DynamoDBStore

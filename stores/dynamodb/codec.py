@@ -1,10 +1,11 @@
-"""How CEAP's records are kept in DynamoDB: table layouts, keys, typed items and the
+"""How CEAP's records are kept in DynamoDB: table layouts, keys, indexes, typed items and the
 expression placeholders every request needs. Shared by the store (stores/dynamodb/store.py), its
-outbox (stores/dynamodb_outbox.py) and its streaming ledger (stores/dynamodb_ledger.py), so
-none reaches into another's privates."""
+outbox (stores/dynamodb/outbox.py), its streaming ledger (stores/dynamodb/ledger.py) and its
+delivery feedback (stores/dynamodb/feedback.py), so none reaches into another's privates."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -18,14 +19,14 @@ import pyarrow as pa
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from ceap.resilience import backoff_delay
-from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, OUTBOX_COLUMNS
+from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, ENGAGEMENT_COLUMNS, OUTBOX_COLUMNS
 
 OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
 # table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
 COLUMNS = {
     "candidates": [*CANDIDATE_COLUMNS, "updated_at"],
     "outbox": [*OUTBOX_INSERT, "updated_at", "sent_at", "lease_owner", "lease_until",
-               "next_attempt_at"],
+               "next_attempt_at", "address", "message_id"],
     "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
     "opt_outs": ["customer_id", "program", "channel", "created_at"],
     "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],
@@ -33,6 +34,8 @@ COLUMNS = {
     "event_outcomes": ["program", "position", "outcome", "reason", "customer_id", "subject_id",
                        "identity", "time"],
     "stream_batches": ["program", "start", "end", "size", "read_at"],
+    "engagement_events": [*ENGAGEMENT_COLUMNS, "event_id", "received_at"],
+    "suppressions": ["address", "reason", "at"],
 }  # fmt: skip
 SERVING_COLUMNS = [
     "program", "subject_type", "subject_id", "action", "score", "model_id", "treatment",
@@ -41,7 +44,11 @@ SERVING_COLUMNS = [
 TYPES = {"score": pa.float64()} | dict.fromkeys(
     ["attempts", "shadow", "id", "position", "start", "end", "size"], pa.int64()
 )
-PARTITION = {"dead_letters": "program", "runs": "run_id"}  # the others: customer_id
+PARTITION = {  # the others: customer_id
+    "dead_letters": "program", "runs": "run_id", "engagement_events": "idempotency_key",
+    "suppressions": "address",
+}  # fmt: skip
+UNSORTED = {"runs", "suppressions"}  # keyed by their partition alone, the others add ``sk``
 KEYS = {  # the tables whose key is not PARTITION / ``sk``: the ledger's, positions as numbers
     "event_outcomes": (("pk", "S"), ("position", "N")),
     "event_identities": (("pk", "S"), ("position", "N")),
@@ -50,6 +57,13 @@ KEYS = {  # the tables whose key is not PARTITION / ``sk``: the ledger's, positi
 }
 TABLES = list(dict.fromkeys([*COLUMNS, *KEYS]))
 """Every table of a store, as create_tables makes them."""
+INDEXES = {  # table -> (name, partition, sort or None, projection) of its global indexes
+    "outbox": [
+        ("due", "due", "send_after", "ALL"),  # sparse: pending rows (stores/dynamodb/outbox.py)
+        ("by_key", "idempotency_key", None, "KEYS_ONLY"),  # stores/dynamodb/feedback.py
+        ("by_message_id", "message_id", None, "KEYS_ONLY"),  # sparse: rows sent
+    ],
+}
 DUE_SHARDS = 16
 ATTEMPTS = 10  # rounds of unprocessed items / of conditional writes losing a race
 THREADS = 8  # concurrent conditional writes (boto3 clients are thread-safe)
@@ -65,13 +79,29 @@ def due_shard(customer_id: str) -> str:
     return f"{zlib.crc32(customer_id.encode()) % DUE_SHARDS:02d}"
 
 
+@functools.cache
 def key_schema(table: str) -> list[tuple[str, str, str]]:
     """(attribute, type ``S``/``N``, ``HASH``/``RANGE``) of each part of a table's key."""
     if table in KEYS:
         (partition, ptype), (sort, stype) = KEYS[table]
         return [(partition, ptype, "HASH"), (sort, stype, "RANGE")]
     partition = (PARTITION.get(table, "customer_id"), "S", "HASH")
-    return [partition] if table == "runs" else [partition, ("sk", "S", "RANGE")]
+    return [partition] if table in UNSORTED else [partition, ("sk", "S", "RANGE")]
+
+
+def global_indexes(table: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A table's GlobalSecondaryIndexes as create_table takes them, and the types of their
+    key attributes (all text)."""
+    specs: list[dict[str, Any]] = []
+    types: dict[str, str] = {}
+    for name, partition, sort, projection in INDEXES.get(table, []):
+        keys = [(partition, "HASH")] + ([(sort, "RANGE")] if sort else [])
+        specs.append({
+            "IndexName": name, "Projection": {"ProjectionType": projection},
+            "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in keys],
+        })  # fmt: skip
+        types |= dict.fromkeys((a for a, _ in keys), "S")
+    return specs, types
 
 
 def to_number(value: Any) -> Any:
@@ -134,13 +164,13 @@ def chunks(items: list, size: int) -> Iterator[list]:
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
-def table_key(record: dict, table: str = "candidates") -> tuple[str, str]:
-    return record[PARTITION.get(table, "customer_id")], record["sk"]
+def table_key(record: dict, table: str = "candidates") -> tuple:
+    """The values of a record's key attributes (``key_schema``), in order."""
+    return tuple(record[a] for a, _, _ in key_schema(table))
 
 
 def key_item(record: dict, table: str = "candidates") -> dict[str, Any]:
-    partition = PARTITION.get(table, "customer_id")
-    return to_item({partition: record[partition], "sk": record["sk"]})
+    return to_item({a: record[a] for a, _, _ in key_schema(table)})
 
 
 def write_rounds(records: list[dict]) -> list[list[dict]]:

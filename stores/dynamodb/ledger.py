@@ -81,17 +81,8 @@ class DynamoDBLedger:
         ]
         puts = [{"PutRequest": {"Item": to_item(i)}} for i in identities]
         self._write_many("event_identities", puts)  # before any outcome: see above
-        with ThreadPoolExecutor(min(THREADS, len(first))) as pool:
-            return sum(pool.map(self._record_outcome, first.values()))
-
-    def _record_outcome(self, row: dict) -> bool:
-        """True when ``row`` is its position's first outcome (and so is recorded)."""
-        put = self._put("event_outcomes", row, "attribute_not_exists(#pk)", {})
-        try:
-            self.client.put_item(**put)
-        except self.errors.ConditionalCheckFailedException:
-            return False
-        return True
+        with ThreadPoolExecutor(min(THREADS, len(first))) as pool:  # the first outcome wins
+            return sum(pool.map(lambda r: self.put_new("event_outcomes", r), first.values()))
 
     def seen_events(self, program: str, identities: list[str], since: datetime) -> dict[str, int]:
         """identity -> position of events already accounted for since ``since``."""

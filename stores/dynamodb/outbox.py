@@ -239,7 +239,8 @@ class DynamoDBOutbox:
 
     # -- outcomes ----------------------------------------------------------------------------
     def mark(self, owner: str, updates: list[dict], clock: str) -> int:
-        """CandidateStore.mark_outbox: one conditional UpdateItem per row."""
+        """CandidateStore.mark_outbox: one conditional UpdateItem per row; an ``address`` or
+        ``message_id`` given is kept (the latter indexed ``by_message_id``: feedback.py)."""
         keys = self._resolve([u["key"] for u in updates])
 
         def one(u: dict) -> bool:
@@ -252,6 +253,8 @@ class DynamoDBOutbox:
                 "next_attempt_at": u.get("next_attempt_at"),
                 "due": due_shard(key["customer_id"]) if u["status"] == "pending" else None,
             } | ({} if keep else _UNLEASED)  # fmt: skip
+            # kept unless given (SQLite's coalesce); an empty message id is no index key
+            fields |= {k: u[k] for k in ("address", "message_id") if u.get(k)}
             attempted = 1 if u.get("attempted", True) else 0
             done = self._update(
                 key, fields, owner, u.get("from_status", "pending"), clock, attempted

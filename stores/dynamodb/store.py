@@ -14,12 +14,14 @@ Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plai
   % 16 as ``00``..``15``, sort send_after) holds pending rows only: a dispatcher Queries the
   16 shards for ``send_after <= now`` and REMOVEs ``due`` when a row leaves pending. Sharded
   because one ``pending`` partition would be hot. Leasing (a conditional UpdateItem per row)
-  and what it guarantees: stores/dynamodb_outbox.py.
+  and what it guarantees: stores/dynamodb/outbox.py. The KEYS_ONLY GSIs ``by_key``
+  (idempotency_key) and ``by_message_id`` find a row from its feedback: stores/dynamodb/feedback.py.
 - ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
   (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
 - the streaming ledger's ``event_outcomes``, ``event_identities`` and ``stream_batches``
-  (stores/dynamodb_ledger.py) and the stream readers' ``stream_checkpoints``
-  (stores/dynamodb_checkpoints.py).
+  (stores/dynamodb/ledger.py), the stream readers' ``stream_checkpoints``
+  (stores/dynamodb/checkpoints.py), delivery feedback's ``engagement_events`` and
+  ``suppressions`` (stores/dynamodb/feedback.py).
 
 Program, stage and channel names must not contain ``#`` (a key's last part may). Pipeline
 snapshots (live_keys, contacts, opt_outs, cached_scores, table) are filtered Scans.
@@ -55,7 +57,6 @@ from stores.dynamodb.codec import (
     ATTEMPTS,
     COLUMNS,
     OUTBOX_INSERT,
-    TABLES,
     THREADS,
     backoff,
     chunks,
@@ -73,7 +74,9 @@ from stores.dynamodb.codec import (
     write_rounds,
 )
 from stores.dynamodb.customers import DynamoDBCustomers
+from stores.dynamodb.feedback import DynamoDBFeedback
 from stores.dynamodb.ledger import DynamoDBLedger
+from stores.dynamodb.tables import create_tables
 from stores.leasing import LeasedRow, LeaseRequest
 from stores.ports import Role
 
@@ -86,7 +89,7 @@ _KEEP = "#status = :live AND #expires_at > :new_created"
 _RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
 
 
-class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
+class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, DynamoDBFeedback, CandidateStore):
     """Args:
     prefix: prepended to every table name (``ceap_`` gives ``ceap_candidates`` ...).
     region: AWS region (default: boto3's, from the environment).
@@ -95,7 +98,7 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
         read-modify-write paths always read consistently.
     """
 
-    roles = frozenset(Role) - {Role.FEEDBACK}  # delivery feedback: SQLite only, so far
+    roles = frozenset(Role)
 
     def __init__(
         self,
@@ -146,37 +149,8 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
         return f"{self.prefix}{table}"
 
     def create_tables(self) -> None:
-        """Creates the missing tables, waits until they are active, enables the TTL."""
-        pages = self.client.get_paginator("list_tables").paginate()
-        existing = {n for page in pages for n in page["TableNames"]}
-        created = [t for t in TABLES if self.name(t) not in existing]
-        for table in created:
-            keys = key_schema(table)
-            extra: dict[str, Any] = {}
-            if table == "outbox":
-                extra["GlobalSecondaryIndexes"] = [{
-                    "IndexName": "due", "Projection": {"ProjectionType": "ALL"},
-                    "KeySchema": [{"AttributeName": "due", "KeyType": "HASH"},
-                                  {"AttributeName": "send_after", "KeyType": "RANGE"}],
-                }]  # fmt: skip
-            types = {a: t for a, t, _ in keys} | ({"due": "S", "send_after": "S"} if extra else {})
-            self.client.create_table(
-                TableName=self.name(table),
-                KeySchema=[{"AttributeName": a, "KeyType": k} for a, _, k in keys],
-                AttributeDefinitions=[
-                    {"AttributeName": a, "AttributeType": t} for a, t in types.items()
-                ],
-                BillingMode="PAY_PER_REQUEST",
-                **extra,
-            )
-        for table in created:
-            self.client.get_waiter("table_exists").wait(TableName=self.name(table))
-        ttl = self.client.describe_time_to_live(TableName=self.name("candidates"))
-        if ttl["TimeToLiveDescription"]["TimeToLiveStatus"] in ("DISABLED", "DISABLING"):
-            self.client.update_time_to_live(
-                TableName=self.name("candidates"),
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
-            )
+        """Creates the missing tables and indexes (stores/dynamodb/tables.py)."""
+        create_tables(self)
 
     # -- request helpers -------------------------------------------------------------------
     def read(
@@ -215,6 +189,15 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
         for chunk in chunks(requests, 25):
             request = {self.name(table): chunk}
             list(self._drain(self.client.batch_write_item, request, "UnprocessedItems"))
+
+    def put_new(self, table: str, record: dict) -> bool:
+        """PutItem of ``record`` unless its key is there (one atomic step); True if written."""
+        put = self._put(table, record, f"attribute_not_exists(#{key_schema(table)[0][0]})", {})
+        try:
+            self.client.put_item(**put)
+        except self.errors.ConditionalCheckFailedException:
+            return False
+        return True
 
     def _put(self, table: str, record: dict, condition: str, values: dict) -> dict:
         """put_item arguments: the whole item, written only if ``condition`` holds."""
@@ -315,7 +298,7 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
     def close(self) -> None:
         self.client.close()
 
-    # -- the dispatcher's outbox: stores/dynamodb_outbox.py -----------------------------------
+    # -- the dispatcher's outbox: stores/dynamodb/outbox.py -----------------------------------
     @cached_property
     def _outbox(self) -> DynamoDBOutbox:
         from stores.dynamodb.outbox import DynamoDBOutbox
@@ -324,7 +307,7 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, CandidateStore):
 
     def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:
         """Each row's claim is atomic (a conditional UpdateItem), the guards are read after
-        it: see stores/dynamodb_outbox.py for what that guarantees."""
+        it: see stores/dynamodb/outbox.py for what that guarantees."""
         return self._outbox.lease(request)
 
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:

@@ -84,7 +84,10 @@ class SqliteFeedback:
             return self._conn.total_changes - before
 
     def suppressed_addresses(self, addresses: list[str]) -> dict[str, str]:
-        keys = {address_key(a): a for a in addresses if a}
+        keys: dict[str, list[str]] = {}  # normalised -> every spelling asked about
+        for a in addresses:
+            if a:
+                keys.setdefault(address_key(a), []).append(a)
         found: dict[str, str] = {}
         names = sorted(keys)
         for i in range(0, len(names), 900):
@@ -93,5 +96,5 @@ class SqliteFeedback:
                 f"SELECT address, reason FROM suppressions WHERE address IN ({', '.join('?' * len(chunk))})",  # noqa: S608
                 chunk,
             ):
-                found[keys[address]] = reason
+                found.update(dict.fromkeys(keys[address], reason))
         return found

@@ -149,7 +149,7 @@ def test_clicks_are_touches_in_the_attribution(spec):
 
 
 class WithoutFeedback:
-    """The store, as a backend without the delivery feedback role (DynamoDB, so far)."""
+    """The store, as a backend without the delivery feedback role."""
 
     roles = frozenset(Role) - {Role.FEEDBACK}
 

@@ -278,7 +278,8 @@ def test_thousand_candidates_round_trip_exactly(store: CandidateStore) -> None:
 
 def test_tables_carry_sqlite_column_names(tmp_path, ddb: DynamoDBStore) -> None:
     sqlite = SqliteStore(tmp_path / "c.db")
-    for name in ("candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses"):
+    for name in ("candidates", "outbox", "dead_letters", "runs", "opt_outs", "responses",
+                 "event_outcomes", "stream_batches", "engagement_events", "suppressions"):  # fmt: skip
         assert ddb.table(name).column_names == sqlite.table(name).column_names, name
     for method, args in [("live_keys", ("p", T0)), ("acted_keys", (None,)), ("contacts", (T0,)),
                          ("opt_outs", ()), ("cached_scores", ("p",))]:  # fmt: skip

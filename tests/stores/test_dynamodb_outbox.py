@@ -148,6 +148,44 @@ def test_opt_out_made_after_enqueueing_is_honoured(world: World, store) -> None:
     assert rows[("C00000", "in_app")]["sent_at"] is None
 
 
+def test_a_suppressed_address_ends_later_rows_of_any_program_suppressed(
+    world: World, store, monkeypatch
+) -> None:
+    """DESIGN §8 on DynamoDB (tests/serving/test_feedback.py has it on SQLite): mail really
+    sent remembers its address and message id; once the address bounced, another program's
+    row to it ends suppressed and is never mailed."""
+    from tests.channels.conftest import PROGRAM, SmtpSink, start_smtp
+
+    monkeypatch.setenv("CEAP_SIGNING_KEY", "s" * 32)
+    monkeypatch.setenv("CEAP_SMTP_HOST", "127.0.0.1")
+    world.write_program(text=PROGRAM.format(customers=world.customers, extra=""))  # no shadow
+    text = (world.config_dir / "reviews.yaml").read_text()
+    world.write_program(name="surveys.yaml", text=text.replace("reviews", "surveys"))
+
+    def mail() -> SmtpSink:
+        sink = SmtpSink()
+        controller, port = start_smtp(sink)
+        monkeypatch.setenv("CEAP_SMTP_PORT", str(port))
+        try:
+            run(world)
+        finally:
+            controller.stop()
+        return sink
+
+    keys = world.seed(2)
+    bounced = mail().messages[0]  # the store finds it by its Message-ID, as SES names it
+    row = store.find_message(message_id=str(bounced["Message-ID"]).strip())
+    assert (row["status"], row["address"]) == ("sent", "c00000@example.com")
+    assert store.find_message(key=keys[0]) == row
+    store.suppress_addresses([("C00000@Example.COM", "bounced address", iso(NOW))])
+    world.seed(2, program="surveys")
+    assert [str(m["To"]) for m in mail().messages] == ["c00001@example.com"]
+    surveys = {r["customer_id"]: r for r in world.outbox().values() if r["program"] == "surveys"}
+    assert (surveys["C00000"]["status"], surveys["C00000"]["reason"]) == (
+        "suppressed", "bounced address")  # fmt: skip
+    assert surveys["C00001"]["status"] == "sent"
+
+
 def test_frequency_cap_counts_sent_rows_of_other_programs(world: World, monkeypatch) -> None:
     monkeypatch.setenv("CEAP_FREQUENCY_CAP", "1/7d")
     text = (world.config_dir / "reviews.yaml").read_text()

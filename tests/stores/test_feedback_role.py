@@ -18,7 +18,9 @@ def store(each_store):
     return each_store
 
 
-def sent_row(store, key: str = "k1", customer: str = "c1") -> None:
+def sent_row(store, key: str = "k1", customer: str = "c1", marks: list[dict] | None = None) -> None:
+    """An outbox row enqueued, leased and marked: sent to ``{customer}@x.org`` as
+    ``<{key}@ceap>``, or as ``marks`` (updates without their key) say."""
     row = {
         "program": "reviews", "customer_id": customer, "subject_id": "s1", "channel": "email",
         "send_after": "2026-01-01T00:00:00Z", "status": "pending", "attempts": 0,
@@ -33,9 +35,10 @@ def sent_row(store, key: str = "k1", customer: str = "c1") -> None:
         "me", "2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-02T00:10:00Z", 10,
         ["reviews"],
     ))  # fmt: skip
-    store.mark_outbox("me", [{"key": leased["idempotency_key"], "status": "sent",
-                              "sent_at": "2026-01-02T00:00:00Z", "address": f"{customer}@x.org",
-                              "message_id": f"<{key}@ceap>"}], "2026-01-02T00:00:00Z")  # fmt: skip
+    marks = marks or [{"status": "sent", "sent_at": "2026-01-02T00:00:00Z",
+                       "address": f"{customer}@x.org", "message_id": f"<{key}@ceap>"}]  # fmt: skip
+    for mark in marks:
+        assert store.mark_outbox("me", [mark | {"key": key}], "2026-01-02T00:00:00Z") == 1
 
 
 def test_a_message_is_found_by_its_key_or_provider_id(store):
@@ -69,3 +72,40 @@ def test_the_suppression_list_keeps_the_first_reason_per_normalised_address(stor
     found = store.suppressed_addresses(["BOB@example.com", "+15550001234", "amy@example.com"])
     assert found == {"BOB@example.com": "bounced address", "+15550001234": "complained"}
     assert address_key(" +1 555 000 1234 ") == "+15550001234"
+
+
+def test_a_row_keeps_its_address_and_message_id_unless_a_later_mark_gives_them(store):
+    committed = {"status": "sent", "keep_lease": True, "address": "c1@x.org"}  # before sending
+    settled = {"status": "sent", "from_status": "sent", "attempted": False, "keep_lease": True,
+               "message_id": "<k1@ceap>"}  # the provider's reply  # fmt: skip
+    again = {"status": "sent", "from_status": "sent", "attempted": False, "message_id": "<k1b@p>"}
+    sent_row(store, marks=[committed, settled])
+    row = store.find_message(key="k1")
+    assert (row["address"], row["message_id"], row["status"]) == ("c1@x.org", "<k1@ceap>", "sent")
+    assert row["program"] == "reviews" and row["shadow"] == 0 and row["channel"] == "email"
+    assert store.mark_outbox("me", [again | {"key": "k1"}], "2026-01-02T00:01:00Z") == 1
+    assert store.find_message(message_id="<k1b@p>") == row | {"message_id": "<k1b@p>"}
+
+
+def test_the_key_wins_over_the_message_id_and_empty_names_match_nothing(store):
+    sent_row(store)
+    sent_row(store, key="k2", customer="c2")
+    assert store.find_message(message_id="") is None and store.find_message(key="") is None
+    assert store.find_message(message_id="<nope@ceap>") is None
+    assert store.find_message(key="k2", message_id="<k1@ceap>")["customer_id"] == "c2"
+
+
+def test_suppressed_addresses_reads_many_at_once(store):
+    addresses = [f"u{i}@example.com" for i in range(150)]
+    at = "2026-01-02T00:00:00Z"
+    assert store.suppress_addresses([(a, "complained", at) for a in addresses]) == 150
+    assert store.suppress_addresses([(" ", "complained", at), ("", "complained", at)]) == 0
+    found = store.suppressed_addresses([*addresses, *(f"v{i}@example.com" for i in range(100))])
+    assert found == dict.fromkeys(addresses, "complained")
+    assert store.suppressed_addresses([]) == {}
+
+
+def test_every_spelling_of_a_suppressed_address_is_reported(store):
+    store.suppress_addresses([("bob@example.com", "complained", "2026-01-02T00:00:00Z")])
+    found = store.suppressed_addresses(["Bob@Example.com", "bob@example.com"])
+    assert found == {"Bob@Example.com": "complained", "bob@example.com": "complained"}
