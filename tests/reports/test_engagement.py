@@ -78,9 +78,9 @@ def spec(tmp_path) -> str:
     rows = [_candidate(c) for c in ARMS]
     store.upsert_candidates(pa.table({c: [r[c] for r in rows] for c in CANDIDATE_COLUMNS}))
     store.connection.executemany(
-        "INSERT INTO outbox (program, customer_id, subject_id, channel, send_after, status, "
-        "idempotency_key, sent_at, updated_at, created_at) VALUES (?, ?, 'S', ?, ?, ?, ?, ?, ?, ?)",
-        [(PROGRAM, c, ch, DAY, st, f"{c}-{ch}", sent, sent or at("10:00"), DAY)
+        "INSERT INTO outbox (program, customer_id, subject_id, channel, step, send_after, status, "
+        "idempotency_key, sent_at, updated_at, created_at) VALUES (?, ?, 'S', ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(PROGRAM, c, ch, ch, DAY, st, f"{c}-{ch}", sent, sent or at("10:00"), DAY)
          for c, ch, st, sent in OUTBOX],
     )  # fmt: skip
     events = [

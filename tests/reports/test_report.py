@@ -62,9 +62,9 @@ def spec(tmp_path) -> str:
         ("C0", "email", "sent", "2026-10-31T10:00:00Z", "2026-10-31T10:00:00Z"),
     ]
     con.executemany(
-        "INSERT INTO outbox (program, customer_id, subject_id, channel, send_after, status, "
-        "idempotency_key, sent_at, updated_at, created_at) VALUES ('reviews', ?, 'P', ?, ?, ?, ?, ?, ?, ?)",
-        [(c, ch, DAY, st, f"{c}{ch}", sent, upd, DAY) for c, ch, st, sent, upd in outbox],
+        "INSERT INTO outbox (program, customer_id, subject_id, channel, step, send_after, status, "
+        "idempotency_key, sent_at, updated_at, created_at) VALUES ('reviews', ?, 'P', ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(c, ch, ch, DAY, st, f"{c}{ch}", sent, upd, DAY) for c, ch, st, sent, upd in outbox],
     )
     con.executemany(
         "INSERT INTO responses VALUES ('reviews', ?1, 'P', 'null', ?2, ?1)",

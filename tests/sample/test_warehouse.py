@@ -219,10 +219,14 @@ def test_timestamps_are_relative_to_as_of(tables: dict[str, pa.Table]) -> None:
             low, high = (v.as_py() for v in pc.min_max(table[field.name]).values())
             if field.name == "starts_at":  # upcoming events
                 assert AS_OF < low <= high <= horizon, (name, field.name)
+            elif field.name == "ends_at":  # ... that last 2 to 6 hours
+                starts, ends = table["starts_at"], table["ends_at"]
+                hours = pc.divide(pc.cast(pc.subtract(ends, starts), pa.int64()), 3_600_000_000)
+                assert pc.min(hours).as_py() >= 2 and pc.max(hours).as_py() <= 6
             else:
                 assert window < low <= high <= AS_OF, (name, field.name)
             seen += 1
-    assert seen == 12
+    assert seen == 13
     released = tables["tracks"]["released_at"].to_pylist()
     assert any(t > AS_OF - timedelta(days=7) for t in released)
 
