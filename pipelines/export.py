@@ -42,7 +42,8 @@ files; readers with Hive partitioning turn them back into columns. Schema (Parqu
       idempotency_key string, reason string (why suppressed or failed; ``shadow`` for shadow
       sends, whose message preview is not exported), template string, shadow boolean,
       created_at timestamp, sent_at timestamp, updated_at timestamp, model_id string,
-      treatment string (the candidate's arm)
+      treatment string (the candidate's arm), step string (the journey step: the channel
+      type unless named)
   responses: customer_id string, subject_id string, response string (JSON), created_at
       timestamp, model_id string, treatment string (the responding candidate's arm)
   events: customer_id string, subject_id string, channel string, step string (the channel

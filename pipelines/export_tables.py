@@ -29,7 +29,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("send_after", TS), ("status", pa.string()), ("attempts", pa.int64()),
         ("idempotency_key", pa.string()), ("reason", pa.string()), ("template", pa.string()),
         ("shadow", pa.bool_()), ("created_at", TS), ("sent_at", TS), ("updated_at", TS),
-        ("model_id", pa.string()), ("treatment", pa.string()),
+        ("model_id", pa.string()), ("treatment", pa.string()), ("step", pa.string()),
     ]),
     "responses": pa.schema([
         ("customer_id", pa.string()), ("subject_id", pa.string()), ("response", pa.string()),
@@ -60,7 +60,8 @@ QUERIES: dict[str, str] = {
         "SELECT o.program, o.customer_id, o.subject_id, o.channel, o.send_after, o.status, "
         "o.attempts, o.idempotency_key, CASE WHEN o.status = 'shadowed' THEN 'shadow' "
         "ELSE o.reason END AS reason, o.template, o.shadow, o.created_at, o.sent_at, "
-        f"o.updated_at, c.model_id, c.treatment FROM outbox o {_ARM.format(t='o')} "
+        f"o.updated_at, c.model_id, c.treatment, coalesce(o.step, o.channel) AS step "
+        f"FROM outbox o {_ARM.format(t='o')} "
         "WHERE (o.created_at >= ? AND o.created_at < ?) OR (o.sent_at >= ? AND o.sent_at < ?) "
         "ORDER BY o.program"
     ),
@@ -87,7 +88,7 @@ SOURCE_COLUMNS = {  # what the queries read from each store table (absent ones r
                    "status"],
     "outbox": ["program", "customer_id", "subject_id", "channel", "send_after", "status",
                "attempts", "idempotency_key", "reason", "template", "shadow", "created_at",
-               "sent_at", "updated_at"],
+               "sent_at", "updated_at", "step"],
     "responses": ["program", "customer_id", "subject_id", "response", "created_at"],
     "engagement_events": ["program", "customer_id", "subject_id", "channel", "step",
                           "idempotency_key", "event", "at", "detail"],
