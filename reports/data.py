@@ -37,6 +37,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from reports.steps import step_rows
+
 TOUCH_TIME = "CASE WHEN o.status = 'sent' THEN o.sent_at ELSE o.updated_at END"
 
 
@@ -66,6 +68,9 @@ class ReportData:
     unsubscribed (see the module docstring)."""
     attribution: list[dict[str, Any]] = field(default_factory=list)
     """Per channel: last_touch responses and share, multi_touch credit and share."""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    """Per journey step: its plan (channel, timing, when), rows by status, suppression and
+    failure reasons, responded after it (reports/steps.py)."""
     responses: int = 0
     attributed: int = 0
     multi_touch_responses: int = 0
@@ -105,8 +110,11 @@ def funnel_stages(funnel: dict[str, Any]) -> list[dict[str, Any]]:
     return stages
 
 
-def load(store, program: str, day: str | None, generated_at: str) -> ReportData:
-    """Reads ``store`` (a CandidateStore) and computes the report of ``program``."""
+def load(
+    store, program: str, day: str | None, generated_at: str, plan: list | None = None
+) -> ReportData:
+    """Reads ``store`` (a CandidateStore) and computes the report of ``program`` (``plan``:
+    its journey steps, ``reports.steps.plan_of``, when its config could be read)."""
     con = duckdb.connect()
     for name, arrow in _tables(store).items():
         con.register(f"{name}_all", _with_columns(name, arrow))
@@ -132,6 +140,7 @@ def load(store, program: str, day: str | None, generated_at: str) -> ReportData:
     _channels(con, data, program)
     _engagement(con, data, program)
     _attribution(con, data)
+    data.steps = step_rows(con, program, plan)
     return data
 
 
@@ -251,7 +260,7 @@ def _with_columns(name: str, arrow: pa.Table) -> pa.Table:
         "candidates": ["program", "customer_id", "subject_id", "score", "model_id", "treatment",
                        "created_at", "status"],
         "outbox": ["program", "customer_id", "subject_id", "channel", "status", "sent_at",
-                   "updated_at", "idempotency_key"],
+                   "updated_at", "idempotency_key", "step", "reason"],
         "engagement_events": ["program", "customer_id", "subject_id", "channel",
                               "idempotency_key", "event", "at"],
         "responses": ["program", "customer_id", "subject_id", "created_at"],

@@ -94,6 +94,25 @@ were only rehearsed: they reached nobody and are counted apart.</p>
 <td class="n">{{ "{:,}".format(e.complained) }}</td><td class="n">{{ "{:,}".format(e.unsubscribed) }}</td></tr>
 {% endfor %}</table>
 
+{% if d.steps %}<h2 id="journey">Journey</h2>
+<p>Each step of the program, in order, and what became of its rows; responded counts the
+candidates that responded after the step reached them.</p>
+<div id="journey-picture" style="display:flex;flex-wrap:wrap;gap:.4em;align-items:stretch">
+{% for s in d.steps %}<div style="border:1px solid #bbb;border-radius:6px;padding:.4em .7em;min-width:11em">
+<b>{{ s.step }}</b> <span class="muted">{{ s.channel }}</span><br>
+<span class="muted">{{ s.timing }}{% if s.when and s.when != "always" %}; when {{ s.when }}{% endif %}</span><br>
+sent {{ "{:,}".format(s.sent) }}{% if s.shadowed %} · shadowed {{ "{:,}".format(s.shadowed) }}{% endif %}
+· suppressed {{ "{:,}".format(s.suppressed) }} · responded {{ "{:,}".format(s.responded) }}
+{% if s.waiting or s.pending %}<br><span class="muted">waiting {{ "{:,}".format(s.waiting) }} · pending {{ "{:,}".format(s.pending) }}</span>{% endif %}
+</div>{% if not loop.last %}<div style="align-self:center">&rarr;</div>{% endif %}{% endfor %}
+</div>
+<table id="steps-table"><tr><th>step</th><th>channel</th><th>after</th><th>sent</th><th>shadowed</th>
+<th>suppressed</th><th>failed</th><th>pending</th><th>waiting</th><th>responded</th><th>why suppressed or failed</th></tr>
+{% for s in d.steps %}<tr><td>{{ s.step }}</td><td>{{ s.channel }}</td><td>{{ s.after or "" }}</td>
+{% for k in ("sent", "shadowed", "suppressed", "failed", "pending", "waiting", "responded") %}<td class="n">{{ "{:,}".format(s[k]) }}</td>{% endfor %}
+<td>{% for reason, n in s.reasons.items() %}{{ reason }}: {{ "{:,}".format(n) }}{% if not loop.last %}; {% endif %}{% endfor %}</td></tr>
+{% endfor %}</table>{% endif %}
+
 <h2 id="attribution">Attribution</h2>
 <p>{{ "{:,}".format(d.responses) }} responses; {{ "{:,}".format(d.attributed) }} reached by a channel before
 responding, {{ "{:,}".format(d.multi_touch_responses) }} of them by two or more channels
@@ -150,7 +169,9 @@ def render(data: ReportData) -> str:
     )
 
 
-def build_report(program: str, day: str | None = None, store: str = "sqlite") -> ReportData:
+def build_report(
+    program: str, day: str | None = None, store: str = "sqlite", config_dir: str | None = None
+) -> ReportData:
     from ceap.context import RunContext
     from stores.base import iso
     from stores.ports import require_roles
@@ -159,9 +180,22 @@ def build_report(program: str, day: str | None = None, store: str = "sqlite") ->
     s = open_store(store)
     try:
         require_roles(s, "report", store)
-        return load(s, program, day, iso(RunContext.utcnow()))
+        return load(s, program, day, iso(RunContext.utcnow()), _plan(program, config_dir))
     finally:
         s.close()
+
+
+def _plan(program: str, config_dir: str | None) -> list | None:
+    """The program's journey steps from its config, or None when it cannot be read (the
+    report still shows every step the store holds)."""
+    from ceap.errors import CeapError
+    from configs.programs import load_by_name
+    from reports.steps import plan_of
+
+    try:
+        return plan_of(load_by_name(program, Path(config_dir or default_config_dir())))
+    except CeapError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ceap: --date must be YYYY-MM-DD, not {args.date!r}", file=sys.stderr)
             return EXIT_USAGE
     try:
-        data = build_report(args.program, args.date, args.store)
+        data = build_report(args.program, args.date, args.store, args.config_dir)
     except Exception as exc:  # noqa: BLE001 - reported, not a traceback
         print(f"ceap: report failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -150,3 +150,24 @@ def test_scenario_3_runs_as_a_journey(tmp_path, http_api, monkeypatch):  # noqa:
         assert len(pushes) == 1 and len(sink.messages) == mails + 1
     finally:
         controller.stop()
+
+
+def test_the_report_shows_the_journey_per_step(tmp_path, http_api):  # noqa: F811
+    """After the batch alone: every step with its rows, in the plan's order."""
+    from reports.html import build_report, render
+
+    push_url, _ = http_api
+    configs = world(tmp_path, push_url)
+    batch(tmp_path, configs)
+    data = build_report("meetup", store=f"sqlite:///{tmp_path / 'home' / 'ceap.db'}",
+                        config_dir=str(configs))  # fmt: skip
+    steps = {s["step"]: s for s in data.steps}
+    assert list(steps) == ["invite", "banner", "reminder", "survey"]
+    assert (
+        steps["invite"]["pending"] == 6
+        and steps["invite"]["timing"] == "+0s after the event, 10:00 local"
+    )
+    assert steps["reminder"]["suppressed"] == 1 and steps["reminder"]["reasons"] == {"too late": 1}
+    assert steps["reminder"]["when"] == "responded" and steps["reminder"]["pending"] == 5
+    html = render(data)
+    assert 'id="journey-picture"' in html and "at starts_at -1d" in html
