@@ -21,12 +21,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from ceap.resilience import backoff_delay
 from stores.base import CANDIDATE_COLUMNS, DEAD_LETTER_COLUMNS, ENGAGEMENT_COLUMNS, OUTBOX_COLUMNS
 
-OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at"]
+OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "step"]
 # table() returns SqliteStore's columns in its order (dead_letters.id has no equivalent: null)
 COLUMNS = {
     "candidates": [*CANDIDATE_COLUMNS, "updated_at"],
-    "outbox": [*OUTBOX_INSERT, "updated_at", "sent_at", "lease_owner", "lease_until",
-               "next_attempt_at", "address", "message_id"],
+    "outbox": ["program", "customer_id", "subject_id", "channel", "step", "send_after", "status",
+               "attempts", "idempotency_key", "reason", "template", "shadow", "created_at",
+               "updated_at", "sent_at", "lease_owner", "lease_until", "next_attempt_at",
+               "address", "message_id"],
     "dead_letters": ["id", *DEAD_LETTER_COLUMNS],
     "opt_outs": ["customer_id", "program", "channel", "created_at"],
     "responses": ["program", "customer_id", "subject_id", "response", "created_at", "response_id"],

@@ -2,7 +2,7 @@
 ``suppress_addresses`` and ``suppressed_addresses`` of DynamoDBStore, with SqliteFeedback's
 semantics (stores/sqlite/feedback.py). A mixin over the store's request helpers.
 
-Finding a message. The outbox is keyed by customer and ``program#subject_id#channel``, while
+Finding a message. The outbox is keyed by customer and ``program#subject_id#step``, while
 feedback names a row by its idempotency key (the tokens in links, ``POST /v1/deliveries``) or
 by the provider's message id (SES, WhatsApp). Two KEYS_ONLY global indexes of the outbox map
 each to the row's key: ``by_key`` (idempotency_key: every row) and ``by_message_id`` (sparse:
@@ -39,7 +39,7 @@ from stores.base import ENGAGEMENT_COLUMNS, address_key, iso
 from stores.dynamodb.codec import THREADS, from_item, sort_key, table_key, to_item, typed_value
 
 _MESSAGE_COLUMNS = (
-    "program", "customer_id", "subject_id", "channel", "idempotency_key", "address",
+    "program", "customer_id", "subject_id", "channel", "step", "idempotency_key", "address",
     "message_id", "status", "shadow",
 )  # fmt: skip
 
@@ -70,6 +70,7 @@ class DynamoDBFeedback:
             item = self.client.get_item(**request).get("Item")
             if item is not None:
                 row = from_item(item)
+                row.setdefault("step", row["channel"])  # enqueued before journeys
                 return {c: typed_value(c, row.get(c)) for c in _MESSAGE_COLUMNS}
         return None
 

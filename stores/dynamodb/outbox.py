@@ -1,12 +1,13 @@
 """The dispatcher's outbox on DynamoDB: ``lease_outbox``, ``mark_outbox``, ``release_outbox``
 and ``outbox_status`` of DynamoDBStore, with SqliteStore's semantics where DynamoDB allows.
 
-How a lease is taken. Due rows are found on the sparse GSI ``due`` (pending rows only, 16
-shards, sort key send_after): each shard is Queried for ``send_after <= now`` with the lease,
-retry time, program and channel as a filter, and the oldest rows of all shards are claimed
-one by one (8 threads) with an UpdateItem conditioned on the row, read at the claim, still
-being pending, due, with its lease free or expired and its retry time reached. The claim
-returns the row (ALL_NEW), so the GSI's eventual consistency only costs a wasted claim.
+How a lease is taken. Due rows are found on the sparse GSI ``due`` (pending rows only, not
+``waiting`` journey steps; 16 shards, sort key send_after): each shard is Queried for
+``send_after <= now`` with the lease, retry time, program and channel as a filter, and the
+oldest rows of all shards are claimed one by one (8 threads) with an UpdateItem conditioned
+on the row, read at the claim, still being pending, due, with its lease free or expired and
+its retry time reached. The claim returns the row (ALL_NEW), so the GSI's eventual
+consistency only costs a wasted claim.
 
 What is atomic, and what is not (DynamoDB has no transaction over a query, so the lease is
 not the single step SqliteStore's ``BEGIN IMMEDIATE`` makes it):
@@ -28,9 +29,11 @@ not the single step SqliteStore's ``BEGIN IMMEDIATE`` makes it):
   may suppress, so the customer can get fewer contacts than the cap allows (SQLite's single
   writer lets the first one through). Rows of one customer in one batch are counted by the
   dispatcher itself.
+- with ``LeaseRequest.conditions``, the facts of journey conditions, read after the claims
+  too (``responded``, ``engaged``: stores/dynamodb/journeys.py).
 
 ``mark`` and ``release`` name rows by idempotency key, while the table is keyed by customer
-and ``program#subject_id#channel``: the keys of rows this store leased are remembered; a key
+and ``program#subject_id#step``: the keys of rows this store leased are remembered; a key
 it did not lease (another process marking with the same owner) is found with one Scan.
 """
 
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
 
 # The fields of a leased row, as SqliteStore returns them (plus the candidate's and guards').
 _ROW = [
-    "program", "customer_id", "subject_id", "channel", "send_after", "attempts",
+    "program", "customer_id", "subject_id", "channel", "step", "send_after", "attempts",
     "idempotency_key", "template", "shadow",
 ]  # fmt: skip
 _CANDIDATE = {"status": "cand_status", "expires_at": "expires_at", "action": "action",
@@ -105,6 +108,8 @@ class DynamoDBOutbox:
                     rows += [r for r in pool.map(lambda k: self._claim(k, values), batch) if r]
             rows.sort(key=lambda r: (r["send_after"], r["rowid"]))
             self._attach_guards(rows, owner, clock, cap_since or {})
+            if request.conditions and rows:
+                self._store.attach_journey_facts(rows)
             decisions = screen(rows) if screen is not None and rows else []
         except BaseException:
             self.release(owner, [r["idempotency_key"] for r in rows])
@@ -161,6 +166,7 @@ class DynamoDBOutbox:
         except self.errors.ConditionalCheckFailedException:
             return None
         self._keys[item["idempotency_key"]] = key
+        item.setdefault("step", item["channel"])  # enqueued before journeys: the channel's step
         return {"rowid": item["idempotency_key"]} | {c: typed_value(c, item.get(c)) for c in _ROW}
 
     def _attach_guards(

@@ -9,13 +9,17 @@ Tables, on-demand billing, partition key / sort key ``sk`` (fields are also plai
 - ``candidates``: customer_id / ``program#subject_id``: the Serving API reads a customer's
   candidates with one Query. ``ttl`` = expires_at in epoch seconds lets DynamoDB delete
   expired rows; reads still compare expires_at, as deletion lags by up to days.
-- ``outbox``: customer_id / ``program#subject_id#channel``: a customer's contacts (frequency
-  caps) are one Query. Due rows: the sparse GSI ``due`` (partition ``due`` = crc32(customer_id)
-  % 16 as ``00``..``15``, sort send_after) holds pending rows only: a dispatcher Queries the
-  16 shards for ``send_after <= now`` and REMOVEs ``due`` when a row leaves pending. Sharded
-  because one ``pending`` partition would be hot. Leasing (a conditional UpdateItem per row)
-  and what it guarantees: stores/dynamodb/outbox.py. The KEYS_ONLY GSIs ``by_key``
-  (idempotency_key) and ``by_message_id`` find a row from its feedback: stores/dynamodb/feedback.py.
+- ``outbox``: customer_id / ``program#subject_id#step`` (a journey step, DESIGN §9: the
+  channel type unless named, so ``program#subject_id#channel`` for a program's default
+  steps; an item without ``step`` is its channel's): a customer's contacts (frequency caps)
+  are one Query. Due rows: the sparse GSI ``due`` (partition ``due`` = crc32(customer_id)
+  % 16 as ``00``..``15``, sort send_after) holds pending rows only (not ``waiting`` ones): a
+  dispatcher Queries the 16 shards for ``send_after <= now`` and REMOVEs ``due`` when a row
+  leaves pending. Sharded because one ``pending`` partition would be hot. Leasing (a
+  conditional UpdateItem per row) and what it guarantees: stores/dynamodb/outbox.py; waiting
+  steps and the facts of ``when:`` conditions: stores/dynamodb/journeys.py. The KEYS_ONLY
+  GSIs ``by_key`` (idempotency_key) and ``by_message_id`` find a row from its feedback:
+  stores/dynamodb/feedback.py.
 - ``dead_letters``: program / ``stage#origin``; ``opt_outs``: customer_id / ``program#channel``
   (``*`` = all); ``responses``: customer_id / ``program#subject_id#created_at``; ``runs``: run_id.
 - the streaming ledger's ``event_outcomes``, ``event_identities`` and ``stream_batches``
@@ -75,6 +79,7 @@ from stores.dynamodb.codec import (
 )
 from stores.dynamodb.customers import DynamoDBCustomers
 from stores.dynamodb.feedback import DynamoDBFeedback
+from stores.dynamodb.journeys import DynamoDBJourneys
 from stores.dynamodb.ledger import DynamoDBLedger
 from stores.dynamodb.tables import create_tables
 from stores.leasing import LeasedRow, LeaseRequest
@@ -89,7 +94,9 @@ _KEEP = "#status = :live AND #expires_at > :new_created"
 _RENEW = f"attribute_exists(#sk) AND NOT #status IN (:consumed, :suppressed) AND NOT ({_KEEP})"
 
 
-class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, DynamoDBFeedback, CandidateStore):
+class DynamoDBStore(
+    DynamoDBCustomers, DynamoDBLedger, DynamoDBFeedback, DynamoDBJourneys, CandidateStore
+):
     """Args:
     prefix: prepended to every table name (``ceap_`` gives ``ceap_candidates`` ...).
     region: AWS region (default: boto3's, from the environment).
@@ -268,13 +275,15 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, DynamoDBFeedback, Candida
         return len(puts)
 
     def enqueue_outbox(self, rows: pa.Table) -> int:
+        """One item per candidate and step (``step``: a column of ``rows``, else the channel)."""
+        if "step" not in rows.column_names:
+            rows = rows.append_column("step", rows.column("channel"))
         records = rows.select(OUTBOX_INSERT).to_pylist()
         for r in records:
-            r["sk"], r["updated_at"] = (
-                sort_key(r["program"], r["subject_id"], r["channel"]),
-                r["created_at"],
-            )
-            if r["status"] == "pending":  # the sparse due index holds pending rows only
+            r["step"] = r["step"] or r["channel"]
+            r["sk"] = sort_key(r["program"], r["subject_id"], r["step"])
+            r["updated_at"] = r["created_at"]
+            if r["status"] == "pending":  # the sparse due index: pending rows only, not waiting
                 r["due"] = due_shard(r["customer_id"])
         return self._insert_new("outbox", records)
 
@@ -293,7 +302,11 @@ class DynamoDBStore(DynamoDBCustomers, DynamoDBLedger, DynamoDBFeedback, Candida
     def table(self, name: str) -> pa.Table:
         if name not in COLUMNS:
             raise ValueError(f"no table {name!r}")
-        return to_arrow(self.read("scan", name, None, {}), COLUMNS[name])
+        items = self.read("scan", name, None, {})
+        if name == "outbox":  # written before journeys: the channel's step
+            for item in items:
+                item.setdefault("step", item.get("channel"))
+        return to_arrow(items, COLUMNS[name])
 
     def close(self) -> None:
         self.client.close()
