@@ -2,16 +2,18 @@
 email invitation at 10:00, an in-app banner, a push reminder the day before the event only
 to those who registered, a survey email after it only to them; each event capped at its
 capacity. Real mail to a local SMTP server, push to a loopback HTTP provider, the
-registration through ``POST /v1/responses``; a re-run and a second dispatch change nothing."""
+registration through ``POST /v1/responses``; a re-run and a second dispatch change nothing.
+On the embedded SQLite default, and on DynamoDB (moto's server on loopback): the batch
+through ``run.py --store``, dispatch and the Serving API on the same store spec."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from uuid import uuid4
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from channels.dispatcher import dispatch
 from serving.app import create_app
+from stores.spec import open_store
 from tests.channels.conftest import SmtpSink, start_smtp
 from tests.channels.test_adapters import http_api  # noqa: F401 - a fixture
 
@@ -78,32 +81,49 @@ def world(root: Path, push_url: str) -> Path:
     return configs
 
 
-def batch(root: Path, configs: Path) -> subprocess.CompletedProcess:
+def batch(root: Path, configs: Path, store: str | None = None) -> subprocess.CompletedProcess:
+    """``run.py`` on the default store of ``root/home``, or on ``store`` (the environment,
+    moto's fake AWS credentials included, is passed on)."""
     env = {**os.environ, "CEAP_HOME": str(root / "home"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "--program", "meetup", "--config-dir", str(configs),
-         "--now", "2026-05-01T08:00:00Z"],
+         "--now", "2026-05-01T08:00:00Z", *(["--store", store] if store else [])],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done
 
 
-def outbox(db: Path) -> dict[tuple[str, str, str], tuple]:
-    with sqlite3.connect(db) as con:
-        rows = con.execute(
-            "SELECT customer_id, subject_id, step, status, reason, send_after FROM outbox"
-        ).fetchall()
-    return {(c, s, step): (status, reason, after) for c, s, step, status, reason, after in rows}
+def outbox(spec: str) -> dict[tuple[str, str, str], tuple]:
+    """(customer, subject, step) -> (status, reason, send_after), on any store."""
+    store = open_store(spec)
+    try:
+        rows = store.table("outbox").to_pylist()
+    finally:
+        store.close()
+    return {
+        (r["customer_id"], r["subject_id"], r["step"]): (r["status"], r["reason"], r["send_after"])
+        for r in rows
+    }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.integration)])
+def store_spec(request: pytest.FixtureRequest, tmp_path) -> tuple[str, str | None]:
+    """(the store's spec, what ``run.py --store`` is given: None for the embedded default)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'ceap.db'}", None
+    endpoint = request.getfixturevalue("moto_endpoint")
+    spec = f"dynamodb://j{uuid4().hex[:10]}_?region=us-east-1&endpoint_url={endpoint}"
+    return spec, spec
 
 
 @pytest.mark.slow
-def test_scenario_3_runs_as_a_journey(tmp_path, http_api, monkeypatch):  # noqa: F811
+def test_scenario_3_runs_as_a_journey(tmp_path, http_api, monkeypatch, store_spec):  # noqa: F811
     push_url, pushes = http_api
     configs = world(tmp_path, push_url)
-    db = tmp_path / "home" / "ceap.db"
-    batch(tmp_path, configs)
-    rows = outbox(db)
+    spec, store = store_spec
+    batch(tmp_path, configs, store)
+    rows = outbox(spec)
     # E1 holds 2 (c1, c2 by interest): c3, c4 ranked out; E2 takes its 3; E3 has begun.
     assert {(c, s) for c, s, _ in rows} == {("c1", "E1"), ("c2", "E1"), ("c1", "E2"),
                                           ("c5", "E2"), ("c6", "E2"), ("c7", "E3")}  # fmt: skip
@@ -117,7 +137,6 @@ def test_scenario_3_runs_as_a_journey(tmp_path, http_api, monkeypatch):  # noqa:
     controller, port = start_smtp(sink)
     monkeypatch.setenv("CEAP_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("CEAP_SMTP_PORT", str(port))
-    spec = f"sqlite:///{db}"
     try:
         early = dispatch(spec, configs, now=T("2026-05-01T09:00:00Z"))  # before 10:00: banners
         assert early.total("sent") == 6 and sink.messages == []
@@ -133,20 +152,20 @@ def test_scenario_3_runs_as_a_journey(tmp_path, http_api, monkeypatch):  # noqa:
         reminders = dispatch(spec, configs, now=T("2026-05-09T18:30:00Z"))
         assert [p["body"]["message"]["token"] for p in pushes] == ["tok-c1"]
         assert reminders.counts[("push", "sent")] == 1
-        after = outbox(db)
+        after = outbox(spec)
         assert after[("c2", "E1", "reminder")][:2] == ("suppressed", "condition not met: responded")
         assert after[("c5", "E2", "reminder")][:2] == ("suppressed", "condition not met: responded")
         mails = len(sink.messages)
         surveys = dispatch(spec, configs, now=T("2026-05-11T09:00:00Z"))  # 22:00 was quiet hours
         assert [str(m["To"]) for m in sink.messages[mails:]] == ["c1@example.com"]
         assert surveys.counts[("email", "sent")] == 1
-        settled = outbox(db)
+        settled = outbox(spec)
         assert settled[("c1", "E1", "survey")][0] == "sent"
         assert settled[("c2", "E1", "survey")][:2] == ("suppressed", "condition not met: responded")
         # A re-run of the batch and a second dispatch change nothing.
-        batch(tmp_path, configs)
+        batch(tmp_path, configs, store)
         again = dispatch(spec, configs, now=T("2026-05-11T09:00:00Z"))
-        assert outbox(db) == settled and again.total("sent") == 0
+        assert outbox(spec) == settled and again.total("sent") == 0
         assert len(pushes) == 1 and len(sink.messages) == mails + 1
     finally:
         controller.stop()
