@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
 );
 """
 _MESSAGE_COLUMNS = (
-    "program", "customer_id", "subject_id", "channel", "idempotency_key", "address",
+    "program", "customer_id", "subject_id", "channel", "step", "idempotency_key", "address",
     "message_id", "status", "shadow",
 )  # fmt: skip
 

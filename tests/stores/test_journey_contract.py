@@ -6,11 +6,9 @@ alike on SQLite and DynamoDB (moto)."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pytest
 
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore
 from stores.leasing import LeaseRequest
-from stores.sqlite import SqliteStore
 from tests.stores.test_contract import LATER, NOW, candidate
 
 EARLIER = "2026-11-25T09:00:00Z"
@@ -146,14 +144,9 @@ def test_a_lease_with_conditions_reads_responses_and_the_candidates_opens_and_cl
     assert plain and not any("responded" in r or "engaged" in r for r in plain)
 
 
-def test_a_messages_row_names_its_step(each_store, request):
+def test_a_messages_row_names_its_step(each_store):
     """Engagement events take their step from the row find_message returns
     (serving/feedback.py), so ``opened:invite`` can only be met if it names the step."""
-    if isinstance(each_store, SqliteStore):
-        request.applymarker(pytest.mark.xfail(
-            reason="SqliteFeedback.find_message does not select the outbox's step column "
-                   "(stores/sqlite/feedback.py _MESSAGE_COLUMNS)", strict=True,
-        ))  # fmt: skip
     store = each_store
     add_candidates(store, "s1")
     store.enqueue_outbox(steps({"step": "invite"}))
