@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ceap.errors import ConfigError
 from ceap.home import sqlite_path
+from stores.uri import StoreSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stream_checkpoints (
@@ -42,18 +43,21 @@ def checkpoint_path(path_or_spec: str | Path | None) -> Path:
     or a plain file path. A DynamoDB spec has none: its checkpoints are in a table."""
     if path_or_spec is None or isinstance(path_or_spec, Path):
         return path_or_spec or sqlite_path()
-    spec = str(path_or_spec)
-    if spec == "sqlite" or spec.startswith("sqlite:"):
-        from stores.spec import open_store
+    spec = _store_spec(path_or_spec)
+    if spec is None:
+        return Path(path_or_spec)
+    if not spec.local:
+        raise ConfigError(f"stream checkpoints: store {spec} has no SQLite file")
+    return spec.database()
 
-        store = open_store(spec)  # the store's own reading of its spec, and its tables
-        try:
-            return Path(store.path)
-        finally:
-            store.close()
-    if "://" in spec or spec.startswith("dynamodb:"):
-        raise ConfigError(f"stream checkpoints: store {spec!r} has no SQLite file")
-    return Path(spec)
+
+def _store_spec(value: str | Path | None) -> StoreSpec | None:
+    """``value`` as a store spec when it is one (``sqlite...``, ``dynamodb://...``), else
+    None (a plain file path)."""
+    text = str(value)
+    if text == "sqlite" or text.startswith(("sqlite:", "dynamodb:")) or "://" in text:
+        return StoreSpec.parse(text)
+    return None
 
 
 def is_sequence_number(value: str) -> bool:
@@ -70,7 +74,8 @@ class Checkpoints:
 
     def __init__(self, path_or_spec: str | Path | None = "sqlite") -> None:
         self.path: Path | None = None
-        if isinstance(path_or_spec, str) and path_or_spec.startswith("dynamodb:"):
+        spec = _store_spec(path_or_spec) if isinstance(path_or_spec, str) else None
+        if spec is not None and not spec.local:
             from stores.dynamodb.checkpoints import DynamoDBCheckpoints
             from stores.spec import open_store
 

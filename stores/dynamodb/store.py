@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pyarrow as pa
@@ -84,6 +83,7 @@ from stores.dynamodb.ledger import DynamoDBLedger
 from stores.dynamodb.tables import create_tables
 from stores.leasing import LeasedRow, LeaseRequest
 from stores.ports import Role
+from stores.uri import StoreSpec
 
 if TYPE_CHECKING:
     from stores.dynamodb.outbox import DynamoDBOutbox
@@ -122,23 +122,17 @@ class DynamoDBStore(
         self.errors = self.client.exceptions
 
     @classmethod
-    def from_spec(cls, spec: str) -> DynamoDBStore:
+    def from_spec(cls, spec: str | StoreSpec) -> DynamoDBStore:
         """``dynamodb://<prefix>?region=..&endpoint_url=..&consistent=true&create=false``."""
-        from ceap.errors import ConfigError
-
-        parts = urlsplit(spec)
-        params = dict(parse_qsl(parts.query))
-        unknown = sorted(set(params) - {"region", "endpoint_url", "consistent", "create"})
-        if parts.scheme != "dynamodb" or unknown:
-            raise ConfigError(
-                f"bad store {spec!r} (unknown {unknown}); expected dynamodb://"
-                "<table-prefix>?region=..&endpoint_url=..&consistent=true"
-            )
+        parsed = StoreSpec.parse(spec)
+        if parsed.kind != "dynamodb":
+            raise StoreError(f"store {parsed}: not a DynamoDB store")
+        spec, params = parsed.text, parsed.params
         truthy = ("1", "true", "yes")
         _require_aws(spec)
         try:
             store = cls(
-                prefix=parts.netloc + parts.path.lstrip("/"),
+                prefix=parsed.prefix,
                 region=params.get("region"),
                 endpoint_url=params.get("endpoint_url") or os.environ.get("CEAP_DYNAMODB_ENDPOINT"),
                 consistent=params.get("consistent", "").lower() in truthy,
