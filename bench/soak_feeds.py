@@ -98,7 +98,28 @@ class EventLogFeed:
 
 MOTO_SERVER = """
 import logging, threading
+from moto.kinesis import models as kinesis
 from moto.server import ThreadedMotoServer
+
+# moto's shards scan every record per GetRecords and copy every key per PutRecord: O(n) in
+# the records a stream ever held, so a 30-minute stream (360k records) slowed moto itself
+# to minutes per read. Its sequence numbers are consecutive ints: read and append in O(k).
+_scan = kinesis.Shard.get_records
+def get_records(self, last_sequence_id, limit):
+    records, last = self.records, int(last_sequence_id)
+    if not records or last >= next(reversed(records)):
+        return [], last, 0  # caught up: the usual poll
+    if last + 1 not in records:
+        return _scan(self, last_sequence_id, limit)
+    out = []
+    while last + 1 in records and (limit is None or len(out) < limit):
+        last += 1
+        out.append(records[last])
+    newest = records[next(reversed(records))]
+    return out, last, int((newest.created_at - out[-1].created_at).total_seconds() * 1000)
+kinesis.Shard.get_records = get_records
+kinesis.Shard.get_max_sequence_number = lambda self: next(reversed(self.records), 0)
+kinesis.Shard.get_min_sequence_number = lambda self: next(iter(self.records), 0)
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
