@@ -1,22 +1,29 @@
-"""Runner-specific helpers: options checked before submit, and the DaskRunner made whole.
+"""Runner-specific helpers: options checked before submit, Dataflow's dry run made whole,
+and the DaskRunner made whole.
 
 ``validate_runner_options`` fails fast, with a ``ConfigError`` naming the flag to add,
 where Beam would otherwise fail minutes later on a remote service (or silently write to a
 SQLite file on one worker's disk).
 
-``normalize_beam_args`` swaps Beam's ``DaskRunner`` for ``CeapDaskRunner``
-(``pipelines/dask_runner.py``). Beam 2.77's DaskRunner only runs linear graphs: it feeds
-every output of a multi-output ParDo to every consumer (our stages have tagged outputs),
-computes only the last transform it visited (the other sinks never run), drops what
-``finish_bundle`` emits, does not lift combiners (one key's values end up in one list),
-reports no metrics, and holds each step's whole output per partition in memory.
+``normalize_beam_args`` swaps a Dataflow dry run's runner for ``DataflowDryRunner`` (below:
+the complete job, described offline and written to ``--dataflow_job_file``), and Beam's
+``DaskRunner`` for ``CeapDaskRunner`` (``pipelines/dask_runner.py``). Beam 2.77's DaskRunner
+only runs linear graphs: it feeds every output of a multi-output ParDo to every consumer
+(our stages have tagged outputs), computes only the last transform it visited (the other
+sinks never run), drops what ``finish_bundle`` emits, does not lift combiners (one key's
+values end up in one list), reports no metrics, and holds each step's whole output per
+partition in memory.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
 import urllib.parse
 
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricResults
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     FlinkRunnerOptions,
@@ -25,8 +32,11 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     SetupOptions,
     StandardOptions,
+    TestOptions,
     WorkerOptions,
 )
+from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from ceap.errors import ConfigError
 from pipelines.options import CeapOptions
@@ -34,6 +44,13 @@ from stores.spec import StoreSpec
 
 DASK_RUNNER = "pipelines.runners.CeapDaskRunner"
 _BEAM_DASK = {"DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"}
+DATAFLOW_DRY_RUN = "pipelines.runners.DataflowDryRunner"
+_BEAM_DATAFLOW = {
+    "DataflowRunner", "apache_beam.runners.DataflowRunner",
+    "apache_beam.runners.dataflow.DataflowRunner",
+    "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner",
+}  # fmt: skip
+_DATAFLOW = {"DataflowRunner", "TestDataflowRunner", "DataflowDryRunner"}
 _REMOTE = {"DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner"}
 """Runners whose workers may sit on other machines: SQLite on local disk cannot be the store."""
 
@@ -44,16 +61,21 @@ def runner_name(options: PipelineOptions) -> str:
 
 
 def normalize_beam_args(beam_args: list[str]) -> list[str]:
-    """Returns ``beam_args`` with Beam's DaskRunner replaced by ``CeapDaskRunner``."""
+    """Returns ``beam_args`` with Beam's DaskRunner replaced by ``CeapDaskRunner``, and a
+    Dataflow dry run's ``DataflowRunner`` by ``DataflowDryRunner``."""
+    swap = {name: DASK_RUNNER for name in _BEAM_DASK}
+    dry_run = PipelineOptions(beam_args).view_as(TestOptions).dry_run
+    if dry_run:  # truthy as Beam reads it: Beam skips the submission on any value given
+        swap |= {name: DATAFLOW_DRY_RUN for name in _BEAM_DATAFLOW}
     out, i = [], 0
     while i < len(beam_args):
         arg = beam_args[i]
-        if arg == "--runner" and i + 1 < len(beam_args) and beam_args[i + 1] in _BEAM_DASK:
-            out += ["--runner", DASK_RUNNER]
+        if arg == "--runner" and i + 1 < len(beam_args) and beam_args[i + 1] in swap:
+            out += ["--runner", swap[beam_args[i + 1]]]
             i += 2
             continue
-        if arg.startswith("--runner=") and arg.split("=", 1)[1] in _BEAM_DASK:
-            arg = f"--runner={DASK_RUNNER}"
+        if arg.startswith("--runner=") and arg.split("=", 1)[1] in swap:
+            arg = f"--runner={swap[arg.split('=', 1)[1]]}"
         out.append(arg)
         i += 1
     return out
@@ -63,9 +85,24 @@ def prepare_beam_args(
     beam_args: list[str], store: str | None = None, streaming: bool = False
 ) -> list[str]:
     """The run's Beam flags with the Dask runner swapped in, checked before anything is
-    submitted (every entry point: batch, streaming and export)."""
+    submitted (every entry point: batch, streaming and export).
+
+    Also hands the flags to Beam's filesystems, as building a ``Pipeline`` does: the driver
+    lists and reads files before it builds one (``check_columns`` reads the sources'
+    footers), and Beam's S3 filesystem with no options refused every s3:// source ("Must
+    provide one of client or options") on every runner; ``--s3_endpoint_url`` and the other
+    ``--s3_*`` flags now apply there too.
+
+    The flags returned name the run's store and mode: ``run.py`` takes ``--store`` and
+    ``--mode`` off the command line, and a Dataflow job's recorded options showed
+    ``CeapOptions``' defaults instead (``store: sqlite``, ``mode: batch`` on a streaming job
+    writing to DynamoDB)."""
     beam_args = normalize_beam_args(beam_args)
-    validate_runner_options(PipelineOptions(beam_args), store=store, streaming=streaming)
+    beam_args += [f"--store={store}"] if store else []
+    beam_args += ["--mode=streaming"] if streaming else []
+    options = PipelineOptions(beam_args)
+    validate_runner_options(options, store=store, streaming=streaming)
+    FileSystems.set_options(options)
     return beam_args
 
 
@@ -86,7 +123,7 @@ def validate_runner_options(
             "the Dask runner runs batch graphs only (Dask has no unbounded sources); run "
             "--mode streaming in-process (the default), on Dataflow or on Flink"
         )
-    if name in ("DataflowRunner", "TestDataflowRunner"):
+    if name in _DATAFLOW:
         problems += _dataflow_problems(options)
     if name == "FlinkRunner":
         master = options.view_as(FlinkRunnerOptions).flink_master
@@ -139,7 +176,7 @@ def _dataflow_problems(options: PipelineOptions) -> list[str]:
 
 def _distributed(options: PipelineOptions, name: str) -> bool:
     """True where workers may run on another machine than the one holding the SQLite file."""
-    if name in _REMOTE or name == "TestDataflowRunner":
+    if name in _REMOTE or name in _DATAFLOW:
         return True
     if name == "CeapDaskRunner" or name == "DaskRunner":
         from apache_beam.runners.dask.dask_runner import DaskOptions
@@ -157,6 +194,99 @@ def _loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _NoMetrics(MetricResults):
+    """A dry run's counters: none (nothing ran)."""
+
+    def query(self, filter=None) -> dict[str, list]:
+        kinds = ("COUNTERS", "DISTRIBUTIONS", "GAUGES", "STRINGSETS", "BOUNDED_TRIES", "HISTOGRAMS")
+        return {getattr(MetricResults, kind): [] for kind in kinds}
+
+
+class DryRunResult(PipelineResult):
+    """A dry run's result: done, no counters, the job that was not submitted (``job``,
+    Beam's ``apiclient.Job``, described as a submission would send it) and what the
+    submission would have staged (``staged``: {gs:// destination: local source})."""
+
+    def __init__(self, job, staged: dict[str, str]) -> None:
+        super().__init__(PipelineState.DONE)
+        self.job = job
+        self.staged = staged
+
+    def wait_until_finish(self, duration=None) -> str:
+        return self.state
+
+    def metrics(self) -> MetricResults:
+        return _NoMetrics()
+
+
+class DataflowDryRunner(DataflowRunner):
+    """``--runner DataflowRunner --dry_run=True`` (swapped in by ``normalize_beam_args``):
+    the complete Dataflow job, built offline and not submitted.
+
+    Beam's own dry run stops as soon as the graph is translated: its result's ``metrics()``
+    raises ``NotImplementedError`` (every CEAP command failed there, after the build, with
+    an empty reason), the job has no environment yet, and ``--dataflow_job_file`` is not
+    written. This runner goes on as ``DataflowApplicationClient.create_job`` would, up to
+    the request: it describes the job (worker pool, container images, the packages it would
+    stage, ``sdkPipelineOptions``) with nothing uploaded, writes it to
+    ``--dataflow_job_file`` and the portable pipeline the workers would run beside it
+    (``<file>.pipeline.pb``, what the job's ``pipelineUrl`` names), says so on stderr and
+    returns a finished result with no counters. No request leaves the machine: the
+    description is made without credentials.
+    """
+
+    def run_pipeline(self, pipeline, options, pipeline_proto=None) -> DryRunResult:
+        # The job's options name the runner the user asked for, as a submission's would.
+        options.view_as(StandardOptions).runner = "DataflowRunner"
+        super().run_pipeline(pipeline, options, pipeline_proto)  # dry run: builds self.job
+        staged = _describe_offline(self.job)
+        path = options.view_as(DebugOptions).dataflow_job_file
+        where = ""
+        if path:
+            _write(path, self.job.json().encode())
+            _write(pipeline_file(path), self.job.proto_pipeline.SerializeToString())
+            where = f"; written to {path} and {pipeline_file(path)}"
+        steps = len(self.job.proto_pipeline.components.transforms)
+        print(f"ceap: dry run: Dataflow job {self.job.proto.name} built ({steps} transforms) "
+              f"and not submitted{where}", file=sys.stderr, flush=True)  # fmt: skip
+        return DryRunResult(self.job, staged)
+
+
+def pipeline_file(job_file: str) -> str:
+    """Where a dry run writes the portable pipeline of the job it writes to ``job_file``."""
+    return os.path.splitext(job_file)[0] + ".pipeline.pb"
+
+
+def _write(path: str, data: bytes) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+
+
+def _describe_offline(job) -> dict[str, str]:
+    """Fills in ``job.proto.environment`` as ``create_job_description`` does, uploading
+    nothing; returns what a submission would stage, as {gs:// destination: local source}.
+
+    The client is made with ``no_auth`` on a copy of the options (the job keeps the user's):
+    it then asks for no credentials, and its API clients connect only when called."""
+    import copy
+
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    class OfflineClient(apiclient.DataflowApplicationClient):
+        def _gcs_file_copy(self, from_path, to_path, sha256) -> None:  # artifacts
+            staged[to_path] = from_path
+
+        def stage_file_with_retry(self, gcs_or_local_path, file_name, stream_or_path,
+                                  mime_type=None, total_size=None) -> None:  # fmt: skip
+            staged[FileSystems.join(gcs_or_local_path, file_name)] = "(generated)"
+
+    staged: dict[str, str] = {}
+    auth_free = copy.deepcopy(job.options)
+    auth_free.view_as(GoogleCloudOptions).no_auth = True
+    OfflineClient(auth_free, job.root_staging_location).create_job_description(job)
+    return staged
 
 
 def __getattr__(name: str):
