@@ -144,8 +144,10 @@ def test_store_matches_independent_computation_and_reruns_change_nothing(warehou
     assert funnel["candidates"] == TOP_N and funnel["adds_up"]
     assert sum(arm["candidates"] for arm in funnel["arms"].values()) == TOP_N  # per experiment arm
     assert len(table(home, "dead_letters", "origin")) == bad
-    outbox = table(home, "outbox", "program, customer_id, subject_id, channel")
-    assert len(outbox) == 2 * TOP_N and {r[5] for r in outbox} == {"pending"}
+    with sqlite3.connect(home / "ceap.db") as con:
+        outbox = con.execute("SELECT channel, step, status FROM outbox").fetchall()
+    assert len(outbox) == 2 * TOP_N and {r[2] for r in outbox} == {"pending"}
+    assert {(c, step) for c, step, _ in outbox} == {("email", "email"), ("in_app", "in_app")}
 
     before = {t: table(home, t, "1, 2, 3") for t in ("candidates", "outbox", "dead_letters")}
     again = run_cli(["--program", "my_reviews", "--config-dir", str(configs), "--now", NOW], home)

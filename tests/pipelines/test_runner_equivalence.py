@@ -54,7 +54,7 @@ def test_in_process_run_is_a_sensible_reference(inprocess):
     funnel, candidates, outbox = inprocess
     assert funnel["read"] == ROWS and funnel["adds_up"]
     assert funnel["candidates"] == len(candidates) > 0
-    assert outbox == 2 * len(candidates)  # email + in_app
+    assert outbox == 3 * len(candidates)  # email, in_app and the reminder email (waiting)
 
 
 def test_direct_runner_multi_processing_matches(warehouse, inprocess):
