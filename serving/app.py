@@ -6,6 +6,7 @@
     DELETE /v1/opt-outs/{customer_id}
     POST   /v1/deliveries       provider feedback (serving/routes/deliveries.py)
     POST   /u/{token}, GET /u/{token}, /c/{token}, /o/{token}.gif   links in messages
+    POST   /v1/webhooks/ses, /v1/webhooks/whatsapp   provider feedback, signed (no API key)
     GET    /healthz, /metrics (Prometheus), /docs (OpenAPI)
 
 Served candidates are live, unexpired by the clock (whatever the backend's TTL sweep did),
@@ -96,6 +97,7 @@ def create_app(
     app.add_middleware(Observe, max_body=max_body, keys=keys)
     document_security(app)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(links.LinkRefused, links.refused)
     app.add_exception_handler(Exception, unexpected)
     for routes in (candidates, actions, deliveries, links, webhooks, health):
         app.include_router(routes.router)

@@ -36,23 +36,25 @@ def serving_state(request: Request) -> Any:
 State = Annotated[Any, Depends(serving_state)]
 
 
-class _Refused(Exception):
+class LinkRefused(Exception):
+    """A link whose token does not verify: answered by ``refused`` (app.py registers it)."""
+
     def __init__(self, status: int) -> None:
         self.status = status
+
+
+async def refused(request: Request, exc: LinkRefused) -> PlainTextResponse:
+    text = "this link has expired" if exc.status == 410 else "this link is not valid"
+    return PlainTextResponse(text, status_code=exc.status, headers=NO_STORE)
 
 
 def _verified(purpose: Purpose, token: str) -> tuple[str, str | None]:
     try:
         return verify(purpose, token)
     except TokenExpired:
-        raise _Refused(410) from None
+        raise LinkRefused(410) from None
     except TokenError:
-        raise _Refused(400) from None
-
-
-def _refusal(status: int) -> PlainTextResponse:
-    text = "this link has expired" if status == 410 else "this link is not valid"
-    return PlainTextResponse(text, status_code=status, headers=NO_STORE)
+        raise LinkRefused(400) from None
 
 
 async def _record(state: Any, item: Feedback) -> None:
@@ -64,20 +66,14 @@ async def _record(state: Any, item: Feedback) -> None:
 
 @router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058)")
 async def unsubscribe(token: Token, state: State) -> Response:
-    try:
-        key, _ = _verified(Purpose.UNSUBSCRIBE, token)
-    except _Refused as refused:
-        return _refusal(refused.status)
+    key, _ = _verified(Purpose.UNSUBSCRIBE, token)
     await _record(state, Feedback("unsubscribed", key=key))
     return PlainTextResponse("You are unsubscribed.", headers=NO_STORE)
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe confirmation page")
 async def unsubscribe_page(token: Token) -> Response:
-    try:
-        _verified(Purpose.UNSUBSCRIBE, token)
-    except _Refused as refused:
-        return _refusal(refused.status)
+    _verified(Purpose.UNSUBSCRIBE, token)
     action = html.escape(f"/u/{token}")
     page = (
         '<!DOCTYPE html><html><body style="font-family:sans-serif"><p>Stop these emails?</p>'
@@ -90,21 +86,15 @@ async def unsubscribe_page(token: Token) -> Response:
 
 @router.get("/c/{token}", summary="A click: recorded, then redirected to the signed URL")
 async def click(token: Token, state: State) -> Response:
-    try:
-        key, url = _verified(Purpose.CLICK, token)
-    except _Refused as refused:
-        return _refusal(refused.status)
+    key, url = _verified(Purpose.CLICK, token)
     if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        return _refusal(400)  # signed by us, yet no web URL: never redirect
+        raise LinkRefused(400)  # signed by us, yet no web URL: never redirect
     await _record(state, Feedback("clicked", key=key, event_id=url, detail={"url": url}))
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
 @router.get("/o/{token}.gif", summary="An open: recorded, answered with a 1x1 GIF")
 async def opened(token: Token, state: State) -> Response:
-    try:
-        key, _ = _verified(Purpose.OPEN, token)
-    except _Refused as refused:
-        return _refusal(refused.status)
+    key, _ = _verified(Purpose.OPEN, token)
     await _record(state, Feedback("opened", key=key))
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
