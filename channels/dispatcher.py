@@ -54,9 +54,10 @@ from channels.rules import ChannelRules, Screen, is_shadow
 from channels.schedule import frequency_cap, quiet_hours
 from configs.programs import default_config_dir
 from configs.schema import ChannelConfig, ProgramConfig, load_program, program_paths
-from stores.base import CandidateStore, iso
+from stores.base import iso
 from stores.leasing import Decision, LeasedRow, LeaseRequest
 from stores.ports import require_roles
+from stores.roles import DispatchStore
 from stores.spec import open_store
 
 MESSAGES = Metric(
@@ -127,7 +128,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: CandidateStore,
+        store: DispatchStore,
         programs: list[ProgramConfig],
         config_dir: Path,
         owner: str | None = None,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
 
 from stores.base import iso
+from stores.roles import FeedbackStore
 
 ENGAGEMENT = Counter(
     "ceap_engagement_events",
@@ -55,7 +57,7 @@ class Applied:
         return {"recorded": self.recorded, "replayed": self.replayed, "unmatched": self.unmatched}
 
 
-def apply(store: Any, items: list[Feedback], now: Any) -> Applied:
+def apply(store: FeedbackStore, items: list[Feedback], now: datetime) -> Applied:
     """Records ``items`` on ``store`` (a store with the delivery feedback role) and acts on
     them; ``now`` is the receiving time (an aware datetime) for events without ``at``."""
     out = Applied()

@@ -1,5 +1,6 @@
 """The roles a store plays, each a small set of methods, and which commands need which.
 
+Each role is a typed Protocol (stores/roles.py) whose methods are the role's;
 ``CandidateStore`` (stores/base.py) is the union of every role; a backend declares the
 roles it implements in ``roles`` and the contract suite (tests/stores/test_contract.py)
 holds it to them. A command calls ``require_roles`` when it opens its store, so a backend
@@ -13,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ceap.errors import StoreError
+from stores import roles
 
 
 class Role(StrEnum):
@@ -26,35 +28,18 @@ class Role(StrEnum):
     FEEDBACK = "delivery feedback"
 
 
-METHODS: dict[Role, tuple[str, ...]] = {
-    Role.CANDIDATES: ("upsert_candidates", "write_dead_letters", "record_run", "cached_scores"),
-    Role.LOOKUPS: ("live_keys", "acted_keys", "contacts", "opt_outs"),
-    Role.REGISTRIES: ("add_opt_out", "remove_opt_outs", "record_response"),
-    Role.SERVING: ("customer_candidates", "expire_candidate", "is_opted_out", "has_response"),
-    Role.OUTBOX: (
-        "enqueue_outbox",
-        "lease_outbox",
-        "mark_outbox",
-        "release_outbox",
-        "outbox_leases",
-        "outbox_status",
-        "settle_waiting",
-    ),  # fmt: skip
-    Role.LEDGER: (
-        "record_outcomes",
-        "record_stream_batch",
-        "resume_position",
-        "seen_events",
-        "unaccounted_events",
-    ),  # fmt: skip
-    Role.ANALYTICS: ("table",),
-    Role.FEEDBACK: (
-        "find_message",
-        "record_engagement",
-        "suppress_addresses",
-        "suppressed_addresses",
-    ),  # fmt: skip
+PROTOCOLS: dict[Role, type] = {
+    Role.CANDIDATES: roles.CandidateWrites,
+    Role.LOOKUPS: roles.FilterLookups,
+    Role.REGISTRIES: roles.Registries,
+    Role.SERVING: roles.ServingReads,
+    Role.OUTBOX: roles.OutboxQueue,
+    Role.LEDGER: roles.StreamingLedger,
+    Role.ANALYTICS: roles.AnalyticsReads,
+    Role.FEEDBACK: roles.DeliveryFeedback,
 }
+"""Each role's typed Protocol (stores/roles.py)."""
+METHODS: dict[Role, tuple[str, ...]] = {role: roles.methods(p) for role, p in PROTOCOLS.items()}
 """What each role is: the store methods it consists of."""
 
 NEEDS: dict[str, frozenset[Role]] = {

@@ -4,6 +4,7 @@ on SQLite and DynamoDB, and a command refuses at start a store that lacks a role
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from ceap.errors import StoreError
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS, CandidateStore
 from stores.dynamodb import DynamoDBStore
 from stores.leasing import LeaseRequest
-from stores.ports import METHODS, NEEDS, Role, require_roles
+from stores.ports import METHODS, NEEDS, PROTOCOLS, Role, require_roles
 from stores.sqlite import SqliteStore
 
 BACKENDS = [SqliteStore, DynamoDBStore]
@@ -33,6 +34,19 @@ def test_a_backend_declares_exactly_the_roles_it_implements(backend, role):
         assert done == list(METHODS[role]), f"{backend.__name__} declares {role} but lacks some"
     else:
         assert done != list(METHODS[role]), f"{backend.__name__} implements {role}: declare it"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda c: c.__name__)
+def test_a_backend_takes_each_roles_parameters_as_its_protocol_names_them(backend):
+    for role in backend.roles:
+        protocol = PROTOCOLS[role]
+        for name in METHODS[role]:
+            want = list(inspect.signature(getattr(protocol, name)).parameters)
+            params = inspect.signature(getattr(backend, name)).parameters
+            got = list(params)
+            assert got[: len(want)] == want, f"{backend.__name__}.{name}{got} is not {want}"
+            extra = [p for p in got[len(want) :] if params[p].default is inspect.Parameter.empty]
+            assert not extra, f"{backend.__name__}.{name} needs more than {role.value} gives"
 
 
 def test_every_base_method_belongs_to_a_role():
