@@ -279,6 +279,14 @@ _SEP = "\x1f"
 
 def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str] | None = None) -> dict[str, int]:  # fmt: skip
     """Runs the export to completion; returns rows exported per table."""
+    return export_day(day, output, store, beam_args)[0]
+
+
+def export_day(
+    day: str, output: str, store: str = "sqlite", beam_args: list[str] | None = None
+) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Runs the export to completion; returns rows per table and the (table, program, rows)
+    partitions it committed, in table order."""
     from apache_beam.metrics.metric import MetricsFilter
 
     beam_args = prepare_beam_args(beam_args or [], store=store)
@@ -297,7 +305,7 @@ def run_export(day: str, output: str, store: str = "sqlite", beam_args: list[str
     for _, program, table, rows in sorted(parts):
         path = FileSystems.join(output, table, f"dt={day}", f"program={program}", PART)
         print(f"  {table:11s} {program:20s} {rows:>10,}  {path}", flush=True)
-    return counts
+    return counts, [(table, program, rows) for _, program, table, rows in sorted(parts)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,20 +314,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="a directory, s3://... or gs://...")
     parser.add_argument("--store", default=os.environ.get("CEAP_STORE", "sqlite"))
     parser.add_argument("--config-dir", "--config_dir", dest="config_dir", default=None)
+    parser.add_argument("--glue-database", "--glue_database", dest="glue_database", default=None,
+                        help="register the day's partitions in this Glue database (s3:// only)")  # fmt: skip
+    parser.add_argument("--glue-endpoint-url", "--glue_endpoint_url", dest="glue_endpoint_url",
+                        default=None, help="Glue endpoint (default: boto3's, AWS_ENDPOINT_URL)")  # fmt: skip
     args, beam_args = parser.parse_known_args(argv)
-    try:
-        date.fromisoformat(args.date)
-    except ValueError:
-        print(f"ceap: --date must be YYYY-MM-DD, not {args.date!r}", file=sys.stderr)
+    if (problem := _usage_problem(args)) is not None:
+        print(f"ceap: {problem}", file=sys.stderr)
         return 2
     print(f"export {args.date} -> {args.output}", flush=True)
     try:
         require_store(args.store)
-        counts = run_export(args.date, args.output, args.store, beam_args)
+        counts, parts = export_day(args.date, args.output, args.store, beam_args)
     except Exception as exc:  # noqa: BLE001 - reported; a failed export changes nothing
         print(f"ceap: export failed: {_root_cause(exc)}", file=sys.stderr)
         return 1
     print("  " + ", ".join(f"{t}: {n:,} rows" for t, n in counts.items()))
+    if args.glue_database:
+        return _register(args, beam_args, parts)
+    return 0
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    try:
+        date.fromisoformat(args.date)
+    except ValueError:
+        return f"--date must be YYYY-MM-DD, not {args.date!r}"
+    if args.glue_database and not args.output.startswith("s3://"):
+        return (f"--glue-database needs an s3:// --output (Athena reads S3), not {args.output!r}; "
+                "for a local export, read it with DuckDB or pyarrow as docs/export.md shows")  # fmt: skip
+    return None
+
+
+def _register(args: argparse.Namespace, beam_args: list[str], parts) -> int:
+    """The committed day into the Glue Data Catalog (pipelines/export_glue.py)."""
+    from pipelines.export_glue import client_from_args, register_day
+
+    try:
+        glue = client_from_args(beam_args, args.glue_endpoint_url)
+        written = [(table, program) for table, program, _ in parts]
+        done = register_day(glue, args.glue_database, args.output, args.date, written)
+    except Exception as exc:  # noqa: BLE001 - the files are exported; the catalog is not
+        print(f"ceap: export written, but registering it in Glue database "
+              f"{args.glue_database} failed: {_root_cause(exc)}", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"  glue {args.glue_database}: {done['created']} partitions created, "
+          f"{done['updated']} updated, {done['dropped']} dropped")  # fmt: skip
     return 0
 
 
