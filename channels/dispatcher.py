@@ -46,6 +46,7 @@ from ceap.context import RunContext
 from ceap.progress import add_rows
 from ceap.tokens import require_signing_key
 from channels.base import Channel, Commit, Message, Result
+from channels.health import ChannelHealth
 from channels.journeys import Journeys
 from channels.leases import default_owner, reclaim_orphaned_leases
 from channels.recipients import Recipients
@@ -143,6 +144,7 @@ class Dispatcher:
         self.programs = sorted({p.program for p in programs})
         self.journeys = Journeys(programs)
         self.conditions = any(r.rules.when for r in self.routes.values())
+        self.health = ChannelHealth()  # consecutive failed sends -> a channel_failing alert
 
     def close(self) -> None:
         for route in self.routes.values():
@@ -218,9 +220,8 @@ class Dispatcher:
         for i in range(0, len(ready), step):
             chunk = ready[i : i + step]
             # Never send on a lease that may have run out: another dispatcher may own the row.
-            if _wall() >= lease_until - timedelta(
-                seconds=min(30.0, self.lease.total_seconds() / 4)
-            ):
+            margin = timedelta(seconds=min(30.0, self.lease.total_seconds() / 4))
+            if _wall() >= lease_until - margin:
                 self.store.release_outbox(self.owner, [m.key for m in ready[i:]])
                 return
             committed: dict[str, bool] = {}  # key -> commit granted (False: lease lost)
@@ -233,6 +234,7 @@ class Dispatcher:
                 results = [
                     Result(m.key, False, error=f"{type(exc).__name__}: {exc}") for m in chunk
                 ]
+            self.health.record(route, results)
             attempts = {m.key: m.attempts for m in chunk}
             addresses = {m.key: m.address for m in chunk}
             outcomes = []
@@ -283,9 +285,7 @@ class Dispatcher:
 
     def _suppressed(self, addresses: list[str]) -> dict[str, str]:
         """address -> reason for addresses on the suppression list (bounced, complained)."""
-        if not addresses:
-            return {}
-        return self.store.suppressed_addresses(addresses)
+        return self.store.suppressed_addresses(addresses) if addresses else {}
 
     def _committer(self, now: datetime, committed: dict[str, bool]) -> Commit:
         """The ``commit`` an adapter calls right before a message becomes irrevocable: marks

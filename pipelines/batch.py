@@ -17,7 +17,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from ceap import logs
+from ceap import alerts, logs
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors, filters, scorers
@@ -31,13 +31,14 @@ from scorers.experiments import bounds, buckets
 from stores.base import iso
 from stores.ports import require_roles
 from stores.spec import open_store
-from transforms.funnel import Funnel, counter
+from transforms.funnel import KEPT, Funnel, counter
 
 log = logging.getLogger(__name__)
 
 
-def _traffic_share(program: str, index: int, shares: list[float]):
-    """Keeps the rows of customers whose hash bucket belongs to source ``index``."""
+def _traffic_share(program: str, index: int, shares: list[float], name: str):
+    """Keeps the rows of customers whose hash bucket belongs to source ``index``, counting
+    the source's rows read and kept (``source_read|<name>``, ``source_read|<name> (kept)``)."""
     edges = bounds(shares)
     low = 0 if index == 0 else edges[index - 1]
     high = edges[index]
@@ -46,12 +47,32 @@ def _traffic_share(program: str, index: int, shares: list[float]):
         ids = batch.column(customer_column).cast(pa.string())
         b = buckets(f"source:{program}", ids)
         mask = (b >= low) & (b < high)
+        counter(program, "source_read", name).inc(batch.num_rows)
+        counter(program, "source_read", name + KEPT).inc(int(mask.sum()))
         if mask.all():
             yield batch
         elif mask.any():
             yield batch.filter(pa.array(mask))
 
     return keep
+
+
+def _count_shadow(batch: pa.RecordBatch, program: str, source: str) -> None:
+    counter(program, "shadow_read").inc(batch.num_rows)
+    counter(program, "source_read", source).inc(batch.num_rows)
+
+
+def source_label(source: SourceConfig, index: int) -> str:
+    """A source's name in step labels and the funnel: its ``name``, else ``<index>:<type>``."""
+    return source.name or f"{index}:{source.type}"
+
+
+def count_single_primary(funnel: Funnel, program: ProgramConfig) -> None:
+    """With one primary source (no split, so no counting step), its rows read are the run's."""
+    primaries = program.primary_sources
+    if len(primaries) == 1 and len(program.source) > 1:
+        name = source_label(primaries[0], program.source.index(primaries[0]))
+        funnel.sources.setdefault(name, funnel.read)
 
 
 CANONICAL = {"customer_id", "subject_id", "event_time"}
@@ -139,7 +160,8 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
     shares = [s.traffic for s in primaries]
     streams, shadows = [], []
     for i, source in enumerate(program.source):
-        label = f"Read[{source.name or f'{i}:{source.type}'}]"
+        source_name = source_label(source, i)
+        label = f"Read[{source_name}]"
         connector = connectors.get(source.type)(source.options)
         if accepts_text_columns(connector.read):
             rows = p | label >> connector.read(columns, text_columns=text)
@@ -147,13 +169,11 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
             rows = p | label >> connector.read(columns)
         if source.shadow:
             name = program.program
-            _ = rows | f"Shadow[{i}]" >> beam.Map(
-                lambda b, n=name: counter(n, "shadow_read").inc(b.num_rows)
-            )
+            _ = rows | f"Shadow[{i}]" >> beam.Map(_count_shadow, name, source_name)
             shadows.append((i, label, rows))
             continue
         if len(primaries) > 1:
-            keep = _traffic_share(program.program, primaries.index(source), shares)
+            keep = _traffic_share(program.program, primaries.index(source), shares, source_name)
             rows = rows | f"Traffic[{i}]" >> beam.FlatMap(keep, program.fields.customer_id)
         streams.append(rows)
     read = streams[0] if len(streams) == 1 else streams | "Sources" >> beam.Flatten()
@@ -181,6 +201,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     beam_args = prepare_beam_args(beam_args, store=ctx.store)
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
     logs.bind(program=program.program, run_id=run_id)
+    alerts.reset(program.program)  # dedup per run: this run alerts again what a last one did
     started = RunContext.utcnow()
     record = {
         "run_id": run_id,
@@ -198,6 +219,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         result.wait_until_finish()
         funnel = Funnel.from_result(program.program, result, program.filter_labels())
         funnel.seconds = time.perf_counter() - t0
+        count_single_primary(funnel, program)
         funnel.add_responses(store)  # per arm: responses so far to its stored candidates
         store.record_run(
             {
@@ -207,6 +229,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
                 "funnel": funnel.as_dict(),
             }
         )
+        funnel.alert_degraded(run_id, "batch")
         return funnel
     except Exception as exc:
         store.record_run(

@@ -99,4 +99,5 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
         })  # fmt: skip
     finally:
         store.close()
+    funnel.alert_degraded(run_id, "streaming")
     return funnel

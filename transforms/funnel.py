@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from ceap import alerts
 from ceap.logs import context
 
 SEP = "|"
+KEPT = " (kept)"
+"""Suffix of a ``source_read`` counter counting the rows a split primary kept."""
 log = logging.getLogger(__name__)
 
 # Per arm (model id) of a program: its candidates in the store, and how many of them have a
@@ -33,6 +36,7 @@ _TOTALS = {"read", "below_min_score", "candidates", "stored", "fallback", "shado
 _KEYED = {
     "dead_letter": ("dead_letters", 1), "filtered": ("filtered", 2), "ranked_out": ("ranked_out", 1),
     "scored": ("scored", 1), "queued": ("queued", 2), "model_circuit_open": ("circuit_open", 1),
+    "source_read": ("sources", 1),
 }  # fmt: skip
 """Counters ``<stage>|<detail>...``: the Funnel dict they sum into, keyed by 1 or 2 details."""
 
@@ -69,6 +73,10 @@ class Funnel:
     arm_responses: dict[str, dict[str, int]] = field(default_factory=dict)
     """Arm (model id) -> {"stored": its candidates in the store, "responses": of those, with a
     response so far}; read from the store after the run (``add_responses``), not a counter."""
+    sources: dict[str, int] = field(default_factory=dict)
+    """Rows read per source (its ``name``, else ``<index>:<type>``) before any traffic split,
+    and ``<source> (kept)``: the rows a primary kept by its ``traffic:`` share (split only).
+    A shadow source's rows are read, never kept."""
     seconds: float = 0.0
 
     @property
@@ -100,8 +108,31 @@ class Funnel:
             "queued": [{"channel": c, "status": s, "rows": n} for (c, s), n in self.queued.items()],
             "fallback": self.fallback, "shadow_read": self.shadow_read, "adds_up": self.check(),
             "circuit_open": self.circuit_open, "arms": self.arm_summary(),
-            "degraded": self.degraded(),
+            "sources": self.source_summary(), "degraded": self.degraded(),
         }  # fmt: skip
+
+    def source_summary(self) -> dict[str, dict[str, int]]:
+        """Per source: ``read`` (all its rows) and, for a primary split by ``traffic:``,
+        ``kept`` (the rows of its share of customers): a split is checked from its output."""
+        out: dict[str, dict[str, int]] = {}
+        for name, n in sorted(self.sources.items()):
+            base, kept = (name[: -len(KEPT)], True) if name.endswith(KEPT) else (name, False)
+            out.setdefault(base, {"read": 0})["kept" if kept else "read"] = n
+        return out
+
+    def alert_degraded(self, run_id: str, mode: str = "batch") -> None:
+        """A ``run_degraded`` alert (ceap/alerts.py: logged, posted where configured) when the
+        run did not do its job; nothing otherwise. Once per run."""
+        reasons = self.degraded()
+        if reasons:
+            alerts.alert(
+                "run_degraded", self.program,
+                f"program {self.program}: {mode} run {run_id} degraded: {'; '.join(reasons)}"[:500],
+                subject=run_id,
+                details={"run_id": run_id, "mode": mode, "reasons": reasons, "read": self.read,
+                         "candidates": self.candidates, "circuit_open": self.circuit_open,
+                         "dead_letters": self.dead_letters},
+            )  # fmt: skip
 
     def arm_summary(self) -> dict[str, dict]:
         """Per experiment arm: ``rows`` scored >= min_score (all its scored rows when there
@@ -155,7 +186,7 @@ class Funnel:
             elif stage in _KEYED:
                 field_name, parts = _KEYED[stage]
                 counts = getattr(f, field_name)
-                key = rest[0] if parts == 1 else tuple(rest[:parts])
+                key = SEP.join(rest) if parts == 1 else tuple(rest[:parts])
                 counts[key] = counts.get(key, 0) + value
             elif stage == "arm":
                 f.arms.setdefault(rest[0], {})[rest[1]] = value
@@ -187,6 +218,10 @@ class Funnel:
         ]
         if self.shadow_read:
             details.append(("shadow source rows read", self.shadow_read))
+        for name, c in self.source_summary().items() if len(self.source_summary()) > 1 else ():
+            details.append((f"source {name}: rows read", c["read"]))
+            if "kept" in c:
+                details.append((f"source {name}: kept by its traffic share", c["kept"]))
         details += [(f"CIRCUIT OPEN: model {m}", n) for m, n in sorted(self.circuit_open.items())]
         arms = self.arm_summary()
         if len(arms) > 1:

@@ -8,8 +8,9 @@ under ``min_score`` (or without a score when a minimum is set) are counted and d
 Each model has a circuit breaker per worker: after ``CIRCUIT_THRESHOLD`` consecutive
 failing batches (``RunContext.extras["circuit_threshold"]`` overrides it) the model is no
 longer called for the rest of the run; its rows take the same fallback path with the
-reason "circuit open", the breaker's opening is logged as an error and counted as
-``model_circuit_open``. A dead endpoint then costs one error per row, not one timeout.
+reason "circuit open", the breaker's opening is counted as ``model_circuit_open`` and
+raised as an alert (logged, and posted where configured: ceap/alerts.py). A dead endpoint
+then costs one error per row, not one timeout.
 Per-arm figures (rows over min_score and their mean score) are counted for the summary.
 """
 
@@ -24,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from ceap import logs
+from ceap import alerts, logs
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import scorers
@@ -181,11 +182,15 @@ class _ScoreFn(beam.DoFn):
             f"batches, last {type(exc).__name__}: {exc}"
         )[:500]
         counter(program, "model_circuit_open", model_id).inc()
-        log.error(
-            "ALERT program %s: model %s circuit open after %d consecutive failing batches (%s); "
-            "not called again in this run, its rows fall back (fallback: %s)",
-            program, model_id, failures, exc, self._scoring.fallback,
-            extra=logs.context(program=program, stage="Score", model_id=model_id, alert=True),
+        alerts.alert(
+            "model_circuit_open", program,
+            f"program {program}: model {model_id} circuit open after {failures} consecutive "
+            f"failing batches ({type(exc).__name__}: {exc}); not called again in this run, its "
+            f"rows fall back (fallback: {self._scoring.fallback})"[:500],
+            subject=model_id,
+            details={"model_id": model_id, "consecutive_failures": failures,
+                     "error": f"{type(exc).__name__}: {exc}"[:500],
+                     "fallback": self._scoring.fallback, "run_id": self._ctx.run_id},
         )  # fmt: skip
 
     def _fallback(self, batch, failed, scores, model_ids) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""A run that opens a model's circuit and ends degraded posts its alerts to the webhook: one
+``model_circuit_open`` for the model and one ``run_degraded`` for the run."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ceap.context import RunContext
+from configs.schema import parse_program, read_yaml
+from pipelines.batch import run_program
+from scorers.base import Scorer
+from tests.alert_receiver import webhook  # noqa: F401 - the fixture
+from tests.pipelines.test_migration import NOW, deliveries, home, write  # noqa: F401
+
+
+class Down(Scorer):
+    """A model endpoint that times out on every call."""
+
+    def score(self, batch):
+        raise TimeoutError("endpoint down")
+
+
+def test_a_degraded_run_posts_one_alert_and_its_model_one(tmp_path, home, webhook):  # noqa: F811
+    folder = write(tmp_path / "rows", deliveries(), parts=4)
+    config = parse_program(read_yaml(f"""
+program: reviews
+action: review
+subject_type: product
+source: [{{type: parquet, options: {{path: {folder}}}}}]
+fields: {{customer_id: customer_id, subject_id: product_id, event_time: delivered_at}}
+scoring:
+  models: [{{id: remote, type: "{__name__}:Down"}}]
+  fallback: skip
+ranking: {{top_n: 100, per: program}}
+channels: [{{type: in_app}}]
+"""), "reviews.yaml")  # fmt: skip
+    db = tmp_path / "run.db"
+    ctx = RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}", run_id="r-degraded",
+                     extras={"circuit_threshold": 1})  # fmt: skip
+    funnel = run_program(config, ctx, [])
+    assert funnel.degraded()
+    kinds = sorted((a["kind"], a["subject"]) for a in webhook)
+    assert kinds == [("model_circuit_open", "remote"), ("run_degraded", "r-degraded")]
+    degraded = next(a for a in webhook if a["kind"] == "run_degraded")
+    assert degraded["program"] == "reviews" and degraded["details"]["mode"] == "batch"
+    assert degraded["details"]["reasons"] == funnel.degraded()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("degraded",)]

@@ -1,0 +1,42 @@
+"""docs/alerts.md's Prometheus rules parse, and every metric they use is one CEAP exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+def rules() -> dict:
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    block = text.split("<!-- prometheus-rules -->", 1)[1]
+    return yaml.safe_load(block.split("```yaml", 1)[1].split("```", 1)[0])
+
+
+def exported() -> set[str]:
+    """Metric names registered in the code (prometheus_client Counter/Histogram/Gauge)."""
+    names = set()
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in {"tests", "bench", ".venv"}:
+            continue
+        names |= set(re.findall(r'(?:Counter|Histogram|Gauge|Metric)\(\s*"(ceap_\w+)"',
+                                path.read_text()))  # fmt: skip
+    return names
+
+
+def test_the_rules_parse_and_use_only_metrics_ceap_exports():
+    groups = rules()["groups"]
+    alerts = [r for g in groups for r in g["rules"]]
+    assert len(alerts) >= 8 and all({"alert", "expr", "annotations"} <= set(r) for r in alerts)
+    known = exported()
+    assert {"ceap_http_requests", "ceap_dispatch_messages"} <= known
+    for rule in alerts:
+        used = set(re.findall(r"\bceap_\w+", rule["expr"]))
+        assert used, rule["alert"]
+        for name in used:
+            base = next((name[: -len(s)] for s in SUFFIXES if name.endswith(s)), name)
+            assert base in known, f"{rule['alert']}: {name} is not a metric CEAP exports"
