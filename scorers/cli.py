@@ -24,6 +24,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
     p.add_argument("--holdout", type=float, default=0.2, help="newest share kept for metrics")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish and move latest even if the holdout AUC is below the current model's",
+    )
+    p.add_argument(
         "--registry", default=None, help="dir or s3:// gs:// (default $CEAP_HOME/models)"
     )
     s3 = p.add_argument_group(
@@ -54,9 +59,10 @@ def filesystem_options(args: argparse.Namespace):
 
 
 def main(argv: list[str]) -> int:
-    from ceap.errors import CeapError
+    from ceap.errors import EXIT_DEGRADED, CeapError
     from configs.programs import default_config_dir
     from scorers import registry
+    from scorers.promotion import NotPromoted, summary
     from scorers.training import train
 
     args = parser().parse_args(argv)
@@ -74,12 +80,16 @@ def main(argv: list[str]) -> int:
             label=args.label,
             estimator=args.estimator,
             holdout=args.holdout,
+            force=args.force,
         )
+    except NotPromoted as exc:  # it ran; the new model was not good enough to replace latest
+        print(f"model {args.program}: not published ({exc})")
+        print("\n".join(summary(exc)))
+        return EXIT_DEGRADED
     except CeapError as exc:
         print(f"ceap: train {args.program}: {exc}", file=sys.stderr)
         return 1
     m, data = meta["metrics"], meta["training_data"]
-    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
     print(
         f"model {meta['model_id']} v{meta['version']} ({meta['estimator']}) for {meta['program']}"
     )
@@ -87,7 +97,7 @@ def main(argv: list[str]) -> int:
     print(f"  trained on     {m['train_rows']:,} rows, holdout {m['holdout_rows']:,} (newest)")
     if data.get("from"):
         print(f"  data range     {data['from']} .. {data['to']}")
-    print(f"  holdout AUC    {auc}")
+    print("\n".join(summary(meta)))
     print(f"  log-loss       {m['log_loss']:.4f} (base rate {m['base_rate']:.3f})")
     print(f"  artifact       {meta['path']}")
     print(f"  sha256         {meta['sha256']}")

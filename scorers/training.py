@@ -10,6 +10,9 @@ are turned into a matrix by the very function the scorer uses at run time
 (``scorers.sklearn.feature_matrix``), so training and scoring cannot disagree on
 booleans, integer columns or nulls.
 
+Publishing moves ``latest`` only when the new model's holdout AUC is at least the current
+``latest`` model's on the same rows, or when forced (scorers/promotion.py).
+
 The holdout is the most recent ``holdout`` share of rows by ``created_at`` (a random
 stratified share when there is no time column): the metrics say how the model does on
 customers after the ones it learnt from, which is how it will be used.
@@ -68,9 +71,11 @@ def model_entry(program, model_id: str | None = None):
     return next((m for m in models if m.type == "sklearn"), None)
 
 
-def read_outcomes(path: str, program: str, columns: list[str]) -> pa.Table:
+def read_outcomes(
+    path: str, program: str, columns: list[str], optional: list[str] = ()
+) -> pa.Table:
     """The program's rows of an outcomes table (a Parquet file or directory, local or a URI
-    pyarrow can open)."""
+    pyarrow can open): ``columns`` must exist, ``optional`` ones are read when they do."""
     import pyarrow.dataset as ds
 
     try:
@@ -83,7 +88,7 @@ def read_outcomes(path: str, program: str, columns: list[str]) -> pa.Table:
     missing = [c for c in columns if c not in names]
     if missing:
         raise ConfigError(f"outcomes table {path} has no column(s) {missing}; it has {names}")
-    wanted = [c for c in dict.fromkeys([*columns, "created_at"]) if c in names]
+    wanted = [c for c in dict.fromkeys([*columns, *optional, "created_at"]) if c in names]
     where = (ds.field("program") == program) if "program" in names else None
     return data.to_table(columns=wanted, filter=where)
 
@@ -111,6 +116,7 @@ def train(
     estimator: str = "logistic",
     holdout: float = 0.2,
     seed: int = 0,
+    force: bool = False,
 ) -> dict:
     """Fits, evaluates and publishes one model; returns its registry metadata.
 
@@ -124,6 +130,9 @@ def train(
       label: boolean column, true when the customer responded.
       estimator: ``logistic`` or ``hist_gbm``.
       holdout: share of the (newest) rows kept out of training for the metrics.
+      force: publish and move ``latest`` even when the new model's holdout AUC is below the
+        current ``latest`` model's (scorers/promotion.py); without it such a model is not
+        published and ``promotion.NotPromoted`` is raised.
     """
     import sklearn
     import skops
@@ -131,6 +140,7 @@ def train(
     from sklearn.metrics import log_loss, roc_auc_score
 
     from configs.programs import load_by_name
+    from scorers import promotion
     from scorers import registry as reg
     from scorers.sklearn import feature_matrix
 
@@ -147,7 +157,11 @@ def train(
     if not 0.0 < holdout < 1.0:
         raise ConfigError(f"holdout must be between 0 and 1, got {holdout}")
     source = outcomes or DEFAULT_OUTCOMES
-    table = read_outcomes(source, program, [*features, label])
+    root = registry or reg.default_registry()
+    current = promotion.current_model(root, program, model_id)
+    table = read_outcomes(
+        source, program, [*features, label], (current or {}).get("features") or []
+    )
     table = table.filter(pc.is_valid(table.column(label)))
     if table.num_rows < 20:
         raise ConfigError(f"program {program}: {table.num_rows} labelled outcomes in {source}")
@@ -169,6 +183,10 @@ def train(
         "train_rows": len(fit_rows),
         "holdout_rows": len(test_rows),
     }
+    if current is not None:
+        trusted = list(getattr(entry.options, "trusted", []) or []) if entry is not None else []
+        current = promotion.evaluate_current(current, batch, test_rows, y, trusted)
+    decision = promotion.decide(metrics["auc"], current, force)
     data_range = {}
     if "created_at" in table.schema.names:
         times = table.column("created_at")
@@ -186,5 +204,6 @@ def train(
         "sklearn_version": sklearn.__version__,
         "skops_version": skops.__version__,
         "python_version": platform.python_version(),
+        "promotion": {"decision": decision, "current": current},
     }
-    return reg.publish(registry or reg.default_registry(), program, model_id, blob, metadata)
+    return reg.publish(root, program, model_id, blob, metadata)

@@ -99,7 +99,7 @@ def test_train_publishes_versions_to_s3_and_loads_them_by_id(
     assert meta["features"] == FEATURES and meta["metrics"]["auc"] > 0.65
     assert meta["training_data"]["rows"] == 3_000
 
-    again = train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5)
+    again = train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5, force=True)
     assert again["version"] == 2
     assert body(client, name, f"models/{MODEL}/latest") == b"2\n"
     assert registry.versions(root, "reviews", "reviews_lr") == [1, 2]
@@ -173,7 +173,7 @@ def test_cli_takes_beams_s3_flags(outcomes, config_dir, bucket, moto_endpoint, m
     args = ["--program", "reviews", "--config-dir", str(config_dir), "--outcomes", str(outcomes),
             "--registry", f"s3://{name}/models", *s3_flags(moto_endpoint)]  # fmt: skip
     assert train_cli(args) == 0, capsys.readouterr().err
-    assert train_cli([*args, "--holdout", "0.5"]) == 0
+    assert train_cli([*args, "--holdout", "0.5", "--force"]) == 0
     assert body(client, name, f"models/{MODEL}/latest") == b"2\n"
     assert "v2 (logistic)" in capsys.readouterr().out
 
@@ -191,7 +191,7 @@ def test_a_tampered_model_in_the_bucket_is_refused(outcomes, config_dir, bucket,
     client, name = bucket
     root = f"s3://{name}/models"
     train("reviews", config_dir, root, outcomes=str(outcomes))
-    train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5)
+    train("reviews", config_dir, root, outcomes=str(outcomes), holdout=0.5, force=True)
     key = f"models/{MODEL}/2/model.skops"
     # Another valid skops model (version 1's) in version 2's place: it would load fine,
     # but it is not the model whose hash the registry recorded.
