@@ -345,6 +345,8 @@ def dispatch(
     if reclaim:
         reclaim_orphaned_leases(store, iso(_wall()))
     dispatcher = Dispatcher(store, programs, config_dir, owner, lease_seconds)
+    if reclaim and dispatcher.journeys.children:
+        store.settle_waiting(dispatcher.journeys.orphans(store, dispatcher.routes))
     summary = Summary()
     started = time.perf_counter()
     rounds = 0

@@ -221,6 +221,14 @@ class CandidateStore:
         is left alone. Returns rows moved."""
         raise NotImplementedError(f"{type(self).__name__} cannot settle journey steps yet")
 
+    def ended_parents(self, program: str, parent: str, child: str) -> list[dict]:
+        """Journeys: the ``child`` rows of ``program`` still waiting although their
+        ``parent`` step's row has ended (sent, shadowed, suppressed, failed): a dispatcher
+        killed between the two writes, or a step added after its parent was sent. Each:
+        customer_id, subject_id, the parent's ``status`` and ``at`` (sent_at, else its last
+        change)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot settle journey steps yet")
+
     # -- delivery feedback (DESIGN §8) -------------------------------------------------------
     def find_message(self, key: str | None = None, message_id: str | None = None) -> dict | None:
         """The outbox row a message came from, by its idempotency key or the provider's

@@ -77,6 +77,27 @@ class DynamoDBJourneys:
         with ThreadPoolExecutor(min(THREADS, len(settlements))) as pool:
             return sum(pool.map(one, settlements))
 
+    def ended_parents(self, program: str, parent: str, child: str) -> list[dict]:
+        """CandidateStore.ended_parents: waiting rows are in no index, so one filtered Scan
+        of the outbox (a dispatcher runs it once, when it starts), then the parents' items
+        by key (BatchGetItem, consistent)."""
+        waiting = self.read(
+            "scan", "outbox", ["customer_id", "subject_id", "step", "channel"],
+            {"waiting": "waiting", "program": program, "child": child},
+            FilterExpression="#status = :waiting AND #program = :program AND "
+                             "(#step = :child OR (attribute_not_exists(#step) AND #channel = :child))",
+        )  # fmt: skip
+        keys = [{"customer_id": w["customer_id"], "sk": sort_key(program, w["subject_id"], parent)}
+                for w in waiting]  # fmt: skip
+        found = self.get_many("outbox", keys) if keys else {}
+        out = []
+        for item in found.values():
+            if item.get("status") in ("sent", "shadowed", "suppressed", "failed"):
+                out.append({"customer_id": item["customer_id"], "subject_id": item["subject_id"],
+                            "status": item["status"],
+                            "at": item.get("sent_at") or item.get("updated_at")})  # fmt: skip
+        return out
+
     def attach_journey_facts(self, rows: list[dict]) -> None:
         """Adds ``responded`` and ``engaged`` to each leased row (see the module docstring)."""
         keys = sorted({(r["program"], r["customer_id"], r["subject_id"]) for r in rows})

@@ -173,6 +173,18 @@ class SqliteOutbox:
             )  # fmt: skip
             return self._conn.total_changes - before
 
+    def ended_parents(self, program: str, parent: str, child: str) -> list[dict]:
+        cur = self._conn.execute(
+            "SELECT c.customer_id, c.subject_id, p.status, coalesce(p.sent_at, p.updated_at) "
+            "FROM outbox c JOIN outbox p ON p.program = c.program AND p.customer_id = "
+            "c.customer_id AND p.subject_id = c.subject_id AND p.step = ? WHERE c.status = "
+            "'waiting' AND c.program = ? AND c.step = ? AND p.status IN "
+            "('sent', 'shadowed', 'suppressed', 'failed')",
+            (parent, program, child),
+        )
+        names = ("customer_id", "subject_id", "status", "at")
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def mark_outbox(self, owner: str, updates: list[dict], clock: str) -> int:
         if not updates:
             return 0

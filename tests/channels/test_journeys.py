@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
+from channels.dispatcher import dispatch
 from channels.journeys import Journeys
 from configs.schema import parse_program, read_yaml
+from stores.base import OUTBOX_COLUMNS
+from stores.spec import open_store
+from tests.channels.conftest import NOW as SEEDED
+from tests.channels.conftest import World
+
+REMINDER = """  - type: email
+    name: reminder
+    after: {{step: email, delay: 2d}}
+    options: {recipients}
+"""
 
 PROGRAM = """
 program: events
@@ -52,3 +65,27 @@ def test_a_suppressed_or_failed_parent_ends_its_descendants_naming_their_parent(
 def test_rows_without_children_or_still_pending_settle_nothing():
     assert journeys().settlements([(ROW | {"step": "in_app"}, "sent")], NOW) == []
     assert journeys().settlements([(ROW | {"step": "invite"}, "pending")], NOW) == []
+
+
+def test_a_dispatch_releases_children_a_killed_dispatcher_left_waiting(tmp_path, smtp):
+    """The parent was recorded sent, then the dispatcher died before releasing its child:
+    the next dispatch finds the child and makes it due from the parent's own send time."""
+    world = World(tmp_path)
+    recipients = f"{{recipients: {{type: parquet, options: {{path: {world.customers}}}}}}}"
+    world.write_program(extra=REMINDER.format(recipients=recipients))
+    (key,) = world.seed(1)
+    row = world.outbox()[key] | {"step": "reminder", "status": "waiting", "idempotency_key": "k2"}
+    store = open_store(world.store_spec)
+    texts = ("reason", "template")
+    store.enqueue_outbox(pa.table({
+        c: pa.array([row[c]], pa.string() if c in texts else None)
+        for c in [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "step"]
+    }))  # fmt: skip
+    store.connection.execute(  # the parent's record, then the crash: no release
+        "UPDATE outbox SET status = 'sent', sent_at = '2024-03-01T09:00:00Z' "
+        "WHERE idempotency_key = ?", (key,),
+    )  # fmt: skip
+    store.close()
+    dispatch(world.store_spec, world.config_dir, now=SEEDED)
+    reminder = world.outbox()["k2"]
+    assert (reminder["status"], reminder["send_after"]) == ("pending", "2024-03-03T09:00:00Z")

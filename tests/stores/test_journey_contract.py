@@ -152,3 +152,20 @@ def test_a_messages_row_names_its_step(each_store):
     store.enqueue_outbox(steps({"step": "invite"}))
     send(store, "c1|s1|invite")
     assert store.find_message(key="c1|s1|invite")["step"] == "invite"
+
+
+def test_waiting_rows_whose_parent_ended_are_found(each_store):
+    """A dispatcher killed between recording a parent and releasing its children (or a step
+    added after its parent was sent) leaves children waiting: ``ended_parents`` finds them."""
+    store = each_store
+    add_candidates(store, "s1", "s2", "s3")
+    store.enqueue_outbox(steps(
+        *({"subject_id": s, "step": "invite"} for s in ("s1", "s2", "s3")),
+        *({"subject_id": s, "step": "nudge", "status": "waiting"} for s in ("s1", "s2", "s3")),
+    ))  # fmt: skip
+    send(store, "c1|s1|invite", "c1|s2|invite")  # s3's invite is still pending
+    store.settle_waiting([{"program": "p", "customer_id": "c1", "subject_id": "s2",
+                           "step": "nudge", "status": "pending", "send_after": LATER}])  # fmt: skip
+    found = store.ended_parents("p", "invite", "nudge")
+    assert found == [{"customer_id": "c1", "subject_id": "s1", "status": "sent", "at": NOW}]
+    assert store.ended_parents("p", "invite", "other") == []
