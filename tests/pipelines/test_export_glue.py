@@ -9,7 +9,7 @@ import pytest
 from pipelines import export
 from pipelines.export_glue import columns
 from stores.spec import open_store
-from tests.pipelines.test_export import DAY, seeded_store
+from tests.pipelines.test_export import DAY
 from tests.pipelines.test_export_s3 import PREFIX, exported, run, s3_flags
 
 pytestmark = pytest.mark.integration
@@ -18,22 +18,17 @@ DB = "ceap_analytics"
 
 
 @pytest.fixture
-def spec(tmp_path) -> str:
-    """The SQLite store of tests/pipelines/test_export.py (two programs, three tables)."""
-    return seeded_store(tmp_path)
+def spec(export_store) -> str:
+    return export_store
 
 
 @pytest.fixture
-def s3(moto_endpoint):
-    import uuid
-
+def s3(s3_bucket, moto_endpoint):
+    """A fresh bucket and a Glue client; the catalog is removed after the test."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    bucket = f"ceap-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
     glue = boto3.client("glue", endpoint_url=moto_endpoint, region_name="us-east-1")
-    yield client, bucket, glue
+    yield *s3_bucket, glue
     for table in export.TABLES:  # one moto server for the session: leave no catalog behind
         glue.delete_table(DatabaseName=DB, Name=table)
     glue.delete_database(Name=DB)

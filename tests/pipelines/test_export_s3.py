@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +16,7 @@ import pytest
 
 from pipelines import export
 from stores.spec import open_store
-from tests.pipelines.test_export import DAY, _candidate, seeded_store
+from tests.pipelines.test_export import DAY, _candidate
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +25,13 @@ PREFIX = "exports/ceap"
 
 
 @pytest.fixture
-def spec(tmp_path) -> str:
-    """The SQLite store of tests/pipelines/test_export.py (two programs, three tables)."""
-    return seeded_store(tmp_path)
+def spec(export_store) -> str:
+    return export_store
 
 
 @pytest.fixture
-def s3(moto_endpoint):
-    """A boto3 client on the moto server and a fresh bucket of the test's own."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    bucket = f"ceap-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
+def s3(s3_bucket):
+    return s3_bucket
 
 
 def s3_flags(endpoint: str) -> list[str]:
