@@ -21,6 +21,7 @@ import secrets
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -86,7 +87,7 @@ def signing_key() -> bytes:
 
 @lru_cache(maxsize=8)
 def _dev_key(home: str) -> bytes:
-    path = ceap_home() / "signing.key"
+    path = Path(home) / "signing.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:  # exclusive create: two processes starting together agree on one key
@@ -100,8 +101,15 @@ def _dev_key(home: str) -> bytes:
 
 
 def _serializer(purpose: Purpose) -> URLSafeTimedSerializer:
+    return _serializer_for(signing_key(), purpose)
+
+
+@lru_cache(maxsize=16)
+def _serializer_for(key: bytes, purpose: Purpose) -> URLSafeTimedSerializer:
+    """Built once per key and purpose: every email signs several links, every click and
+    pixel verifies one (a changed key is a new entry)."""
     return URLSafeTimedSerializer(
-        signing_key(), salt=f"ceap-{purpose.value}", signer_kwargs={"digest_method": hashlib.sha256}
+        key, salt=f"ceap-{purpose.value}", signer_kwargs={"digest_method": hashlib.sha256}
     )
 
 
