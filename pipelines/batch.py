@@ -27,6 +27,7 @@ from connectors.base import accepts_text_columns
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
+from pipelines.stage_times import stage_seconds
 from scorers.experiments import bounds, buckets
 from stores.base import iso
 from stores.ports import require_roles
@@ -219,6 +220,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         result.wait_until_finish()
         funnel = Funnel.from_result(program.program, result, program.filter_labels())
         funnel.seconds = time.perf_counter() - t0
+        funnel.stage_seconds = stage_seconds(result, program.filter_labels())
         count_single_primary(funnel, program)
         funnel.add_responses(store)  # per arm: responses so far to its stored candidates
         store.record_run(
@@ -226,7 +228,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
                 **record,
                 "finished_at": iso(RunContext.utcnow()),
                 "status": "degraded" if funnel.degraded() else "ok",
-                "funnel": funnel.as_dict(),
+                "funnel": {**funnel.as_dict(), **funnel.timing()},
             }
         )
         funnel.alert_degraded(run_id, "batch")

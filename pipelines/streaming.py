@@ -22,6 +22,7 @@ from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args
+from pipelines.stage_times import stage_seconds
 from stores.base import iso
 from stores.ports import require_roles
 from stores.spec import open_store
@@ -89,13 +90,14 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     result.wait_until_finish()
     funnel = Funnel.from_result(program.program, result, program.filter_labels())
     funnel.seconds = time.perf_counter() - t0
+    funnel.stage_seconds = stage_seconds(result, program.filter_labels())
     store = open_store(ctx.store)
     try:
         store.record_run({
             "run_id": run_id, "program": program.program, "mode": "streaming",
             "started_at": iso(started), "finished_at": iso(RunContext.utcnow()),
             "status": "degraded" if funnel.degraded() else "ok",
-            "funnel": funnel.as_dict(),
+            "funnel": {**funnel.as_dict(), **funnel.timing()},
         })  # fmt: skip
     finally:
         store.close()

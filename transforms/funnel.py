@@ -78,6 +78,9 @@ class Funnel:
     and ``<source> (kept)``: the rows a primary kept by its ``traffic:`` share (split only).
     A shadow source's rows are read, never kept."""
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Where the time went, per step (pipelines/stage_times.py): sampled, summed over
+    worker threads; empty when the runner does not report it."""
 
     @property
     def accounted(self) -> int:
@@ -110,6 +113,11 @@ class Funnel:
             "circuit_open": self.circuit_open, "arms": self.arm_summary(),
             "sources": self.source_summary(), "degraded": self.degraded(),
         }  # fmt: skip
+
+    def timing(self) -> dict:
+        """How long the run took and where (kept apart from the counts, which a re-run or
+        another runner reproduces exactly); the ``runs`` record holds both."""
+        return {"seconds": round(self.seconds, 3), "stage_seconds": self.stage_seconds}
 
     def source_summary(self) -> dict[str, dict[str, int]]:
         """Per source: ``read`` (all its rows) and, for a primary split by ``traffic:``,
