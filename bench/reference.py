@@ -1,5 +1,6 @@
 """The seed ``reviews`` program's funnel as one DuckDB query: the independent reference
-that bench/batch.py times against and the tests compare with row for row.
+that bench/batch.py times against and the tests compare with row for row; and the
+second bench shape's (bench/programs/audiences.yaml).
 
 It mirrors configs/reviews.yaml on a fresh store (no opt-out registry, nothing sent yet);
 the e2e tests compare the CLI's store with it row for row.
@@ -54,5 +55,40 @@ def reviews_reference(warehouse: str, now: str, top_n: int = 50_000, program: st
         return con.execute(
             REVIEWS_SQL.format(wh=warehouse, now=now, top_n=top_n, program=program)
         ).fetchall()
+    finally:
+        con.close()
+
+
+AUDIENCES_SQL = """
+WITH a AS (
+  SELECT trim(user_key) AS customer_id, trim(item_key) AS subject_id, seen_at AS event_time, dwell
+  FROM read_parquet('{d}/activity/*.parquet')
+  WHERE trim(user_key) <> '' AND trim(item_key) <> '' AND seen_at IS NOT NULL),
+j AS (
+  SELECT a.*, u.affinity, u.opted_out, u.segment, i.category FROM a
+  LEFT JOIN read_parquet('{d}/users/*.parquet') u ON a.customer_id = u.user_key
+  LEFT JOIN read_parquet('{d}/items/*.parquet') i ON a.subject_id = i.item_key),
+kept AS (
+  SELECT * FROM j
+  WHERE event_time >= TIMESTAMPTZ '{now}' - INTERVAL 14 DAY
+    AND dwell >= 5 AND affinity >= 0.2
+    AND opted_out IS NOT TRUE
+    AND (category IS NULL OR category NOT IN ('restricted', 'archived'))
+    AND affinity >= 0.25),
+best AS (SELECT * FROM kept QUALIFY row_number() OVER (
+           PARTITION BY customer_id, subject_id ORDER BY affinity DESC, event_time DESC) = 1)
+SELECT customer_id, subject_id, affinity AS score FROM best
+QUALIFY row_number() OVER (
+  PARTITION BY subject_id ORDER BY affinity DESC, event_time DESC, customer_id) <= {top_n}
+"""
+
+
+def audiences_reference(data: str, now: str, top_n: int = 200):
+    """bench/programs/audiences.yaml as one DuckDB query: (customer, subject, score) rows."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return con.execute(AUDIENCES_SQL.format(d=data, now=now, top_n=top_n)).fetchall()
     finally:
         con.close()
