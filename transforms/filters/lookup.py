@@ -1,5 +1,6 @@
-"""Lookups that history-based filters share: a table in a private DuckDB, joined with a
-batch on text keys, returning one value per batch row in the batch's order."""
+"""Lookups that history-based filters share: a table of counts per key, indexed once and
+probed with each batch on text keys, returning one value per batch row in the batch's
+order."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ceap import arrow
 from ceap.errors import ConfigError
+from ceap.key_index import KeyIndex
 from ceap.plugins import connectors
 from connectors.base import accepts_text_columns
 
@@ -64,7 +66,6 @@ class KeyedCounts:
     def __init__(self, table: pa.Table, keys: list[str]) -> None:
         self._keys = keys
         self._small: tuple[pa.Array, np.ndarray] | None = None
-        self._con = None
         if table.num_rows < 4 * arrow.SMALL_BATCH:
             # A small table (a streaming micro-batch's customers, a short registry): its keys
             # as one text array, probed with Arrow's vectorised index_in, no DuckDB round trip.
@@ -77,14 +78,15 @@ class KeyedCounts:
         cols = {
             f"k{i}": arrow.as_text(table.column(k).combine_chunks()) for i, k in enumerate(keys)
         }
-        self._con = arrow.duck()
         by = ", ".join(cols)
-        self._con.register("raw", pa.table(cols))
-        self._con.execute(
-            f"CREATE TABLE counts AS SELECT {by}, count(*) AS n FROM raw GROUP BY {by}"
-        )
-        self._con.unregister("raw")
-        self.size = int(self._con.execute("SELECT count(*) FROM counts").fetchall()[0][0])
+        present = " AND ".join(f"{c} IS NOT NULL" for c in cols)
+        sql = f"SELECT {by}, count(*) AS n FROM raw WHERE {present} GROUP BY {by}"
+        counts = arrow.query(arrow.local_duck(), sql, raw=pa.table(cols))
+        # Indexed once (ceap/key_index.py): every batch is then answered in time proportional
+        # to its rows, where a join per batch scanned the whole history table each time.
+        self._index = KeyIndex(_joined(counts, list(cols)))
+        self._counts = counts.column("n").to_numpy()
+        self.size = counts.num_rows
 
     def lookup(self, batch: pa.RecordBatch, columns: list[str]) -> np.ndarray:
         """The count for each batch row (0 where absent), in the batch's row order."""
@@ -98,17 +100,5 @@ class KeyedCounts:
             out = np.zeros(n, dtype=np.int64)
             out[found] = counts[pc.drop_null(where).to_numpy()]
             return out
-        left = pa.table({
-            "_i": pa.array(np.arange(n, dtype=np.int64)),
-            **{f"k{i}": arrow.as_text(batch.column(c)) for i, c in enumerate(columns)},
-        })  # fmt: skip
-        on = " AND ".join(f"b.k{i} = c.k{i}" for i in range(len(columns)))
-        # Only the matches come back (no sort, no row per miss); numpy scatters them.
-        hits = arrow.query(self._con, f"SELECT b._i, c.n FROM b JOIN counts c ON {on}", b=left)
-        out = np.zeros(n, dtype=np.int64)
-        out[hits.column("_i").to_numpy()] = hits.column("n").to_numpy()
-        return out
-
-    def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
+        rows = self._index.positions(_joined(batch, columns))
+        return np.where(rows >= 0, self._counts[rows], 0)

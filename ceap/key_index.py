@@ -1,0 +1,83 @@
+"""``KeyIndex``: a hash index over a lookup table's text keys, built once and probed by
+every batch.
+
+A DuckDB join per batch builds its hash table again for every batch and scans the whole
+lookup table each time: against a 1M-row customer table that is ~100 ms per batch however
+small the batch. This index hashes the table's keys once (DuckDB's 64-bit ``hash``), keeps
+them in an open-addressing table (numpy arrays, vectorised inserts and probes), and answers
+a batch in time proportional to the batch: ~40 ms for 262k keys against 1M. Matches are
+exact: a probe whose hash equals a table key's is compared as text before it counts, and
+a different key with the same hash goes on probing, so a hash collision costs time, never a
+wrong row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap import arrow
+
+EMPTY = -1
+
+
+def hashes(keys: pa.Array) -> np.ndarray:
+    """DuckDB's 64-bit hash of each text key (nulls hash too; callers mask them)."""
+    table = arrow.query(arrow.local_duck(), "SELECT hash(k) AS h FROM t", t=pa.table({"k": keys}))
+    return table.column("h").to_numpy()
+
+
+class KeyIndex:
+    """Row position of each key of ``keys`` (text, unique, no nulls), probed in batches."""
+
+    def __init__(self, keys: pa.Array) -> None:
+        self.keys = keys
+        self._hash = hashes(keys) if len(keys) else np.zeros(0, np.uint64)
+        capacity = 1 << max(4, (2 * len(keys) - 1).bit_length())  # load factor <= 1/2
+        self._mask = capacity - 1
+        self._slots = np.full(capacity, EMPTY, np.int64)
+        pending = np.arange(len(keys), dtype=np.int64)
+        slot = (self._hash & np.uint64(self._mask)).astype(np.int64)
+        while len(pending):  # each round places the keys whose slot is free (one per slot)
+            free = self._slots[slot[pending]] == EMPTY
+            trying = pending[free]
+            self._slots[slot[trying]] = trying
+            placed = np.zeros(len(pending), bool)
+            placed[free] = self._slots[slot[trying]] == trying
+            pending = pending[~placed]
+            slot[pending] = (slot[pending] + 1) & self._mask
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def positions(self, probe: pa.Array) -> np.ndarray:
+        """The table row of each probe key, ``-1`` where absent (a null key never matches)."""
+        n = len(probe)
+        out = np.full(n, EMPTY, np.int64)
+        if not n or not len(self.keys):
+            return out
+        if isinstance(probe, pa.ChunkedArray):
+            probe = probe.combine_chunks()
+        wanted = hashes(probe)
+        slot = (wanted & np.uint64(self._mask)).astype(np.int64)
+        todo = np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False))
+        while len(todo):
+            row = self._slots[slot[todo]]
+            empty = row == EMPTY
+            same_hash = ~empty
+            same_hash[same_hash] = self._hash[row[same_hash]] == wanted[todo[same_hash]]
+            if same_hash.any():
+                at, rows = todo[same_hash], row[same_hash]
+                equal = pc.equal(self.keys.take(pa.array(rows)), probe.take(pa.array(at)))
+                equal = equal.to_numpy(zero_copy_only=False)
+                out[at[equal]] = rows[equal]
+                same_hash[same_hash] = equal  # found; a hash-equal other key probes on
+            todo = todo[~(empty | same_hash)]
+            slot[todo] = (slot[todo] + 1) & self._mask
+        return out
+
+    def take(self, table: pa.Table, probe: pa.Array) -> pa.Table:
+        """``table``'s rows (aligned with ``keys``) for each probe key; nulls where absent."""
+        rows = self.positions(probe)
+        return table.take(pa.array(rows, pa.int64(), mask=rows < 0))
