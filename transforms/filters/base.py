@@ -58,20 +58,28 @@ class Filter:
         funnel is the same, since enrichment never removes rows)."""
         return None
 
-    def split(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.Array]:
-        """Returns (kept rows, removed rows, the removed rows' reasons)."""
+    def decide(self, batch: pa.RecordBatch) -> tuple[np.ndarray, str | pa.Array]:
+        """(keep: one bool per row, nulls as False; the reason: one string, or an array
+        aligned with the rows). No row is copied: a batch run only counts removals."""
         verdict = self.evaluate(batch)
         keep = verdict.keep
-        if not isinstance(keep, pa.Array):
-            keep = pa.array(np.asarray(keep, dtype=bool))
-        keep = pc.fill_null(keep, False)
-        drop = pc.invert(keep)
-        removed = batch.filter(drop)
-        if isinstance(verdict.reason, str):
-            reasons = pa.array([verdict.reason] * removed.num_rows, pa.string())
-        else:
-            reasons = verdict.reason.filter(drop)
-        return batch.filter(keep), removed, reasons
+        if isinstance(keep, pa.Array | pa.ChunkedArray):
+            keep = pc.fill_null(keep, False).to_numpy(zero_copy_only=False)
+        return np.asarray(keep, dtype=bool), verdict.reason
+
+    def split(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.Array]:
+        """Returns (kept rows, removed rows, the removed rows' reasons)."""
+        keep, reason = self.decide(batch)
+        drop = ~keep
+        removed = batch.filter(pa.array(drop))
+        return batch.filter(pa.array(keep)), removed, reasons_of(reason, drop)
+
+
+def reasons_of(reason: str | pa.Array, drop: np.ndarray) -> pa.Array:
+    """The reasons of the removed rows (``drop``), one per removed row."""
+    if isinstance(reason, str) or reason is None:
+        return pa.repeat(pa.scalar(reason, pa.string()), int(drop.sum()))
+    return reason.filter(pa.array(drop))
 
 
 def column(batch: pa.RecordBatch, name: str, filter_label: str) -> pa.Array:

@@ -12,12 +12,14 @@ import time
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import FilterConfig
+from transforms.filters.base import reasons_of
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 
@@ -50,17 +52,28 @@ class _FilterFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch):
         self._refresh()  # a streaming bundle lasts as long as the stream: refresh within it
-        kept, removed, reasons = self._filter.split(batch)
-        if removed.num_rows:
-            reasons = pc.fill_null(reasons, "removed")
-            for item in pc.value_counts(reasons).to_pylist():
-                counter(self._ctx.program, "filtered", self._label, item["values"]).inc(
-                    item["counts"]
+        keep, reason = self._filter.decide(batch)
+        drop = ~keep
+        removed = int(drop.sum())
+        if removed:
+            self._count(reason, drop, removed)
+            if self._ctx.mode.records_outcomes:  # streaming: one outcome per removed event
+                reasons = pc.fill_null(reasons_of(reason, drop), "removed")
+                labelled = pc.binary_join_element_wise(self._label, reasons, ": ")
+                yield from emit_outcomes(
+                    self._ctx, batch.filter(pa.array(drop)), "filtered", labelled
                 )
-            labelled = pc.binary_join_element_wise(self._label, reasons, ": ")
-            yield from emit_outcomes(self._ctx, removed, "filtered", labelled)
-        if kept.num_rows:
-            yield kept
+        if removed < batch.num_rows:
+            yield batch.filter(pa.array(keep)) if removed else batch
+
+    def _count(self, reason: str | pa.Array, drop: np.ndarray, removed: int) -> None:
+        if reason is None or isinstance(reason, str):
+            counts = [(reason or "removed", removed)]
+        else:
+            values = pc.value_counts(pc.fill_null(reason.filter(pa.array(drop)), "removed"))
+            counts = [(v["values"], v["counts"]) for v in values.to_pylist()]
+        for why, n in counts:
+            counter(self._ctx.program, "filtered", self._label, why).inc(n)
 
 
 class ApplyFilters(beam.PTransform):
