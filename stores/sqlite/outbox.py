@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from stores.leasing import LeasedRow, LeaseRequest
-from stores.sqlite.schema import OUTBOX_INSERT, UPSERT_OUTBOX
+from stores.sqlite.schema import OUTBOX_INSERT, OUTBOX_KEY, UPSERT_OUTBOX, in_key_order
 
 
 class SqliteOutbox:
@@ -15,6 +15,7 @@ class SqliteOutbox:
     def enqueue_outbox(self, rows: pa.Table) -> int:
         if "step" not in rows.column_names:  # a row without steps is its channel's step
             rows = rows.append_column("step", rows.column("channel"))
+        rows = in_key_order(rows, OUTBOX_KEY)
         cols = [rows.column(c).to_pylist() for c in OUTBOX_INSERT[:-1]]
         created = rows.column("created_at").to_pylist()
         with self._transaction():

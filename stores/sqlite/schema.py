@@ -93,6 +93,19 @@ ON CONFLICT (program, customer_id, subject_id) DO UPDATE SET
 WHERE candidates.status NOT IN ('consumed', 'suppressed')
 """
 
+OUTBOX_KEY = ["program", "customer_id", "subject_id", "step"]
+CANDIDATE_KEY = ["program", "customer_id", "subject_id"]
+WRITE_CACHE_KIB = 65_536
+"""The page cache of a writing connection (``PRAGMA cache_size``), in KiB."""
+
+
+def in_key_order(rows: pa.Table, key: list[str]) -> pa.Table:
+    """Rows sorted by the table's primary key before a bulk insert: each index page is then
+    visited once, in order, instead of at random (a 150k-row outbox write took twice as long
+    in arrival order)."""
+    return rows.sort_by([(c, "ascending") for c in key]) if rows.num_rows > 1 else rows
+
+
 OUTBOX_INSERT = [*OUTBOX_COLUMNS, "template", "shadow", "created_at", "step", "updated_at"]
 UPSERT_OUTBOX = f"""
 INSERT INTO outbox ({", ".join(OUTBOX_INSERT)}) VALUES ({", ".join("?" * len(OUTBOX_INSERT))})
