@@ -32,6 +32,10 @@ class Mode:
     """Each micro-batch is ranked on its own (no shuffle); otherwise all rows of a group."""
     dedup_events: bool
     """Upstreams deliver at least once: an event seen within the dedup window is dropped."""
+    stores_each_batch: bool
+    """Each batch of candidates is stored as it comes (an event's candidate is servable at
+    once); otherwise a worker gathers its ranked rows and stores them in as few
+    transactions as it can (each transaction rewrites the index pages it touches)."""
 
     def stale(self, loaded_at: float) -> bool:
         """Whether a lookup loaded at ``loaded_at`` (``time.monotonic()``) is to be re-read."""
@@ -42,9 +46,9 @@ class Mode:
 
 BATCH = Mode(
     "batch", records_outcomes=False, schemaless=False, lookup_each_batch=False,
-    refresh_seconds=None, ranks_each_batch=False, dedup_events=False,
+    refresh_seconds=None, ranks_each_batch=False, dedup_events=False, stores_each_batch=False,
 )  # fmt: skip
 STREAMING = Mode(
     "streaming", records_outcomes=True, schemaless=True, lookup_each_batch=True,
-    refresh_seconds=1.0, ranks_each_batch=True, dedup_events=True,
+    refresh_seconds=1.0, ranks_each_batch=True, dedup_events=True, stores_each_batch=True,
 )  # fmt: skip

@@ -21,6 +21,7 @@ from ceap import arrow
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
+from connectors.base import BATCH_ROWS
 from stores.base import CANDIDATE_COLUMNS, iso
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
@@ -165,7 +166,32 @@ class _WriteFn(StoreDoFn):
         self._opt_outs = self._store.opt_outs()
         self._loaded = time.monotonic()
 
+    def start_bundle(self) -> None:
+        self._gathered: list[pa.RecordBatch] = []
+        self._gathered_rows = 0
+
     def process(self, batch: pa.RecordBatch):
+        if self._ctx.mode.stores_each_batch:
+            self._write(batch)
+            # Last, after every effect is durable: a crash before this replays the batch
+            # (idempotently); a crash after finds it accounted for.
+            yield from emit_outcomes(self._ctx, batch, "candidate")
+            return
+        self._gathered.append(batch)
+        self._gathered_rows += batch.num_rows
+        if self._gathered_rows >= BATCH_ROWS:
+            self.finish_bundle()
+
+    def finish_bundle(self) -> None:
+        """A batch run's ranked rows, gathered, in one write (no outcomes to emit)."""
+        if self._gathered:
+            tables = [pa.Table.from_batches([b]) for b in self._gathered]
+            rows = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+            self._gathered, self._gathered_rows = [], 0
+            for batch in rows.to_batches():
+                self._write(batch)
+
+    def _write(self, batch: pa.RecordBatch) -> None:
         if self._ctx.mode.stale(self._loaded):
             self._opt_outs = self._store.opt_outs()  # an opt-out made meanwhile counts at once
             self._loaded = time.monotonic()
@@ -181,9 +207,6 @@ class _WriteFn(StoreDoFn):
                 for kind, n in ((status, added), ("already queued", group.num_rows - added)):
                     if n:
                         counter(name, "queued", channel, kind).inc(n)
-        # Last, after every effect is durable: a crash before this replays the batch
-        # (idempotently); a crash after finds it accounted for.
-        yield from emit_outcomes(self._ctx, batch, "candidate")
 
 
 class WriteCandidates(beam.PTransform):
