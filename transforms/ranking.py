@@ -103,12 +103,14 @@ def rank_table(
         if cap is not None:
             own = f"max(floor(TRY_CAST({arrow.quote(cap)} AS DOUBLE))) OVER ({part})"
             limit = f"coalesce(CASE WHEN {own} < 0 THEN 0 ELSE {own} END, {limit})"
-        table = arrow.query(
-            con,
-            f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) "
-            f"<= coalesce({limit}, 9223372036854775807)",
-            t=table,
-        )
+        if group is None and cap is None:  # one group: a top-N sort, not a full one
+            sql = f"SELECT * FROM t ORDER BY {ORDER} LIMIT {limit}"
+        else:
+            sql = (
+                f"SELECT * FROM t QUALIFY row_number() OVER ({part}ORDER BY {ORDER}) "
+                f"<= coalesce({limit}, 9223372036854775807)"
+            )
+        table = arrow.query(con, sql, t=table)
         cut = before - table.num_rows
     return table, duplicates, cut
 
