@@ -67,9 +67,9 @@ def to_utc(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     if pa.types.is_timestamp(kind):
         out = values if kind.tz else pc.assume_timezone(values, "UTC")
         # Truncated to microseconds: nanosecond times (pandas) would fail a safe cast.
-        return out.cast(UTC_US, safe=False), pa.array([True] * len(values))
+        return out.cast(UTC_US, safe=False), pa.repeat(True, len(values))
     if pa.types.is_date(kind):
-        return values.cast(pa.timestamp("us")).cast(UTC_US), pa.array([True] * len(values))
+        return values.cast(pa.timestamp("us")).cast(UTC_US), pa.repeat(True, len(values))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         out = pa.array(parse_times(values.to_pandas()), UTC_US, from_pandas=True)
         ok = pc.or_(pc.is_valid(out), pc.is_null(values))

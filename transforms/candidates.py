@@ -64,11 +64,18 @@ def to_candidates(
     """Returns (valid candidate rows, dead-letter records or None)."""
     names = batch.schema.names
     n = batch.num_rows
-    reasons = np.full(n, None, dtype=object)
+    bad_mask = np.zeros(n, dtype=bool)
+    reasons = np.empty(0, dtype=object)  # one per row once a row fails (most batches: none)
 
     def fail(mask: np.ndarray, why: str | np.ndarray) -> None:
-        fresh = mask & np.equal(reasons, None)
+        nonlocal reasons
+        fresh = mask & ~bad_mask
+        if not fresh.any():
+            return
+        if not len(reasons):
+            reasons = np.full(n, None, dtype=object)
         reasons[fresh] = why if isinstance(why, str) else why[fresh]
+        bad_mask[fresh] = True
 
     if ERROR_COLUMN in names:
         errs = batch.column(ERROR_COLUMN).to_numpy(zero_copy_only=False)
@@ -115,7 +122,6 @@ def to_candidates(
             np.full(n, np.datetime64(ctx.current().replace(tzinfo=None), "us")), arrow.UTC_US
         )
 
-    bad_mask = np.not_equal(reasons, None)
     split = (batch.schema.metadata or {}).get(b"ceap.split", b"").decode()
     rest = {c: batch.column(c) for c in names if c not in out and c not in (ERROR_COLUMN, RAW)}
     if ORIGIN_COLUMN in rest and not ctx.mode.records_outcomes:
