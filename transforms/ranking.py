@@ -27,16 +27,25 @@ from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
 
 GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
 BUCKETS = 8
+CAP = "_ceap_cap"
 ORDER = "score DESC NULLS LAST, event_time DESC NULLS LAST, customer_id, subject_id"
 
 
 class _Acc:
-    __slots__ = ("table", "seen", "duplicates", "cut")
+    """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
+    (rows added), ``dropped`` (the distinct keys of rows a pruning cut: a later row of
+    the same key is then a duplicate, as in one pass over every row), ``caps`` (each
+    group's largest ``top_n_column`` value among the rows cut). ``duplicates`` and ``cut``
+    are set by ``extract_output`` only, from those."""
 
-    def __init__(
-        self, table: pa.Table | None = None, seen: int = 0, duplicates: int = 0, cut: int = 0
-    ):
-        self.table, self.seen, self.duplicates, self.cut = table, seen, duplicates, cut
+    __slots__ = ("table", "seen", "dropped", "caps", "duplicates", "cut")
+
+    def __init__(self) -> None:
+        self.table: pa.Table | None = None
+        self.seen = 0
+        self.dropped: pa.Array | None = None
+        self.caps: pa.Table | None = None
+        self.duplicates = self.cut = 0
 
 
 class TopN(beam.CombineFn):
@@ -52,29 +61,81 @@ class TopN(beam.CombineFn):
     def add_input(self, acc: _Acc, batch: pa.RecordBatch) -> _Acc:
         acc.seen += batch.num_rows
         acc.table = _concat(acc.table, pa.Table.from_batches([batch]))
-        return self._compact(acc) if acc.table.num_rows > self._limit else acc
+        return self._prune(acc) if acc.table.num_rows > self._limit else acc
 
     def merge_accumulators(self, accs) -> _Acc:
         out = _Acc()
         for acc in accs:
             out.seen += acc.seen
-            out.duplicates += acc.duplicates
-            out.cut += acc.cut
             if acc.table is not None:
                 out.table = _concat(out.table, acc.table)
-        return (
-            self._compact(out)
-            if out.table is not None and out.table.num_rows > self._limit
-            else out
-        )
+            if acc.dropped is not None:
+                out.dropped = _union(out.dropped, acc.dropped)
+            if acc.caps is not None:
+                out.caps = _concat(out.caps, acc.caps)
+        too_big = out.table is not None and out.table.num_rows > self._limit
+        return self._prune(out) if too_big else out
 
     def extract_output(self, acc: _Acc) -> _Acc:
-        return self._compact(acc) if acc.table is not None else acc
-
-    def _compact(self, acc: _Acc) -> _Acc:
-        table, duplicates, cut = rank_table(acc.table, self._top_n, self._group, self._cap)
-        acc.table, acc.duplicates, acc.cut = table, acc.duplicates + duplicates, acc.cut + cut
+        if acc.table is None:
+            return acc
+        keys = _keys(acc.table)
+        distinct = len(_union(acc.dropped, keys))
+        acc.table = self._rank(acc.table, acc.caps)
+        acc.duplicates = acc.seen - distinct  # a key is one candidate, whenever its rows came
+        acc.cut = distinct - acc.table.num_rows
         return acc
+
+    def _prune(self, acc: _Acc) -> _Acc:
+        """Keeps the top rows so far (memory stays bounded by top_n x groups), remembering
+        what the final count and caps need of the rows it drops."""
+        before = acc.table
+        acc.table = self._rank(before, acc.caps)
+        gone = pc.invert(pc.is_in(_keys(before), value_set=_keys(acc.table)))
+        gone_keys = pc.unique(_keys(before).filter(gone))
+        acc.dropped = _union(acc.dropped, gone_keys)
+        if self._cap is not None and self._cap in before.column_names and self._group:
+            acc.caps = _group_max(_concat(acc.caps, _caps(before, self._group, self._cap)))
+        return acc
+
+    def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
+        """``rank_table``, each group's cap also counting the rows pruned before."""
+        cap = self._cap
+        if caps is None or cap is None or cap not in table.column_names or not self._group:
+            return rank_table(table, self._top_n, self._group, cap)[0]
+        own = _caps(table, self._group, cap)
+        found = pc.index_in(own.column("g"), value_set=caps.column("g"))
+        earlier = caps.column("cap").take(found)
+        both = pc.max_element_wise(own.column("cap"), earlier, skip_nulls=True)
+        ranked = rank_table(table.append_column(CAP, both), self._top_n, self._group, CAP)[0]
+        return ranked.drop_columns([CAP])
+
+
+def _keys(table: pa.Table) -> pa.Array:
+    """Each row's candidate key as one text value (customer and subject, unit separator)."""
+    key = pc.binary_join_element_wise(
+        arrow.as_text(table.column("customer_id").combine_chunks()),
+        arrow.as_text(table.column("subject_id").combine_chunks()),
+        "\x1f",
+    )
+    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+
+
+def _union(a: pa.Array | None, b: pa.Array) -> pa.Array:
+    return pc.unique(b if a is None else pa.concat_arrays([a, b.cast(a.type)]))
+
+
+def _caps(table: pa.Table, group: str, cap: str) -> pa.Table:
+    values = pc.cast(table.column(cap), pa.float64(), safe=False)
+    return pa.table({"g": arrow.as_text(table.column(group).combine_chunks()), "cap": values})
+
+
+def _group_max(caps: pa.Table) -> pa.Table:
+    """One row per group: its largest cap (NaN and null are no cap)."""
+    caps = caps.filter(
+        pc.and_(pc.is_valid(caps.column("cap")), pc.invert(pc.is_nan(caps.column("cap"))))
+    )
+    return caps.group_by("g").aggregate([("cap", "max")]).rename_columns(["g", "cap"])
 
 
 def rank_table(
