@@ -20,6 +20,9 @@ import pyarrow.compute as pc
 from ceap import arrow
 
 EMPTY = -1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""Fibonacci hashing: a slot is the top bits of hash x 2^64/phi, so keys whose hashes
+differ only in a few bits (``C0000001``, ``C0000002``) still spread over the table."""
 
 
 def hashes(keys: pa.Array) -> np.ndarray:
@@ -34,11 +37,12 @@ class KeyIndex:
     def __init__(self, keys: pa.Array) -> None:
         self.keys = keys
         self._hash = hashes(keys) if len(keys) else np.zeros(0, np.uint64)
-        capacity = 1 << max(4, (2 * len(keys) - 1).bit_length())  # load factor <= 1/2
-        self._mask = capacity - 1
-        self._slots = np.full(capacity, EMPTY, np.int64)
+        bits = max(4, (2 * len(keys) - 1).bit_length())  # load factor <= 1/2
+        self._shift = np.uint64(64 - bits)
+        self._mask = (1 << bits) - 1
+        self._slots = np.full(1 << bits, EMPTY, np.int64)
         pending = np.arange(len(keys), dtype=np.int64)
-        slot = (self._hash & np.uint64(self._mask)).astype(np.int64)
+        slot = self._slot(self._hash)
         while len(pending):  # each round places the keys whose slot is free (one per slot)
             free = self._slots[slot[pending]] == EMPTY
             trying = pending[free]
@@ -47,6 +51,9 @@ class KeyIndex:
             placed[free] = self._slots[slot[trying]] == trying
             pending = pending[~placed]
             slot[pending] = (slot[pending] + 1) & self._mask
+
+    def _slot(self, hashed: np.ndarray) -> np.ndarray:
+        return ((hashed * _GOLDEN) >> self._shift).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -60,7 +67,7 @@ class KeyIndex:
         if isinstance(probe, pa.ChunkedArray):
             probe = probe.combine_chunks()
         wanted = hashes(probe)
-        slot = (wanted & np.uint64(self._mask)).astype(np.int64)
+        slot = self._slot(wanted)
         todo = np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False))
         while len(todo):
             row = self._slots[slot[todo]]
