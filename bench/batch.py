@@ -153,11 +153,12 @@ def main() -> int:
     ref = reference(args.program, data, program)
 
     print(output.rstrip())
-    print(
-        f"\nwhere the time went (sampled, summed over worker threads; total {funnel['seconds']:.1f}s in the pipeline)"
-    )
-    for step, seconds in funnel.get("stage_seconds", {}).items():
-        print(f"  {step:52s}{seconds:8.2f}s")
+    if funnel.get("stage_seconds"):  # a CEAP that records it (and a runner that reports it)
+        print(
+            f"\nwhere the time went (sampled, summed over threads; {funnel['seconds']:.1f}s in the pipeline)"
+        )
+        for step, seconds in funnel["stage_seconds"].items():
+            print(f"  {step:52s}{seconds:8.2f}s")
     rows, work = funnel["read"], cli_s - start_s
     print(f"\n{'':34s}{'seconds':>9s}{'input rows/s':>15s}")
     print(
