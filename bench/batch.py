@@ -109,22 +109,21 @@ def run_cli(program: dict, beam_args: list[str]) -> tuple[float, str, dict, Path
     return seconds, done.stdout, json.loads(funnel), db
 
 
-def reference(shape: str, data: Path, program: dict) -> tuple[float, set] | None:
+def reference(shape: str, data: Path, program: dict, repeat: int) -> tuple[float, set] | None:
+    """DuckDB's best time of ``repeat`` runs of the reference query, and its rows."""
     from bench.reference import audiences_reference, reviews_reference
 
-    t0 = time.perf_counter()
-    if shape == "reviews":
-        rows = {
-            (r[0], r[1]) for r in reviews_reference(str(data), NOW, program["ranking"]["top_n"])
-        }
-    elif shape == "audiences":
-        rows = {
-            (c, s, round(x, 12))
-            for c, s, x in audiences_reference(str(data), NOW, program["ranking"]["top_n"])
-        }
-    else:
+    if shape not in ("reviews", "audiences"):
         return None
-    return time.perf_counter() - t0, rows
+    top_n, best = program["ranking"]["top_n"], float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        if shape == "reviews":
+            rows = {(r[0], r[1]) for r in reviews_reference(str(data), NOW, top_n)}
+        else:
+            rows = {(c, s, round(x, 12)) for c, s, x in audiences_reference(str(data), NOW, top_n)}
+        best = min(best, time.perf_counter() - t0)
+    return best, rows
 
 
 def stored(shape: str, db: Path) -> set:
@@ -144,13 +143,16 @@ def main() -> int:
         "--rows", type=int, default=1_000_000, help="source rows (generated shapes)"
     )
     parser.add_argument("--data", default="/tmp/ceap-bench")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
     args, beam_args = parser.parse_known_args()
 
     program, data = prepare(args.program, args.rows, Path(args.data))
     cut = head_program(program, data)
-    start_s = run_cli(cut, beam_args)[0] if cut else 0.0
-    cli_s, output, funnel, db = run_cli(program, beam_args)
-    ref = reference(args.program, data, program)
+    # Best of --repeat runs each: the machine is shared, the fastest run is the least disturbed.
+    start_s = min(run_cli(cut, beam_args)[0] for _ in range(args.repeat)) if cut else 0.0
+    runs = [run_cli(program, beam_args) for _ in range(args.repeat)]
+    cli_s, output, funnel, db = min(runs, key=lambda r: r[0])
+    ref = reference(args.program, data, program, max(3, args.repeat))
 
     print(output.rstrip())
     if funnel.get("stage_seconds"):  # a CEAP that records it (and a runner that reports it)
@@ -170,7 +172,7 @@ def main() -> int:
         return 0 if funnel["adds_up"] else 1
     duck_s, expected = ref
     got = stored(args.program, db)
-    print(f"{'DuckDB, one query':34s}{duck_s:9.2f}{rows / duck_s:15,.0f}")
+    print(f"{'DuckDB, one query (best of 3+)':34s}{duck_s:9.2f}{rows / duck_s:15,.0f}")
     print(f"ratio (CLI - fixed start) / DuckDB: {work / duck_s:.2f}x   "
           f"candidates identical: {got == expected} ({len(got):,} vs {len(expected):,})")  # fmt: skip
     return 0 if got == expected and funnel["adds_up"] else 1
