@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +43,16 @@ def test_the_rules_parse_and_use_only_metrics_ceap_exports():
         for name in used:
             base = next((name[: -len(s)] for s in SUFFIXES if name.endswith(s)), name)
             assert base in known, f"{rule['alert']}: {name} is not a metric CEAP exports"
+
+
+def test_promtool_accepts_the_rules(tmp_path):
+    """Prometheus' own checker (Debian's prometheus package ships it; CI installs it): the
+    expressions are PromQL it parses, durations and labels are valid, names are unique."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus); CI installs it")
+    path = tmp_path / "ceap.rules.yml"
+    path.write_text(yaml.safe_dump(rules()))
+    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {sum(len(g['rules']) for g in rules()['groups'])} rules found" in done.stdout
