@@ -35,8 +35,8 @@ class _Acc:
     """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
     (rows added), ``dropped`` (the distinct keys of rows a pruning cut: a later row of
     the same key is then a duplicate, as in one pass over every row), ``caps`` (each
-    group's largest ``top_n_column`` value among the rows cut). ``duplicates`` and ``cut``
-    are set by ``extract_output`` only, from those."""
+    group's largest ``top_n_column`` value among the rows pruned). ``duplicates`` and
+    ``cut`` are set by ``extract_output`` only, from those."""
 
     __slots__ = ("table", "seen", "dropped", "caps", "duplicates", "cut")
 
@@ -71,8 +71,8 @@ class TopN(beam.CombineFn):
                 out.table = _concat(out.table, acc.table)
             if acc.dropped is not None:
                 out.dropped = _union(out.dropped, acc.dropped)
-            if acc.caps is not None:
-                out.caps = _concat(out.caps, acc.caps)
+            if acc.caps is not None:  # one row per group: its largest cap of all
+                out.caps = _group_max(_concat(out.caps, acc.caps))
         too_big = out.table is not None and out.table.num_rows > self._limit
         return self._prune(out) if too_big else out
 
@@ -88,14 +88,17 @@ class TopN(beam.CombineFn):
 
     def _prune(self, acc: _Acc) -> _Acc:
         """Keeps the top rows so far (memory stays bounded by top_n x groups), remembering
-        what the final count and caps need of the rows it drops."""
+        the keys it drops for the final count. With ``top_n_column`` a group's cap is the
+        largest of all its rows, rows not seen yet included: only duplicates go early, and
+        their caps are kept per group."""
         before = acc.table
-        acc.table = self._rank(before, acc.caps)
-        gone = pc.invert(pc.is_in(_keys(before), value_set=_keys(acc.table)))
-        gone_keys = pc.unique(_keys(before).filter(gone))
-        acc.dropped = _union(acc.dropped, gone_keys)
-        if self._cap is not None and self._cap in before.column_names and self._group:
+        if self._cap is not None and self._group and self._cap in before.column_names:
             acc.caps = _group_max(_concat(acc.caps, _caps(before, self._group, self._cap)))
+            acc.table = rank_table(before, None, None)[0]
+            return acc  # every key stays: nothing to remember
+        acc.table = rank_table(before, self._top_n, self._group, self._cap)[0]
+        gone = pc.invert(pc.is_in(_keys(before), value_set=_keys(acc.table)))
+        acc.dropped = _union(acc.dropped, pc.unique(_keys(before).filter(gone)))
         return acc
 
     def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
@@ -104,8 +107,7 @@ class TopN(beam.CombineFn):
         if caps is None or cap is None or cap not in table.column_names or not self._group:
             return rank_table(table, self._top_n, self._group, cap)[0]
         own = _caps(table, self._group, cap)
-        found = pc.index_in(own.column("g"), value_set=caps.column("g"))
-        earlier = caps.column("cap").take(found)
+        earlier = caps.column("cap").take(pc.index_in(own.column("g"), value_set=caps.column("g")))
         both = pc.max_element_wise(own.column("cap"), earlier, skip_nulls=True)
         ranked = rank_table(table.append_column(CAP, both), self._top_n, self._group, CAP)[0]
         return ranked.drop_columns([CAP])
@@ -132,9 +134,8 @@ def _caps(table: pa.Table, group: str, cap: str) -> pa.Table:
 
 def _group_max(caps: pa.Table) -> pa.Table:
     """One row per group: its largest cap (NaN and null are no cap)."""
-    caps = caps.filter(
-        pc.and_(pc.is_valid(caps.column("cap")), pc.invert(pc.is_nan(caps.column("cap"))))
-    )
+    values = caps.column("cap")
+    caps = caps.filter(pc.and_(pc.is_valid(values), pc.invert(pc.is_nan(values))))
     return caps.group_by("g").aggregate([("cap", "max")]).rename_columns(["g", "cap"])
 
 
