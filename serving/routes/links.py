@@ -17,23 +17,17 @@ import html
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from ceap.tokens import MAX_TOKEN_CHARS, Purpose, TokenError, TokenExpired, verify
 from serving.feedback import Feedback, apply
+from serving.state import State
 
 router = APIRouter(include_in_schema=True, tags=["links"])
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
 Token = Annotated[str, Path(min_length=1, max_length=MAX_TOKEN_CHARS)]
-
-
-def serving_state(request: Request) -> Any:
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
 
 
 class LinkRefused(Exception):

@@ -20,13 +20,14 @@ import logging
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter
 
 from serving import ses, whatsapp
 from serving.feedback import Feedback, apply
 from serving.sns import SnsRefused, SnsVerifier, parse
+from serving.state import State
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -35,13 +36,6 @@ WEBHOOKS = Counter(
     "Provider webhook requests by provider and what became of them",
     ["provider", "outcome"],
 )
-
-
-def serving_state(request: Request) -> Any:
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
 
 
 def sns_verifier(state: Any) -> SnsVerifier:
