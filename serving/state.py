@@ -68,11 +68,12 @@ class Stores:
         return await run_in_threadpool(fn, self.writer)
 
     async def write(self, fn: Callable[[Any], Any]) -> Any:
-        def locked() -> Any:
-            with self._lock:
-                return fn(self.writer)
+        return await run_in_threadpool(self.write_here, fn)
 
-        return await run_in_threadpool(locked)
+    def write_here(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(writer)`` on the calling thread (not the event loop's: it blocks)."""
+        with self._lock:
+            return fn(self.writer)
 
     def close(self) -> None:
         opened = [*self._readers.values(), self._writer]

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving.feedback import MAX_DETAIL_CHARS, Feedback, apply
+from serving.feedback import MAX_DETAIL_CHARS, Feedback
 from serving.state import State
 from stores.base import ENGAGEMENT_EVENTS, iso
 
@@ -70,7 +70,5 @@ async def deliveries(
     state: State,
 ) -> DeliveriesOut:
     items = [e.feedback() for e in (body if isinstance(body, list) else [body])]
-    applied = await state.stores.write(lambda s: apply(s, items, state.clock()))
-    for customer in applied.customers:
-        state.eligibility.forget(customer)
+    applied = await state.feedback.apply(items)
     return DeliveriesOut(**applied.as_dict())

@@ -7,21 +7,23 @@ the signed token is the credential.
     GET  /o/{token}.gif   records the open, answers a 1x1 transparent GIF
 
 A token that is not ours, altered, or of another purpose answers 400; an expired one 410;
-neither says more.
+neither says more. Clicks and opens are written behind the answer, within milliseconds (a
+crash can lose the last few: serving/feedback_writer.py); an unsubscribe is stored before
+it is confirmed.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from ceap.tokens import MAX_TOKEN_CHARS, Purpose, TokenError, TokenExpired, verify
-from serving.feedback import Feedback, apply
+from serving.feedback import Feedback
 from serving.state import State
 
 router = APIRouter(include_in_schema=True, tags=["links"])
@@ -51,17 +53,10 @@ def _verified(purpose: Purpose, token: str) -> tuple[str, str | None]:
         raise LinkRefused(400) from None
 
 
-async def _record(state: Any, item: Feedback) -> None:
-    """Applies ``item`` (nothing when its message is gone from the store)."""
-    applied = await state.stores.write(lambda s: apply(s, [item], state.clock()))
-    for customer in applied.customers:
-        state.eligibility.forget(customer)
-
-
 @router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058)")
 async def unsubscribe(token: Token, state: State) -> Response:
     key, _ = _verified(Purpose.UNSUBSCRIBE, token)
-    await _record(state, Feedback("unsubscribed", key=key))
+    await state.feedback.apply([Feedback("unsubscribed", key=key)])  # stored before we say so
     return PlainTextResponse("You are unsubscribed.", headers=NO_STORE)
 
 
@@ -83,12 +78,13 @@ async def click(token: Token, state: State) -> Response:
     key, url = _verified(Purpose.CLICK, token)
     if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise LinkRefused(400)  # signed by us, yet no web URL: never redirect
-    await _record(state, Feedback("clicked", key=key, event_id=url, detail={"url": url}))
+    # Written behind: the redirect depends on the token alone (serving/feedback_writer.py).
+    await state.feedback.post([Feedback("clicked", key=key, event_id=url, detail={"url": url})])
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
 @router.get("/o/{token}.gif", summary="An open: recorded, answered with a 1x1 GIF")
 async def opened(token: Token, state: State) -> Response:
     key, _ = _verified(Purpose.OPEN, token)
-    await _record(state, Feedback("opened", key=key))
+    await state.feedback.post([Feedback("opened", key=key)])
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
