@@ -150,3 +150,9 @@ def test_deliveries_need_an_api_key_and_links_do_not(sent):
     body = {"idempotency_key": "k", "event": "delivered"}
     assert sent.client.post("/v1/deliveries", json=body).status_code == 401
     assert sent.client.get("/o/nonsense.gif").status_code == 400  # no 401: links need no key
+
+
+def test_an_over_long_token_is_refused_unread(sent):
+    for path in ("/c/" + "x" * 3000, "/o/" + "x" * 3000 + ".gif"):
+        refused = sent.client.get(path)
+        assert refused.status_code == 400 and refused.text == "this link is not valid"
