@@ -38,7 +38,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -151,54 +151,49 @@ class FeedbackWriter:
                 self._writing = batch
                 if not self._stopping:
                     self._hurry.clear()
-            self._write_batch(batch)
+            outcomes = self._write_batch(batch)
             with self._cond:
                 self._queued -= sum(len(e.items) for e in batch if e.waiter is None)
                 self._writing = []
+            self._settle(outcomes)
             for entry in batch:
                 entry.done.set()
 
-    def _write_batch(self, batch: list[_Entry]) -> None:
+    def _write_batch(self, batch: list[_Entry]) -> list[tuple[_Entry, Applied | Exception]]:
+        """Each entry with its counts, or with the error that its write alone raised."""
         try:
             results = self._write(lambda s: apply_groups(s, [(e.items, e.now) for e in batch]))
         except Exception as exc:  # noqa: BLE001 - retried alone, then reported per request
             if len(batch) == 1:
-                self._failed(batch[0], exc)
-                return
-            for entry in batch:
-                self._write_batch([entry])
-            return
-        for entry, applied in zip(batch, results, strict=True):
-            self._done(entry, applied)
+                return [(batch[0], exc)]
+            return [outcome for entry in batch for outcome in self._write_batch([entry])]
+        return list(zip(batch, results, strict=True))
 
-    def _done(self, entry: _Entry, applied: Applied) -> None:
-        if entry.loop is None or entry.loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-            if applied.customers:
-                entry.loop.call_soon_threadsafe(_forget_all, self._forget, applied.customers)
-            if entry.waiter is not None:
-                entry.loop.call_soon_threadsafe(_resolve, entry.waiter, applied, None)
-
-    def _failed(self, entry: _Entry, exc: Exception) -> None:
-        if entry.waiter is None:
-            LOST.inc(len(entry.items))
-            log.error("feedback lost: %d posted event(s) could not be written: %s",
-                      len(entry.items), exc, exc_info=exc)  # fmt: skip
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-            entry.loop.call_soon_threadsafe(_resolve, entry.waiter, None, exc)
+    def _settle(self, outcomes: list[tuple[_Entry, Applied | Exception]]) -> None:
+        """Hands the outcomes to their event loops, one wake-up per loop (each costs a
+        write to the loop's self-pipe); counts and logs posted events that failed."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for entry, outcome in outcomes:
+            if isinstance(outcome, Exception) and entry.waiter is None:
+                LOST.inc(len(entry.items))
+                log.error("feedback lost: %d posted event(s) could not be written: %s",
+                          len(entry.items), outcome, exc_info=outcome)  # fmt: skip
+            elif entry.loop is not None and (entry.waiter is not None or outcome.customers):
+                by_loop.setdefault(entry.loop, []).append((entry.waiter, outcome))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(_settled, settled, self._forget)
 
 
-def _forget_all(forget: Callable[[str], None], customers: Iterable[str]) -> None:
-    for customer in customers:
-        forget(customer)
-
-
-def _resolve(waiter: asyncio.Future, applied: Applied | None, exc: Exception | None) -> None:
-    if waiter.done():  # the request was cancelled (client gone); its events are stored
-        return
-    if exc is not None:
-        waiter.set_exception(exc)
-    else:
-        waiter.set_result(applied)
+def _settled(settled: list[tuple], forget: Callable[[str], None]) -> None:
+    """On the requests' event loop: drops stale eligibility, wakes the waiting requests."""
+    for waiter, outcome in settled:
+        if isinstance(outcome, Applied):
+            for customer in outcome.customers:
+                forget(customer)
+        if waiter is None or waiter.done():  # posted, or the request was cancelled
+            continue
+        if isinstance(outcome, Exception):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
