@@ -18,8 +18,9 @@ Prints p50/p99/p99.9 and errors (non-200, timeouts, resets) per rate. Targets on
 p99 < 5 ms at 1,000 req/s, zero errors at 2,000 req/s, >= 5,000 req/s saturation.
 
 ``links``: the click redirect ``/c/{token}`` and the open pixel ``/o/{token}.gif`` at
-``--link-rate`` each (target p99 < 5 ms at 1,000 req/s), each request an event (a store write)
-on one of 10,000 outbox rows. ``webhooks``: ``--batches`` ``POST /v1/deliveries`` of 500
+``--link-rate`` each (target p99 < 5 ms at 1,000 req/s), each request an event (a store write,
+behind the answer) on one of 10,000 outbox rows; the clicks stored are counted once the
+server has stopped. ``webhooks``: ``--batches`` ``POST /v1/deliveries`` of 500
 events, then ``--notifications`` SES events in SNS messages signed by tests/serving/sns_stub.py
 (whose HTTPS host serves the server the certificate), each sent once over --webhook-conns.
 Target >= 2,000 events/s, nothing lost: events stored (by this run's ids) = events accepted.
@@ -292,8 +293,9 @@ def bench_candidates(port: int, args: argparse.Namespace) -> None:
               f"errors {s['errors']}")  # fmt: skip
 
 
-def bench_links(port: int, args: argparse.Namespace, keys: list[str]) -> None:
-    """Each click names its own URL (a new event); each pixel a key (new on a first run)."""
+def bench_links(port: int, args: argparse.Namespace, keys: list[str]) -> int:
+    """Each click names its own URL (a new event); each pixel a key (new on a first run).
+    Returns the clicks answered 302 (each a distinct event)."""
     from ceap.tokens import Purpose, sign
 
     n = int(args.link_rate * args.duration)
@@ -304,10 +306,27 @@ def bench_links(port: int, args: argparse.Namespace, keys: list[str]) -> None:
               for i in range(n)]  # fmt: skip
     drive(port, 200, 2, 8, clicks[-400:], "302")  # warm-up
     print(f"\nlinks: each request records an event, {args.duration:.0f}s per route\n{HEADER}")
+    answered = {}
     for name, requests, expect in (("click /c/ (302)", clicks, "302"),
                                    ("pixel /o/.gif (200)", pixels, "200")):  # fmt: skip
         r = drive(port, args.link_rate, args.duration, args.conns, requests, expect)
         print(row(name, args.link_rate, r), flush=True)
+        answered[expect] = r["sent"] - r["errors"]
+    return answered["302"]
+
+
+def count_clicks(db: Path, answered: int) -> None:
+    """Clicks are written behind their answers: counted once the server has stopped (SIGTERM,
+    a clean shutdown that writes what each worker still held)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        stored = con.execute("SELECT count(*) FROM engagement_events WHERE event = 'clicked' "
+                             "AND event_id LIKE ?", (f"%run={RUN}",)).fetchone()[0]  # fmt: skip
+    print(
+        f"clicks stored after the server stopped: {stored:,} of {answered:,} answered "
+        f"(lost {answered - stored:,})"
+    )
 
 
 def bench_webhooks(port: int, args: argparse.Namespace, keys: list[str], stub, db: Path) -> None:
@@ -381,17 +400,20 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     server = start_server(db, port, args.workers, **extra)
     print(f"{args.workers} uvicorn worker(s), store {db}")
+    answered = None
     try:
         if "candidates" in parts:
             bench_candidates(port, args)
         if "links" in parts:
-            bench_links(port, args, keys)
+            answered = bench_links(port, args, keys)
         if stub is not None:
             bench_webhooks(port, args, keys, stub, db)
     finally:
         stop_server(server)
         if stub is not None:
             stub.close()
+    if answered is not None:
+        count_clicks(db, answered)
     return 0
 
 

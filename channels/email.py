@@ -20,8 +20,6 @@ import re
 import smtplib
 import socket
 import ssl
-from email.message import EmailMessage
-from email.policy import SMTP
 from typing import Literal
 
 from ceap.plugins import channels
@@ -174,7 +172,7 @@ class EmailChannel(Channel):
             self._smtp.close()
             self._smtp = None
 
-    def _mime(self, message: Message) -> EmailMessage:
+    def _mime(self, message: Message) -> bytes:
         return build(message, self.sender, self.options.tracking)
 
     # -- SES ------------------------------------------------------------------------------
@@ -186,7 +184,7 @@ class EmailChannel(Channel):
             self._ses = aws_client("ses", self.options.region, self.options.endpoint_url)
         request = {
             "Source": self.sender, "Destinations": [message.address],
-            "RawMessage": {"Data": self._mime(message).as_bytes(policy=SMTP)},
+            "RawMessage": {"Data": self._mime(message)},
             "Tags": [{"Name": "ceap_key", "Value": message.key},
                      {"Name": "campaign", "Value": message.campaign}],
         }  # fmt: skip
@@ -203,8 +201,8 @@ class _Refused(Exception):
         self.reason, self.retryable = reason, retryable
 
 
-def _dot_stuffed(mail: EmailMessage) -> bytes:
-    """The message as SMTP DATA: CRLF lines, leading dots doubled, ending in CRLF, without
+def _dot_stuffed(mail: bytes) -> bytes:
+    """The message (CRLF lines) as SMTP DATA: leading dots doubled, ending in CRLF, without
     the terminating dot line."""
-    data = re.sub(rb"(?m)^\.", b"..", mail.as_bytes(policy=SMTP))
+    data = re.sub(rb"(?m)^\.", b"..", mail)
     return data if data.endswith(b"\r\n") else data + b"\r\n"

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import html
 import re
-from email.message import EmailMessage
-from email.utils import formatdate
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ceap.tokens import Purpose, link
+from channels import mime
 from channels.messages import Message
 
 _TEXT_LINK = re.compile(r"https?://[^\s<>\"')]+")
@@ -71,26 +70,29 @@ def with_html_footer(body: str, unsubscribe: str, pixel: str | None) -> str:
     return body[: end.start()] + footer + body[end.start() :] if end else body + footer
 
 
-def build(message: Message, sender: str, tracking: bool) -> EmailMessage:
-    """The MIME message for a rendered ``message`` (subject, body, html)."""
+def build(message: Message, sender: str, tracking: bool) -> bytes:
+    """The MIME message for a rendered ``message`` (subject, body, html), as the bytes that
+    go out (CRLF line ends, before SMTP's dot-stuffing); written by ``channels/mime.py``."""
     unsubscribe = link(Purpose.UNSUBSCRIBE, message.key)
     text = tracked_text(message.body, message) if tracking else message.body
-    mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = message.address
-    mail["Subject"] = message.subject or message.action
-    mail["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it (origination time)
-    mail["Message-ID"] = message_id(message.key)
-    mail["List-Unsubscribe"] = f"<{unsubscribe}>"
-    mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    mail["X-CEAP-Idempotency-Key"] = message.key
-    mail["X-CEAP-Campaign"] = message.campaign
-    mail.set_content(with_footer(text, unsubscribe))
+    headers = [
+        mime.address_header("From", sender),
+        mime.address_header("To", message.address),
+        mime.header("Subject", message.subject or message.action),
+        mime.date_header(),
+        mime.header("Message-ID", message_id(message.key)),
+        # RFC 8058: one line, exactly as mail clients look for them.
+        mime.header("List-Unsubscribe", f"<{unsubscribe}>", fold=False),
+        mime.header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        mime.header("X-CEAP-Idempotency-Key", message.key),
+        mime.header("X-CEAP-Campaign", message.campaign),
+    ]
+    page = None
     if message.html is not None:
         page = tracked_html(message.html, message) if tracking else message.html
         pixel = link(Purpose.OPEN, message.key) if tracking else None
-        mail.add_alternative(with_html_footer(page, unsubscribe, pixel), subtype="html")
-    return mail
+        page = with_html_footer(page, unsubscribe, pixel)
+    return mime.message(headers, with_footer(text, unsubscribe), page)
 
 
 def message_id(key: str) -> str:

@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from ceap.context import RunContext
 from serving.eligibility import Eligibility, EligibilityCheck, Policy, default_checks
 from serving.errors import invalid, unexpected
+from serving.feedback_writer import FeedbackWriter
 from serving.middleware import Observe, configured_keys
 from serving.routes import actions, candidates, deliveries, health, links, webhooks
 from serving.schemas import document_security
@@ -79,10 +80,12 @@ def create_app(
         else default_checks(stores.reader, stores.local)
     )
     eligibility = Eligibility(checks, policies)
+    feedback = FeedbackWriter(stores.write_here, clock, forget=eligibility.forget)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
+        feedback.close()  # what was written behind reaches the store before it closes
         eligibility.close()
         stores.close()
 
@@ -93,6 +96,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.stores, app.state.eligibility, app.state.programs = stores, eligibility, programs
+    app.state.feedback = feedback
     app.state.known, app.state.clock = known_programs(config_dir, programs), clock
     app.add_middleware(Observe, max_body=max_body, keys=keys)
     document_security(app)

@@ -23,6 +23,8 @@ ENGAGEMENT = Counter(
     "Delivery feedback by event and what became of it (recorded, replayed, unmatched)",
     ["event", "outcome"],
 )
+ACTING = frozenset({"unsubscribed", "complained", "bounced"})
+"""The events that may change what serving's eligibility checks read."""
 MAX_DETAIL_CHARS = 4096
 """A provider's detail is kept for inspection, cut to this size."""
 
@@ -51,7 +53,9 @@ class Applied:
     replayed: int = 0
     unmatched: int = 0
     customers: set[str] = field(default_factory=set)
-    """Whose messages the events were about (their cached eligibility is stale now)."""
+    """Whose opt-outs or addresses the events changed (unsubscribed, complained, bounced
+    for good): their cached eligibility is stale now. Deliveries, opens and clicks change
+    nothing an eligibility check reads, and forgetting scans the whole cache."""
 
     def as_dict(self) -> dict[str, int]:
         return {"recorded": self.recorded, "replayed": self.replayed, "unmatched": self.unmatched}
@@ -60,25 +64,53 @@ class Applied:
 def apply(store: FeedbackStore, items: list[Feedback], now: datetime) -> Applied:
     """Records ``items`` on ``store`` (a store with the delivery feedback role) and acts on
     them; ``now`` is the receiving time (an aware datetime) for events without ``at``."""
-    out = Applied()
+    return apply_groups(store, [(items, now)])[0]
+
+
+def apply_groups(
+    store: FeedbackStore, groups: list[tuple[list[Feedback], datetime]]
+) -> list[Applied]:
+    """``apply`` for several requests' items at once (each with its receiving time): their
+    events are recorded in one store write, and each group gets its own counts. An event
+    repeated within the batch is recorded once, like a replay."""
+    outs = [Applied() for _ in groups]
     events, matched = [], []
-    for item in items:
-        row = store.find_message(key=item.key, message_id=item.message_id)
-        if row is None:
-            out.unmatched += 1
-            ENGAGEMENT.labels(item.event, "unmatched").inc()
-            continue
-        matched.append((item, row))
-        out.customers.add(row["customer_id"])
-        events.append(_event(item, row, now))
-    for item, row in matched:
+    for out, (items, now) in zip(outs, groups, strict=True):
+        for item in named(store, items):
+            row = store.find_message(key=item.key, message_id=item.message_id)
+            if row is None:
+                out.unmatched += 1
+                ENGAGEMENT.labels(item.event, "unmatched").inc()
+                continue
+            matched.append((out, item, row, now))
+            if item.event in ACTING:
+                out.customers.add(row["customer_id"])
+            events.append(_event(item, row, now))
+    for _, item, row, now in matched:
         _act(store, item, row, item.at or iso(now))
     new = store.record_engagement(events) if events else []
-    for (item, _), first in zip(matched, new, strict=True):
+    for (out, item, _, _), first in zip(matched, new, strict=True):
         outcome = "recorded" if first else "replayed"
         setattr(out, outcome, getattr(out, outcome) + 1)
         ENGAGEMENT.labels(item.event, outcome).inc()
-    return out
+    return outs
+
+
+def named(store: FeedbackStore, items: list[Feedback]) -> list[Feedback]:
+    """Points each item at the first of its ``extra["names"]`` that finds an outbox row (a
+    provider names a message several ways: our key in a tag, its own id, our Message-ID)."""
+    known: dict[tuple, str | None] = {}
+    for item in items:
+        names = tuple(item.extra.get("names") or ())
+        if len(names) < 2:
+            continue
+        if names not in known:
+            rows = (store.find_message(**{kind: value}) for kind, value in names)
+            row = next((r for r in rows if r is not None), None)
+            known[names] = row["idempotency_key"] if row else None
+        if known[names] is not None:
+            item.key, item.message_id = known[names], None
+    return items
 
 
 def _event(item: Feedback, row: dict, now: Any) -> dict:

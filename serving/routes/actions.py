@@ -3,9 +3,7 @@ write goes through the store's writer and drops the customer's cached eligibilit
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
 from serving.schemas import (
     CustomerId,
@@ -16,16 +14,9 @@ from serving.schemas import (
     ResponseOut,
     require_known,
 )
+from serving.state import State
 
 router = APIRouter()
-
-
-def serving_state(request: Request) -> Any:
-    """The state ``create_app`` built (stores, eligibility, programs, known names, clock)."""
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
 
 
 @router.post("/v1/responses", response_model=ResponseOut,

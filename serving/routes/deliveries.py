@@ -12,22 +12,16 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving.feedback import MAX_DETAIL_CHARS, Feedback, apply
+from serving.feedback import MAX_DETAIL_CHARS, Feedback
+from serving.state import State
 from stores.base import ENGAGEMENT_EVENTS, iso
 
 router = APIRouter(tags=["feedback"])
 MAX_EVENTS = 500
 Event = Literal[ENGAGEMENT_EVENTS]  # type: ignore[valid-type]
-
-
-def serving_state(request: Request) -> Any:
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
 
 
 class DeliveryIn(BaseModel):
@@ -76,7 +70,5 @@ async def deliveries(
     state: State,
 ) -> DeliveriesOut:
     items = [e.feedback() for e in (body if isinstance(body, list) else [body])]
-    applied = await state.stores.write(lambda s: apply(s, items, state.clock()))
-    for customer in applied.customers:
-        state.eligibility.forget(customer)
+    applied = await state.feedback.apply(items)
     return DeliveriesOut(**applied.as_dict())

@@ -7,33 +7,34 @@ the signed token is the credential.
     GET  /o/{token}.gif   records the open, answers a 1x1 transparent GIF
 
 A token that is not ours, altered, or of another purpose answers 400; an expired one 410;
-neither says more.
+neither says more. Clicks and opens are written behind the answer, within milliseconds (a
+crash can lose the last few: serving/feedback_writer.py); an unsubscribe is stored before
+it is confirmed.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from ceap.tokens import MAX_TOKEN_CHARS, Purpose, TokenError, TokenExpired, verify
-from serving.feedback import Feedback, apply
+from serving.feedback import Feedback
+from serving.state import State
 
 router = APIRouter(include_in_schema=True, tags=["links"])
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
 Token = Annotated[str, Path(min_length=1, max_length=MAX_TOKEN_CHARS)]
-
-
-def serving_state(request: Request) -> Any:
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
+TOKEN_PARAMETER = [{"name": "token", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS}}]  # fmt: skip
+"""The hot routes (a click, a pixel) read their token by hand, as the candidates route does
+its parameters: FastAPI's per-parameter machinery costs more than the rest of the route;
+``verify`` refuses an over-long token (400) unread."""
 
 
 class LinkRefused(Exception):
@@ -57,17 +58,10 @@ def _verified(purpose: Purpose, token: str) -> tuple[str, str | None]:
         raise LinkRefused(400) from None
 
 
-async def _record(state: Any, item: Feedback) -> None:
-    """Applies ``item`` (nothing when its message is gone from the store)."""
-    applied = await state.stores.write(lambda s: apply(s, [item], state.clock()))
-    for customer in applied.customers:
-        state.eligibility.forget(customer)
-
-
 @router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058)")
 async def unsubscribe(token: Token, state: State) -> Response:
     key, _ = _verified(Purpose.UNSUBSCRIBE, token)
-    await _record(state, Feedback("unsubscribed", key=key))
+    await state.feedback.apply([Feedback("unsubscribed", key=key)])  # stored before we say so
     return PlainTextResponse("You are unsubscribed.", headers=NO_STORE)
 
 
@@ -84,17 +78,21 @@ async def unsubscribe_page(token: Token) -> Response:
     return HTMLResponse(page, headers=NO_STORE)
 
 
-@router.get("/c/{token}", summary="A click: recorded, then redirected to the signed URL")
-async def click(token: Token, state: State) -> Response:
-    key, url = _verified(Purpose.CLICK, token)
+@router.get("/c/{token}", summary="A click: recorded, then redirected to the signed URL",
+            openapi_extra={"parameters": TOKEN_PARAMETER})  # fmt: skip
+async def click(request: Request) -> Response:
+    key, url = _verified(Purpose.CLICK, request.path_params["token"])
     if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise LinkRefused(400)  # signed by us, yet no web URL: never redirect
-    await _record(state, Feedback("clicked", key=key, event_id=url, detail={"url": url}))
+    # Written behind: the redirect depends on the token alone (serving/feedback_writer.py).
+    feedback = request.app.state.feedback
+    await feedback.post([Feedback("clicked", key=key, event_id=url, detail={"url": url})])
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
-@router.get("/o/{token}.gif", summary="An open: recorded, answered with a 1x1 GIF")
-async def opened(token: Token, state: State) -> Response:
-    key, _ = _verified(Purpose.OPEN, token)
-    await _record(state, Feedback("opened", key=key))
+@router.get("/o/{token}.gif", summary="An open: recorded, answered with a 1x1 GIF",
+            openapi_extra={"parameters": TOKEN_PARAMETER})  # fmt: skip
+async def opened(request: Request) -> Response:
+    key, _ = _verified(Purpose.OPEN, request.path_params["token"])
+    await request.app.state.feedback.post([Feedback("opened", key=key)])
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)

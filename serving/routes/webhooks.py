@@ -20,13 +20,14 @@ import logging
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import Counter
 
 from serving import ses, whatsapp
-from serving.feedback import Feedback, apply
+from serving.feedback import Feedback
 from serving.sns import SnsRefused, SnsVerifier, parse
+from serving.state import State
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -35,13 +36,6 @@ WEBHOOKS = Counter(
     "Provider webhook requests by provider and what became of them",
     ["provider", "outcome"],
 )
-
-
-def serving_state(request: Request) -> Any:
-    return request.app.state
-
-
-State = Annotated[Any, Depends(serving_state)]
 
 
 def sns_verifier(state: Any) -> SnsVerifier:
@@ -62,27 +56,8 @@ def _refused(provider: str, status: int, reason: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status_code=status)
 
 
-def _named(store: Any, items: list[Feedback]) -> list[Feedback]:
-    """Points each item at the first of its ``extra["names"]`` that finds an outbox row (a
-    provider names a message several ways: our key in a tag, its own id, our Message-ID)."""
-    known: dict[tuple, str | None] = {}
-    for item in items:
-        names = tuple(item.extra.get("names") or ())
-        if len(names) < 2:
-            continue
-        if names not in known:
-            rows = (store.find_message(**{kind: value}) for kind, value in names)
-            row = next((r for r in rows if r is not None), None)
-            known[names] = row["idempotency_key"] if row else None
-        if known[names] is not None:
-            item.key, item.message_id = known[names], None
-    return items
-
-
 async def _apply(state: Any, provider: str, items: list[Feedback], ignored: int) -> JSONResponse:
-    applied = await state.stores.write(lambda s: apply(s, _named(s, items), state.clock()))
-    for customer in applied.customers:
-        state.eligibility.forget(customer)
+    applied = await state.feedback.apply(items)  # stored before answered: SNS retries non-2xx
     WEBHOOKS.labels(provider, "applied").inc()
     return JSONResponse({**applied.as_dict(), "ignored": ignored})
 

@@ -76,6 +76,7 @@ def test_a_click_is_recorded_and_redirects_to_exactly_the_signed_url(sent):
     target = first.headers["location"]
     assert target.startswith("https://example.com/review/P") and "utm_source=ceap" in target
     sent.client.get(path_of(url))  # a second click on the same link: the same event
+    assert sent.client.app.state.feedback.flush()  # clicks are written behind the redirect
     (event,) = rows(sent.world, "SELECT event, detail FROM engagement_events")
     assert event[0] == "clicked" and target in event[1]
     token = path_of(url).removeprefix("/c/")
@@ -98,6 +99,7 @@ def test_the_pixel_records_an_open_and_answers_a_gif(sent):
     seen = sent.client.get(path_of(pixel))
     assert seen.status_code == 200 and seen.headers["content-type"] == "image/gif"
     assert seen.content.startswith(b"GIF89a") and "no-store" in seen.headers["cache-control"]
+    assert sent.client.app.state.feedback.flush()  # opens are written behind the pixel
     assert rows(sent.world, "SELECT event FROM engagement_events") == [("opened",)]
 
 
@@ -148,3 +150,9 @@ def test_deliveries_need_an_api_key_and_links_do_not(sent):
     body = {"idempotency_key": "k", "event": "delivered"}
     assert sent.client.post("/v1/deliveries", json=body).status_code == 401
     assert sent.client.get("/o/nonsense.gif").status_code == 400  # no 401: links need no key
+
+
+def test_an_over_long_token_is_refused_unread(sent):
+    for path in ("/c/" + "x" * 3000, "/o/" + "x" * 3000 + ".gif"):
+        refused = sent.client.get(path)
+        assert refused.status_code == 400 and refused.text == "this link is not valid"
