@@ -27,8 +27,8 @@ from stores.sqlite.schema import (
     TYPES,
     UPSERT_CANDIDATE,
     WRITE_CACHE_KIB,
-    in_key_order,
     Transaction,
+    in_key_order,
     migrate_outbox_steps,
     migrate_responses,
 )
