@@ -33,7 +33,7 @@ ORDER = "score DESC NULLS LAST, event_time DESC NULLS LAST, customer_id, subject
 
 class _Acc:
     """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
-    (rows added), ``dropped`` (the distinct keys of rows a pruning cut: a later row of
+    (rows added), ``dropped`` (the keys of rows a pruning cut, in chunks: a later row of
     the same key is then a duplicate, as in one pass over every row), ``caps`` (each
     group's largest ``top_n_column`` value among the rows pruned). ``duplicates`` and
     ``cut`` are set by ``extract_output`` only, from those."""
@@ -43,7 +43,7 @@ class _Acc:
     def __init__(self) -> None:
         self.table: pa.Table | None = None
         self.seen = 0
-        self.dropped: pa.Array | None = None
+        self.dropped: list[pa.Array] = []
         self.caps: pa.Table | None = None
         self.duplicates = self.cut = 0
 
@@ -69,8 +69,7 @@ class TopN(beam.CombineFn):
             out.seen += acc.seen
             if acc.table is not None:
                 out.table = _concat(out.table, acc.table)
-            if acc.dropped is not None:
-                out.dropped = _union(out.dropped, acc.dropped)
+            out.dropped += acc.dropped
             if acc.caps is not None:  # one row per group: its largest cap of all
                 out.caps = _group_max(_concat(out.caps, acc.caps))
         too_big = out.table is not None and out.table.num_rows > self._limit
@@ -80,7 +79,7 @@ class TopN(beam.CombineFn):
         if acc.table is None:
             return acc
         keys = _keys(acc.table)
-        distinct = len(_union(acc.dropped, keys))
+        distinct = _count_distinct([keys, *acc.dropped])
         acc.table = self._rank(acc.table, acc.caps)
         acc.duplicates = acc.seen - distinct  # a key is one candidate, whenever its rows came
         acc.cut = distinct - acc.table.num_rows
@@ -98,7 +97,7 @@ class TopN(beam.CombineFn):
             return acc  # every key stays: nothing to remember
         acc.table = rank_table(before, self._top_n, self._group, self._cap)[0]
         gone = pc.invert(pc.is_in(_keys(before), value_set=_keys(acc.table)))
-        acc.dropped = _union(acc.dropped, pc.unique(_keys(before).filter(gone)))
+        acc.dropped.append(_keys(before).filter(gone))
         return acc
 
     def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
@@ -123,8 +122,13 @@ def _keys(table: pa.Table) -> pa.Array:
     return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
 
 
-def _union(a: pa.Array | None, b: pa.Array) -> pa.Array:
-    return pc.unique(b if a is None else pa.concat_arrays([a, b.cast(a.type)]))
+def _count_distinct(chunks: list[pa.Array]) -> int:
+    """Distinct keys over every chunk (one DuckDB aggregate, on both cores)."""
+    keys = pa.chunked_array(chunks, pa.string())
+    table = arrow.query(
+        arrow.local_duck(), "SELECT count(DISTINCT k) AS n FROM t", t=pa.table({"k": keys})
+    )
+    return int(table.column("n")[0].as_py())
 
 
 def _caps(table: pa.Table, group: str, cap: str) -> pa.Table:
