@@ -132,7 +132,8 @@ class _ScoreFn(beam.DoFn):
             errors[rows] = self._open[m.id]
             return
         try:
-            part = np.asarray(scorer.score(batch.take(pa.array(rows))), dtype=np.float64)
+            arm = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
+            part = np.asarray(scorer.score(arm), dtype=np.float64)
             if part.shape != (len(rows),):
                 raise ValueError(f"returned {part.shape} scores for {len(rows)} rows")
             scores[rows] = part
