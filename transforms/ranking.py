@@ -96,8 +96,8 @@ class TopN(beam.CombineFn):
             acc.table = rank_table(before, None, None)[0]
             return acc  # every key stays: nothing to remember
         acc.table = rank_table(before, self._top_n, self._group, self._cap)[0]
-        gone = pc.invert(pc.is_in(_keys(before), value_set=_keys(acc.table)))
-        acc.dropped.append(_keys(before).filter(gone))
+        keys = _keys(before)
+        acc.dropped.append(keys.filter(pc.invert(pc.is_in(keys, value_set=_keys(acc.table)))))
         return acc
 
     def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
