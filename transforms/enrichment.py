@@ -73,7 +73,7 @@ def load_lookup(spec: EnrichConfig) -> pa.Table:
             on,
             table.num_rows - deduped.num_rows,
         )
-    return deduped
+    return deduped.combine_chunks()  # one chunk: a take per batch gathers from one buffer
 
 
 class _EnrichFn(beam.DoFn):
