@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,6 +19,7 @@ from serving.app import create_app
 from serving.eligibility import CircuitBreaker, EligibilityCheck
 from stores.base import CANDIDATE_COLUMNS, iso
 from stores.sqlite import SqliteStore
+from tests.serving.live_server import run_py_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"  # reviews: staleness 1d, channels email + in_app
@@ -459,36 +458,19 @@ def test_real_uvicorn_server(db, seed):
 @pytest.mark.integration
 def test_run_py_serve_with_two_workers(db, seed, tmp_path):
     seed(candidate("P1"))
-    port = free_port()
     env = dict(os.environ, CEAP_API_KEYS="secret", CEAP_HOME=str(tmp_path))
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "run.py", "serve", "--store", f"sqlite:{db}", "--port", str(port),
-           "--workers", "2", "--config-dir", str(CONFIGS)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.2)
-        with httpx.Client(base_url=base, headers=KEY) as http:
-            for _ in range(20):  # both workers answer
-                r = http.get("/v1/customers/C1/candidates")
-                assert r.status_code == 200 and r.json()["candidates"][0]["subject_id"] == "P1"
-            metrics = http.get("/metrics").text  # summed across the workers
-            assert (
-                'ceap_http_request_duration_seconds_count{method="GET",route="/v1/customers/{customer_id}/candidates"} 20.0'
-                in metrics
-            )
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(15)
+    with (
+        run_py_serve(f"sqlite:{db}", CONFIGS, env) as base,
+        httpx.Client(base_url=base, headers=KEY) as http,
+    ):
+        for _ in range(20):  # both workers answer
+            r = http.get("/v1/customers/C1/candidates")
+            assert r.status_code == 200 and r.json()["candidates"][0]["subject_id"] == "P1"
+        metrics = http.get("/metrics").text  # summed across the workers
+        assert (
+            'ceap_http_request_duration_seconds_count{method="GET",route="/v1/customers/{customer_id}/candidates"} 20.0'
+            in metrics
+        )
 
 
 @pytest.mark.integration

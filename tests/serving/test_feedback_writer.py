@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,10 +20,10 @@ from ceap.tokens import Purpose, sign
 from serving.app import create_app
 from serving.feedback import Feedback
 from serving.feedback_writer import LOST, FeedbackWriter
-from tests.channels.conftest import World, free_port
+from tests.channels.conftest import World
+from tests.serving.live_server import run_py_serve
 
 KEY = {"X-API-Key": "k"}
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -199,24 +195,8 @@ def test_close_while_idle_and_reuse_after_close(world):
 def test_run_py_serve_stopped_by_sigterm_keeps_every_click(world, tmp_path):
     """Two uvicorn workers, 400 clicks answered, SIGTERM at once: each worker's lifespan
     shutdown writes what it still held, so every click is stored."""
-    port = free_port()
     env = dict(os.environ, CEAP_API_KEYS="k", CEAP_HOME=str(tmp_path), CEAP_SIGNING_KEY="s" * 32)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "run.py", "serve", "--store", world.store_spec, "--port", str(port),
-           "--workers", "2", "--config-dir", str(world.config_dir)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.2)
+    with run_py_serve(world.store_spec, world.config_dir, env) as base:
         links = [click(k, n) for n in range(20) for k in world.keys]
 
         async def hit() -> list[int]:
@@ -225,7 +205,4 @@ def test_run_py_serve_stopped_by_sigterm_keeps_every_click(world, tmp_path):
                 return [r.status_code for r in await asyncio.gather(*map(client.get, links))]
 
         assert asyncio.run(hit()) == [302] * 400
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
     assert len(events(world)) == 400
