@@ -35,16 +35,18 @@ class _Acc:
     """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
     (rows added), ``dropped`` (the keys of rows a pruning cut, in chunks: a later row of
     the same key is then a duplicate, as in one pass over every row), ``caps`` (each
-    group's largest ``top_n_column`` value among the rows pruned). ``duplicates`` and
-    ``cut`` are set by ``extract_output`` only, from those."""
+    group's largest ``top_n_column`` value among the rows pruned), ``floor`` (one group,
+    after a prune that kept top_n rows: a score below it can no longer be among them).
+    ``duplicates`` and ``cut`` are set by ``extract_output`` only, from those."""
 
-    __slots__ = ("table", "seen", "dropped", "caps", "duplicates", "cut")
+    __slots__ = ("table", "seen", "dropped", "caps", "floor", "duplicates", "cut")
 
     def __init__(self) -> None:
         self.table: pa.Table | None = None
         self.seen = 0
         self.dropped: list[pa.Array] = []
         self.caps: pa.Table | None = None
+        self.floor: float | None = None
         self.duplicates = self.cut = 0
 
 
@@ -60,7 +62,13 @@ class TopN(beam.CombineFn):
 
     def add_input(self, acc: _Acc, batch: pa.RecordBatch) -> _Acc:
         acc.seen += batch.num_rows
-        acc.table = _concat(acc.table, pa.Table.from_batches([batch]))
+        table = pa.Table.from_batches([batch])
+        if acc.floor is not None:  # top_n distinct keys already score higher: count the key only
+            below = pc.fill_null(pc.less(table.column("score"), acc.floor), False)
+            if pc.any(below).as_py():
+                acc.dropped.append(_keys(table.filter(below)))
+                table = table.filter(pc.invert(below))
+        acc.table = _concat(acc.table, table)
         return self._prune(acc) if acc.table.num_rows > self._limit else acc
 
     def merge_accumulators(self, accs) -> _Acc:
@@ -70,6 +78,8 @@ class TopN(beam.CombineFn):
             if acc.table is not None:
                 out.table = _concat(out.table, acc.table)
             out.dropped += acc.dropped
+            if acc.floor is not None:  # each holds top_n keys above its floor: the higher one
+                out.floor = max(out.floor, acc.floor) if out.floor is not None else acc.floor
             if acc.caps is not None:  # one row per group: its largest cap of all
                 out.caps = _group_max(_concat(out.caps, acc.caps))
         too_big = out.table is not None and out.table.num_rows > self._limit
@@ -96,6 +106,8 @@ class TopN(beam.CombineFn):
             acc.table = rank_table(before, None, None)[0]
             return acc  # every key stays: nothing to remember
         acc.table = rank_table(before, self._top_n, self._group, self._cap)[0]
+        if self._group is None and acc.table.num_rows == self._top_n:
+            acc.floor = _lowest_score(acc.table, acc.floor)
         keys = _keys(before)
         acc.dropped.append(keys.filter(pc.invert(pc.is_in(keys, value_set=_keys(acc.table)))))
         return acc
@@ -110,6 +122,16 @@ class TopN(beam.CombineFn):
         both = pc.max_element_wise(own.column("cap"), earlier, skip_nulls=True)
         ranked = rank_table(table.append_column(CAP, both), self._top_n, self._group, CAP)[0]
         return ranked.drop_columns([CAP])
+
+
+def _lowest_score(top: pa.Table, floor: float | None) -> float | None:
+    """The lowest score among the kept top rows, when every one has a number (a null or NaN
+    score sorts apart: then no floor), never below the floor already known."""
+    scores = top.column("score")
+    if scores.null_count or pc.any(pc.is_nan(scores)).as_py():
+        return floor
+    lowest = pc.min(scores).as_py()
+    return lowest if floor is None else max(floor, lowest)
 
 
 def _keys(table: pa.Table) -> pa.Array:

@@ -14,7 +14,7 @@ from transforms.ranking import TopN, rank_table
 row = st.tuples(
     st.sampled_from(["c1", "c2", "c3", "c4", "c5"]),
     st.sampled_from(["e1", "e2", "e3"]),
-    st.integers(0, 9),
+    st.none() | st.integers(0, 9),
     st.none() | st.integers(0, 3),
 )
 
@@ -22,7 +22,7 @@ row = st.tuples(
 def table(rows) -> pa.Table:
     return pa.table({
         "customer_id": [r[0] for r in rows], "subject_id": [r[1] for r in rows],
-        "score": pa.array([r[2] / 10 for r in rows], pa.float64()),
+        "score": pa.array([None if r[2] is None else r[2] / 10 for r in rows], pa.float64()),
         "event_time": pa.nulls(len(rows), pa.timestamp("us", tz="UTC")),
         "capacity": pa.array([r[3] for r in rows], pa.float64()),
     })  # fmt: skip
