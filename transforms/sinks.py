@@ -168,7 +168,6 @@ class _WriteFn(StoreDoFn):
 
     def start_bundle(self) -> None:
         self._gathered: list[pa.RecordBatch] = []
-        self._gathered_rows = 0
 
     def process(self, batch: pa.RecordBatch):
         if self._ctx.mode.stores_each_batch:
@@ -178,16 +177,18 @@ class _WriteFn(StoreDoFn):
             yield from emit_outcomes(self._ctx, batch, "candidate")
             return
         self._gathered.append(batch)
-        self._gathered_rows += batch.num_rows
-        if self._gathered_rows >= BATCH_ROWS:
-            self.finish_bundle()
+        if sum(b.num_rows for b in self._gathered) >= BATCH_ROWS:
+            self._write_gathered()
 
     def finish_bundle(self) -> None:
+        self._write_gathered()
+
+    def _write_gathered(self) -> None:
         """A batch run's ranked rows, gathered, in one write (no outcomes to emit)."""
         if self._gathered:
             tables = [pa.Table.from_batches([b]) for b in self._gathered]
             rows = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-            self._gathered, self._gathered_rows = [], 0
+            self._gathered = []
             for batch in rows.to_batches():
                 self._write(batch)
 
