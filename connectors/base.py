@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from ceap.batch_coder import batches
+
 BATCH_ROWS = 262_144
 """Rows per Arrow batch between stages: large enough that per-batch overhead vanishes."""
 ERROR_COLUMN = "_ceap_error"
@@ -160,7 +162,7 @@ class _ReadSplits(beam.PTransform):
         return (
             pbegin
             | "Splits" >> beam.Create(list(connector.splits()), reshuffle=False)
-            | "ReadSplit" >> beam.FlatMap(_with_origin, connector, columns, text)
+            | "ReadSplit" >> batches(beam.FlatMap(_with_origin, connector, columns, text))
         )
 
 

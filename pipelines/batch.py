@@ -18,6 +18,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap import alerts, logs
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors, filters, scorers
@@ -175,7 +176,7 @@ def read_sources(p: beam.Pipeline, program: ProgramConfig, ctx: RunContext) -> b
             continue
         if len(primaries) > 1:
             keep = _traffic_share(program.program, primaries.index(source), shares, source_name)
-            rows = rows | f"Traffic[{i}]" >> beam.FlatMap(keep, program.fields.customer_id)
+            rows = rows | f"Traffic[{i}]" >> batches(beam.FlatMap(keep, program.fields.customer_id))
         streams.append(rows)
     read = streams[0] if len(streams) == 1 else streams | "Sources" >> beam.Flatten()
     keys = [program.fields.customer_id, program.fields.subject_id]

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.progress import add_rows
@@ -52,9 +53,9 @@ class ToCandidates(beam.PTransform):
         self._fields = fields
         self._ctx = context
 
-    def expand(self, batches):
-        return batches | "Validate" >> beam.ParDo(
-            _ToCandidatesFn(self._fields, self._ctx)
+    def expand(self, rows):
+        return rows | "Validate" >> batches(
+            beam.ParDo(_ToCandidatesFn(self._fields, self._ctx))
         ).with_outputs(DEAD_LETTER, main="candidates")
 
 

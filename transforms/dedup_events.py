@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from configs.schema import FieldsConfig
 from connectors.base import ORIGIN_COLUMN
@@ -99,5 +100,6 @@ class DedupEvents(beam.PTransform):
         super().__init__()
         self._fn = _DedupFn(fields, window, context, max_lateness)
 
-    def expand(self, batches):
-        return batches | "Drop" >> beam.ParDo(self._fn).with_outputs(OUTCOME, main="fresh")
+    def expand(self, rows):
+        drop = batches(beam.ParDo(self._fn))
+        return rows | "Drop" >> drop.with_outputs(OUTCOME, main="fresh")

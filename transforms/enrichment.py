@@ -21,6 +21,7 @@ import pyarrow as pa
 from apache_beam.utils import shared
 
 from ceap import arrow
+from ceap.batch_coder import batches
 from ceap.errors import ConfigError
 from ceap.key_index import KeyIndex
 from ceap.plugins import connectors
@@ -151,5 +152,5 @@ class Enrich(beam.PTransform):
                 fn = _KeyedEnrichFn(spec)  # a feature store: asked per batch, by key
             else:
                 fn = _EnrichFn(spec, shared.Shared(), f"{self._program}:{i}")
-            candidates = candidates | label >> beam.ParDo(fn)
+            candidates = candidates | label >> batches(beam.ParDo(fn))
         return candidates

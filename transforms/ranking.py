@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from configs.schema import RankingConfig
 from connectors.base import BATCH_ROWS, ORIGIN_COLUMN
@@ -359,16 +360,19 @@ class Rank(beam.PTransform):
 
     def expand(self, scored) -> RankOutputs:
         if self._ctx.mode.ranks_each_batch:
-            out = scored | "RankEach" >> beam.ParDo(
-                _RankEachFn(self._ranking, self._keep, self._ctx)
+            out = scored | "RankEach" >> batches(
+                beam.ParDo(_RankEachFn(self._ranking, self._keep, self._ctx))
             ).with_outputs(OUTCOME, main="ranked")
             return RankOutputs(out.ranked, out[OUTCOME])
         ranked = (
             scored
             # Only what the sinks need crosses the shuffle: less to sort, concat and pickle.
-            | "Project" >> beam.Map(_project, self._keep)
-            | "Bucket" >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per]))
+            | "Project" >> batches(beam.Map(_project, self._keep))
+            | "Bucket"
+            >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per])).with_output_types(
+                tuple[int, pa.RecordBatch]
+            )
             | "TopN" >> beam.CombinePerKey(TopN(self._ranking))
-            | "Emit" >> beam.ParDo(_Emit(self._ctx.program))
+            | "Emit" >> batches(beam.ParDo(_Emit(self._ctx.program)))
         )
         return RankOutputs(ranked, ranked.pipeline | "NoOutcomes" >> beam.Create([]))

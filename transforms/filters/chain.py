@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import FilterConfig
@@ -88,8 +89,8 @@ class ApplyFilters(beam.PTransform):
     def expand(self, candidates) -> FilterOutputs:
         removed = []
         for spec, label in zip(self._specs, self._labels, strict=True):
-            step = candidates | f"Filter[{label}]" >> beam.ParDo(
-                _FilterFn(spec, label, self._ctx)
+            step = candidates | f"Filter[{label}]" >> batches(
+                beam.ParDo(_FilterFn(spec, label, self._ctx))
             ).with_outputs(OUTCOME, main="kept")
             candidates = step.kept
             removed.append(step[OUTCOME])
