@@ -36,21 +36,27 @@ class KeyIndex:
 
     def __init__(self, keys: pa.Array) -> None:
         self.keys = keys
-        self._hash = hashes(keys) if len(keys) else np.zeros(0, np.uint64)
+        hashed = hashes(keys) if len(keys) else np.zeros(0, np.uint64)
         bits = max(4, (2 * len(keys) - 1).bit_length())  # load factor <= 1/2
         self._shift = np.uint64(64 - bits)
         self._mask = (1 << bits) - 1
-        self._slots = np.full(1 << bits, EMPTY, np.int64)
+        slots = np.full(1 << bits, EMPTY, np.int64)
         pending = np.arange(len(keys), dtype=np.int64)
-        slot = self._slot(self._hash)
+        slot = self._slot(hashed)
         while len(pending):  # each round places the keys whose slot is free (one per slot)
-            free = self._slots[slot[pending]] == EMPTY
+            free = slots[slot[pending]] == EMPTY
             trying = pending[free]
-            self._slots[slot[trying]] = trying
+            slots[slot[trying]] = trying
             placed = np.zeros(len(pending), bool)
-            placed[free] = self._slots[slot[trying]] == trying
+            placed[free] = slots[slot[trying]] == trying
             pending = pending[~placed]
             slot[pending] = (slot[pending] + 1) & self._mask
+        # Each slot's row next to that row's hash: a probe reads both from one cache line
+        # (the table is tens of MB, so every probe round is a random memory access).
+        entries = np.stack([slots, np.zeros_like(slots)], axis=1)
+        used = slots != EMPTY
+        entries[used, 1] = hashed[slots[used]].view(np.int64)
+        self._entries = entries.view(np.complex128).ravel()  # 16 bytes a slot, for np.take
 
     def _slot(self, hashed: np.ndarray) -> np.ndarray:
         return ((hashed * _GOLDEN) >> self._shift).astype(np.int64)
@@ -67,22 +73,40 @@ class KeyIndex:
         if isinstance(probe, pa.ChunkedArray):
             probe = probe.combine_chunks()
         wanted = hashes(probe)
-        slot = self._slot(wanted)
-        todo = np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False))
-        while len(todo):
-            row = self._slots[slot[todo]]
-            empty = row == EMPTY
-            same_hash = ~empty
-            same_hash[same_hash] = self._hash[row[same_hash]] == wanted[todo[same_hash]]
-            if same_hash.any():
-                at, rows = todo[same_hash], row[same_hash]
-                equal = pc.equal(self.keys.take(pa.array(rows)), probe.take(pa.array(at)))
-                equal = equal.to_numpy(zero_copy_only=False)
-                out[at[equal]] = rows[equal]
-                same_hash[same_hash] = equal  # found; a hash-equal other key probes on
-            todo = todo[~(empty | same_hash)]
-            slot[todo] = (slot[todo] + 1) & self._mask
+        self._walk(np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False)), wanted, out)
+        # An equal 64-bit hash is an equal key but for a rare collision: compare all the
+        # matches as text at once, and walk again, comparing text at every step, the few
+        # that differ (comparing inside the walk cost two string gathers per probing round).
+        hit = np.flatnonzero(out != EMPTY)
+        differ = hit[~self._same_text(out[hit], probe, hit)]
+        if len(differ):
+            out[differ] = EMPTY
+            self._walk(differ, wanted, out, probe)
         return out
+
+    def _walk(
+        self, todo: np.ndarray, wanted: np.ndarray, out: np.ndarray, text: pa.Array | None = None
+    ) -> None:
+        """Linear probing for the ``todo`` probes, all at once: each round settles those
+        whose slot is empty (absent) or holds their hash (and, given ``text``, their key)."""
+        slot = self._slot(wanted[todo])
+        signed = wanted.view(np.int64)  # as stored in the entries
+        while len(todo):
+            entry = np.take(self._entries, slot).view(np.int64).reshape(-1, 2)
+            row = entry[:, 0]
+            empty = row == EMPTY
+            same = ~empty & (entry[:, 1] == signed[todo])
+            if text is not None and same.any():
+                same[same] = self._same_text(row[same], text, todo[same])
+            out[todo[same]] = row[same]
+            going = ~(empty | same)
+            todo, slot = todo[going], (slot[going] + 1) & self._mask
+
+    def _same_text(self, rows: np.ndarray, probe: pa.Array, at: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.zeros(0, bool)
+        equal = pc.equal(self.keys.take(pa.array(rows)), probe.take(pa.array(at)))
+        return equal.to_numpy(zero_copy_only=False)
 
     def take(self, table: pa.Table, probe: pa.Array) -> pa.Table:
         """``table``'s rows (aligned with ``keys``) for each probe key; nulls where absent."""
