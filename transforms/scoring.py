@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from ceap import alerts, logs
+from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import scorers
@@ -86,17 +87,18 @@ class _ScoreFn(beam.DoFn):
             [m.traffic for m, _ in self._models],
         )
         scores = np.full(n, np.nan)
-        model_ids = np.empty(n, dtype=object)
-        treatments = np.empty(n, dtype=object)
         failed = np.zeros(n, dtype=bool)
         errors = np.full(n, None, dtype=object)
         for i, (m, scorer) in enumerate(self._models):
             rows = np.flatnonzero(arms == i)
             if len(rows):
-                model_ids[rows], treatments[rows] = m.id, m.treatment or m.id
                 self._score_arm(m, scorer, batch, rows, scores, failed, errors)
+        # Each row's arm names its model and treatment (gathered, not built row by row).
+        model_ids = pa.array([m.id for m, _ in self._models], pa.string()).take(arms)
+        treatments = pa.array([m.treatment or m.id for m, _ in self._models], pa.string())
+        treatments = treatments.take(arms)
         if failed.any() and self._scoring.fallback == "cached":
-            failed = self._fallback(batch, failed, scores, model_ids)
+            failed, model_ids = self._fallback(batch, failed, scores, model_ids)
         out = _with_scores(batch, scores, model_ids, treatments)
         if failed.any():
             bad = out.filter(pa.array(failed))
@@ -194,10 +196,12 @@ class _ScoreFn(beam.DoFn):
                      "fallback": self._scoring.fallback, "run_id": self._ctx.run_id},
         )  # fmt: skip
 
-    def _fallback(self, batch, failed, scores, model_ids) -> np.ndarray:
+    def _fallback(self, batch, failed, scores, model_ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
+        """Failed rows with a cached score take it (and its model id): returns the rows
+        still failed and the model ids."""
         cache = self._cached()
         if not cache.num_rows:
-            return failed
+            return failed, model_ids
         rows = np.flatnonzero(failed)
         sub = batch.take(pa.array(rows))
         con_keys = ["customer_id", "subject_id"]
@@ -221,11 +225,12 @@ class _ScoreFn(beam.DoFn):
         found = got.column("score").is_valid().to_numpy(zero_copy_only=False)
         hit_rows = rows[found]
         scores[hit_rows] = got.column("score").to_numpy(zero_copy_only=False)[found]
-        model_ids[hit_rows] = np.asarray(got.column("model_id").to_pylist(), dtype=object)[found]
+        ids = np.asarray(model_ids.to_pylist(), dtype=object)
+        ids[hit_rows] = np.asarray(got.column("model_id").to_pylist(), dtype=object)[found]
         counter(self._ctx.program, "fallback").inc(len(hit_rows))
         failed = failed.copy()
         failed[hit_rows] = False
-        return failed
+        return failed, pa.array(ids, pa.string())
 
 
 def _origins(bad: pa.Table | pa.RecordBatch, streaming: bool) -> list[str]:
@@ -255,13 +260,12 @@ class Score(beam.PTransform):
         self._ctx = context
 
     def expand(self, candidates):
-        return candidates | "Models" >> beam.ParDo(_ScoreFn(self._scoring, self._ctx)).with_outputs(
-            DEAD_LETTER, OUTCOME, main="scored"
-        )
+        score = batches(beam.ParDo(_ScoreFn(self._scoring, self._ctx)))
+        return candidates | "Models" >> score.with_outputs(DEAD_LETTER, OUTCOME, main="scored")
 
 
 def _with_scores(
-    batch: pa.RecordBatch, scores: np.ndarray, model_ids: np.ndarray, treatments: np.ndarray
+    batch: pa.RecordBatch, scores: np.ndarray, model_ids: pa.Array, treatments: pa.Array
 ) -> pa.RecordBatch:
     """The batch with its score, model_id and treatment: the model's output replaces
     same-named input columns (a source may carry "score")."""
@@ -269,5 +273,5 @@ def _with_scores(
         [c for c in ("score", "model_id", "treatment") if c in batch.schema.names]
     )
     out = out.append_column("score", pa.array(scores, pa.float64(), mask=np.isnan(scores)))
-    out = out.append_column("model_id", pa.array(model_ids, pa.string()))
-    return out.append_column("treatment", pa.array(treatments, pa.string()))
+    out = out.append_column("model_id", model_ids)
+    return out.append_column("treatment", treatments)
