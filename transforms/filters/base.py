@@ -39,6 +39,11 @@ class Filter:
 
     type_name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = FilterOptions
+    sees_removed_rows: ClassVar[bool] = False
+    """True when ``decide`` may be given rows an earlier filter removed, because each row's
+    verdict depends on that row alone. Batch runs then drop a chain's removed rows once
+    instead of copying the kept rows after every filter (a verdict that fails is decided
+    again without them). A filter that leaves this False only ever sees rows still in."""
 
     def __init__(self, options: BaseModel | dict | None, context: RunContext) -> None:
         if not isinstance(options, BaseModel):

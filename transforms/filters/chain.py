@@ -4,6 +4,11 @@
 In streaming runs the filters also refresh what they looked up (opt-outs, live keys,
 contacts) every ``refresh_seconds`` of the mode, so an opt-out made through the API is honoured by the
 running stream, and removed events are recorded in the outcome ledger.
+
+In batch runs a filter's removals are marked (``REMOVED``) rather than copied out, when
+the next filter may see removed rows (``Filter.sees_removed_rows``): the chain's last
+filter, a filter that must not see them, or a quarter of the batch marked drops them at
+once. Copying the kept rows after each filter was the filters' largest cost.
 """
 
 from __future__ import annotations
@@ -32,11 +37,19 @@ class FilterOutputs(NamedTuple):
     until their (in streaming, endless) stage ends, which held outcomes back."""
 
 
+REMOVED = "_ceap_removed"
+"""Batch runs, between two filters of a chain: True where an earlier filter removed the row."""
+DROP_SHARE = 0.25
+"""Marked rows are dropped once they are this share of a batch (later filters would look
+at them for nothing)."""
+
+
 class _FilterFn(beam.DoFn):
-    def __init__(self, spec: FilterConfig, label: str, context: RunContext) -> None:
+    def __init__(self, spec: FilterConfig, label: str, context: RunContext, last: bool) -> None:
         self._spec = spec
         self._label = label
         self._ctx = context
+        self._last = last
 
     def setup(self) -> None:
         self._filter = filters.get(self._spec.type)(self._spec.options, self._ctx)
@@ -53,8 +66,8 @@ class _FilterFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch):
         self._refresh()  # a streaming bundle lasts as long as the stream: refresh within it
-        keep, reason = self._filter.decide(batch)
-        drop = ~keep
+        batch, marked, keep, reason = self._decide(*_unmark(batch))
+        drop = ~keep if marked is None else ~keep & ~marked
         removed = int(drop.sum())
         if removed:
             self._count(reason, drop, removed)
@@ -64,8 +77,28 @@ class _FilterFn(beam.DoFn):
                 yield from emit_outcomes(
                     self._ctx, batch.filter(pa.array(drop)), "filtered", labelled
                 )
-        if removed < batch.num_rows:
-            yield batch.filter(pa.array(keep)) if removed else batch
+        gone = drop if marked is None else drop | marked
+        if gone.all():
+            return
+        lazy = not (self._last or self._ctx.mode.records_outcomes)
+        if not gone.any():
+            yield batch
+        elif lazy and gone.mean() < DROP_SHARE:
+            yield batch.append_column(REMOVED, pa.array(gone))
+        else:
+            yield batch.filter(pa.array(~gone))
+
+    def _decide(self, batch: pa.RecordBatch, marked: np.ndarray | None):
+        """(batch, marked, keep, reason): the verdict on the batch with its marked rows, when
+        the filter may see them, else on the batch without them."""
+        if marked is not None and self._filter.sees_removed_rows:
+            try:
+                return batch, marked, *self._filter.decide(batch)
+            except Exception:  # maybe a removed row's value (an unparsable flag): retry without
+                pass
+        if marked is not None:
+            batch, marked = batch.filter(pa.array(~marked)), None
+        return batch, marked, *self._filter.decide(batch)
 
     def _count(self, reason: str | pa.Array, drop: np.ndarray, removed: int) -> None:
         if reason is None or isinstance(reason, str):
@@ -75,6 +108,14 @@ class _FilterFn(beam.DoFn):
             counts = [(v["values"], v["counts"]) for v in values.to_pylist()]
         for why, n in counts:
             counter(self._ctx.program, "filtered", self._label, why).inc(n)
+
+
+def _unmark(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray | None]:
+    """The batch without its ``REMOVED`` column, and that column (None without one)."""
+    at = batch.schema.get_field_index(REMOVED)
+    if at < 0:
+        return batch, None
+    return batch.remove_column(at), batch.column(at).to_numpy(zero_copy_only=False)
 
 
 class ApplyFilters(beam.PTransform):
@@ -88,9 +129,10 @@ class ApplyFilters(beam.PTransform):
 
     def expand(self, candidates) -> FilterOutputs:
         removed = []
-        for spec, label in zip(self._specs, self._labels, strict=True):
+        for i, (spec, label) in enumerate(zip(self._specs, self._labels, strict=True)):
+            last = i == len(self._specs) - 1
             step = candidates | f"Filter[{label}]" >> batches(
-                beam.ParDo(_FilterFn(spec, label, self._ctx))
+                beam.ParDo(_FilterFn(spec, label, self._ctx, last))
             ).with_outputs(OUTCOME, main="kept")
             candidates = step.kept
             removed.append(step[OUTCOME])

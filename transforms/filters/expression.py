@@ -357,6 +357,7 @@ class ExpressionOptions(BaseModel):
 @filters.register("expression")
 class ExpressionFilter(Filter):
     Options = ExpressionOptions
+    sees_removed_rows = True  # row by row
 
     def setup(self) -> None:
         self._expr = Expression(self.options.keep)

@@ -40,6 +40,8 @@ class _HistoryFilter(Filter):
     customers (``_load(customers)`` from ``evaluate``), so the store's facts are current.
     Warehouse history tables are static for a run: read once per filter instance."""
 
+    sees_removed_rows = True  # row by row
+
     def setup(self) -> None:
         if not self.context.mode.lookup_each_batch:
             self._load(None)

@@ -29,6 +29,8 @@ class ExcludeValuesOptions(BaseModel):
 class ExcludeValuesFilter(Filter):
     """Removes rows whose ``column`` is one of ``values`` (a null is not a value: kept)."""
 
+    sees_removed_rows = True  # row by row
+
     Options = ExcludeValuesOptions
 
     def reads(self) -> set[str]:
@@ -62,6 +64,8 @@ class GeographicOptions(BaseModel):
 @filters.register("geographic")
 class GeographicFilter(Filter):
     """Targets locations; a row whose location is unknown (null) cannot be targeted: removed."""
+
+    sees_removed_rows = True  # row by row
 
     Options = GeographicOptions
 
