@@ -57,6 +57,14 @@ def query(
             con.unregister(name)
 
 
+def iso_seconds(times: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Timestamps as the store's text, ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (truncated to the
+    second; nulls stay null): Arrow's cast to text, 4x faster than its ``strftime``."""
+    seconds = pc.cast(times, pa.timestamp("s", tz="UTC"), safe=False).cast(pa.timestamp("s"))
+    text = pc.replace_substring(pc.cast(seconds, pa.string()), " ", "T", max_replacements=1)
+    return pc.binary_join_element_wise(text, "Z", "")
+
+
 def to_utc(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """Any time-like column as timestamp[us, UTC]: timestamps (naive ones taken as UTC),
     dates, ISO-8601 text. Returns (times, ok) where ok is False for present values that

@@ -28,12 +28,10 @@ from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import step_times
 from transforms.store_fn import StoreDoFn
 
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
 
 def _iso(times: pa.Array) -> pa.Array:
     """Second precision, as everywhere in the store (Arrow's %S would print microseconds)."""
-    return pc.strftime(pc.cast(times, pa.timestamp("s", tz="UTC"), safe=False), format=ISO_FORMAT)
+    return arrow.iso_seconds(times)
 
 
 def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunContext) -> pa.Table:

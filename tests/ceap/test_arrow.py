@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ceap import arrow
 from ceap.arrow import UTC_US, as_text, to_utc
 
 T = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -44,3 +48,15 @@ def test_dates_text_and_other_types():
 def test_keys_as_text():
     assert as_text(pa.array([1, None, 3])).to_pylist() == ["1", None, "3"]
     assert as_text(pa.array(["a", "a"]).dictionary_encode()).to_pylist() == ["a", "a"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.none() | st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999)))
+def test_iso_seconds_is_strftime_of_the_second(micros):
+    """The store's time text, from Arrow's cast, equals strftime's (nulls, years 1-9999,
+    times before 1970 truncated to their second)."""
+    times = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    want = pc.strftime(
+        pc.cast(times, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert arrow.iso_seconds(times).to_pylist() == want.to_pylist()

@@ -259,10 +259,7 @@ def with_deliver_after(batch: pa.RecordBatch, delay) -> pa.RecordBatch:
     """The batch with the ``deliver_after`` text its candidates would be stored with: how a
     live candidate is recognised as the same event rather than a new one."""
     due = pc.add(batch.column("event_time"), pa.scalar(delay, pa.duration("us")))
-    text = pc.strftime(
-        pc.cast(due, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
-    )
-    return batch.append_column("deliver_after", text)
+    return batch.append_column("deliver_after", arrow.iso_seconds(due))
 
 
 def _distinct(table: pa.Table) -> pa.Table:
