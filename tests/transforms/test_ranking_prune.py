@@ -4,12 +4,13 @@ its rows were split: a row cut early and a better one later make one duplicate).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.schema import RankingConfig
-from transforms.ranking import TopN, rank_table
+from transforms.ranking import TopN, rank_table, top_rows
 
 row = st.tuples(
     st.sampled_from(["c1", "c2", "c3", "c4", "c5"]),
@@ -63,3 +64,30 @@ def test_pruning_as_it_grows_counts_as_one_pass(rows, top_n, per, capacity, bund
     group = {"program": None, "subject": "subject_id"}[per]
     one, duplicates, cut = rank_table(data, top_n, group, config.top_n_column)
     assert ranked(fn, parts) == (keys_of(one), duplicates, cut)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 50, 400, 5000]),
+    st.sampled_from([20, 300, 3000]),
+)
+def test_the_top_n_sort_keeps_what_numbering_every_key_keeps(seed, top_n, keys):
+    """One group: top_rows takes a top-N sort of a few more rows than top_n, and more when
+    duplicates crowd the top (a few keys with many high rows); the kept keys and their best
+    rows are rank_table's."""
+    rng = np.random.default_rng(seed)
+    n = 6000
+    hot = rng.random(n) < 0.3  # a few keys with many of the highest scores
+    ids = np.where(hot, rng.integers(0, 5, n), rng.integers(0, keys, n))
+    scores = np.where(hot, 0.9 + rng.random(n) / 10, np.round(rng.random(n), 2))
+    data = pa.table({
+        "customer_id": [f"c{i}" for i in ids], "subject_id": [f"e{i % 3}" for i in ids],
+        "score": pa.array(scores, mask=rng.random(n) < 0.05),
+        "event_time": pa.array(rng.integers(0, 10**6, n), pa.timestamp("us", tz="UTC")),
+    })  # fmt: skip
+
+    def rows(t: pa.Table) -> list:
+        return sorted(zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True), key=str)
+
+    assert rows(top_rows(data, top_n, None)) == rows(rank_table(data, top_n, None)[0])
