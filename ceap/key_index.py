@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
+from ceap.array_memo import memoized
 
 EMPTY = -1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -29,6 +30,11 @@ def hashes(keys: pa.Array) -> np.ndarray:
     """DuckDB's 64-bit hash of each text key (nulls hash too; callers mask them)."""
     table = arrow.query(arrow.local_duck(), "SELECT hash(k) AS h FROM t", t=pa.table({"k": keys}))
     return table.column("h").to_numpy()
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    values.setflags(write=False)  # shared through the memo
+    return values
 
 
 class KeyIndex:
@@ -72,7 +78,8 @@ class KeyIndex:
             return out
         if isinstance(probe, pa.ChunkedArray):
             probe = probe.combine_chunks()
-        wanted = hashes(probe)
+        # A batch's keys often meet several indexes (enrichment, then the history filters).
+        wanted = memoized("hashes", [probe], lambda: _read_only(hashes(probe)))
         self._walk(np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False)), wanted, out)
         # An equal 64-bit hash is an equal key but for a rare collision: compare all the
         # matches as text at once, and walk again, comparing text at every step, the few

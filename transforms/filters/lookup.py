@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ceap import arrow
+from ceap.array_memo import memoized
 from ceap.errors import ConfigError
 from ceap.key_index import KeyIndex
 from ceap.plugins import connectors
@@ -55,7 +56,10 @@ def read_keyed(connector, columns: list[str] | None, keys: list[str]) -> pa.Tabl
 def _joined(table: pa.Table | pa.RecordBatch, keys: list[str]) -> pa.Array:
     """Key columns as one text key per row (unit separator between parts; null if any part is)."""
     parts = [arrow.as_text(table.column(k)) for k in keys]
-    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+    if len(parts) == 1:
+        joined = parts[0]
+    else:  # the same key columns are joined again by the next filter: remembered
+        joined = memoized("joined", parts, lambda: pc.binary_join_element_wise(*parts, "\x1f"))
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
