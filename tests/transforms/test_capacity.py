@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ceap import arrow
-from transforms.ranking import rank_table
+from transforms.rank_order import rank_table
 
 
 def rows(n_per_event: dict[str, int], capacity: dict[str, object]) -> pa.Table:

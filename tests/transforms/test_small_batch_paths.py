@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ceap import arrow
-from transforms import enrichment, ranking, sinks
+from transforms import enrichment, rank_order, sinks
 from transforms.filters.lookup import KeyedCounts
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -45,11 +45,11 @@ ROWS = st.lists(
 )
 def test_ranking_small_and_duckdb_paths_agree(rows, top_n, per):
     table = scored(rows)
-    small = ranking._rank_small(table, top_n, per)
+    small = rank_order._rank_small(table, top_n, per)
     original = arrow.SMALL_BATCH
     try:
         arrow.SMALL_BATCH = 0  # force the DuckDB path
-        big = ranking.rank_table(table, top_n, per)
+        big = rank_order.rank_table(table, top_n, per)
     finally:
         arrow.SMALL_BATCH = original
     assert small[1:] == big[1:]
