@@ -3,11 +3,12 @@
 largest value in the group, ``top_n`` where it has none).
 
 The order (``transforms/rank_order.py``) is total and deterministic: score (high first,
-missing last), then the most recent event, then customer_id and subject_id. Rows repeating a candidate key (program,
-customer_id, subject_id) collapse to the best one first: a key is one candidate, the
-others are counted as ranked out ("duplicate key"). The work is a combine whose
-accumulator is an Arrow table pruned to the top rows as it grows, keyed by a bucket of
-the ranking group, so memory stays bounded by top_n x groups and buckets run in parallel.
+missing last), then the most recent event, then customer_id and subject_id. Rows
+repeating a candidate key (program, customer_id, subject_id) collapse to the best one
+first: a key is one candidate, the others are counted as ranked out ("duplicate key").
+The work is a combine whose accumulator is an Arrow table pruned to the top rows as it
+grows, keyed by a bucket of the ranking group, so memory stays bounded by top_n x groups
+and buckets run in parallel.
 """
 
 from __future__ import annotations
