@@ -237,7 +237,28 @@ def json_rows(letters: pa.Table) -> list[dict]:
 
 
 class _DeadLetterFn(StoreDoFn):
+    """Streaming: each batch's letters are written before their outcomes are emitted. Batch:
+    a bundle's letters are gathered and written in one transaction (a commit per source
+    batch cost more than its few rows)."""
+
+    def start_bundle(self) -> None:
+        self._gathered: list[pa.Table] = []
+
+    def finish_bundle(self) -> None:
+        self._write_gathered()
+
+    def _write_gathered(self) -> None:
+        if self._gathered:
+            letters = pa.concat_tables(self._gathered, promote_options="permissive")
+            self._gathered = []
+            self._store.write_dead_letters(letters)
+
     def process(self, letters: pa.Table):
+        if not self._ctx.mode.stores_each_batch:
+            self._gathered.append(letters)
+            if sum(t.num_rows for t in self._gathered) >= BATCH_ROWS:
+                self._write_gathered()
+            return
         self._store.write_dead_letters(letters)
         if self._ctx.mode.records_outcomes:
             # Streaming origins end in the event's log position: record its outcome too.

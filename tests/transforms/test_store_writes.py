@@ -11,7 +11,8 @@ from ceap.context import RunContext
 from ceap.mode import BATCH, STREAMING
 from configs.schema import parse_program, read_yaml
 from stores.sqlite import SqliteStore
-from transforms.sinks import _WriteFn
+from transforms.dead_letters import dead_letters
+from transforms.sinks import _DeadLetterFn, _WriteFn
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 PROGRAM = """
@@ -82,3 +83,51 @@ def test_a_streaming_run_stores_each_batch_before_its_outcomes(tmp_path, monkeyp
     fn.finish_bundle()
     fn.teardown()
     assert Spy.writes == [4]
+
+
+def letters(first: int, n: int) -> pa.Table:
+    return dead_letters(
+        "ratings", "candidates", pa.table({"customer_id": [""] * n}), ["missing customer_id"] * n,
+        [f"split#{i}" for i in range(first, first + n)], NOW,
+    )  # fmt: skip
+
+
+class LetterSpy(SqliteStore):
+    writes: list[int] = []
+
+    def write_dead_letters(self, rows):
+        LetterSpy.writes.append(rows.num_rows)
+        return super().write_dead_letters(rows)
+
+
+def letter_sink(tmp_path, mode, monkeypatch):
+    LetterSpy.writes = []
+    monkeypatch.setattr("transforms.store_fn.open_store", lambda spec: LetterSpy(tmp_path / "c.db"))
+    fn = _DeadLetterFn(RunContext(program="ratings", now=NOW, store="sqlite", mode=mode))
+    fn.setup()
+    fn.start_bundle()
+    return fn
+
+
+def test_a_batch_run_writes_a_bundles_dead_letters_in_one_transaction(tmp_path, monkeypatch):
+    fn = letter_sink(tmp_path, BATCH, monkeypatch)
+    for first in (0, 3, 6):  # three source batches' bad rows
+        assert list(fn.process(letters(first, 3))) == []
+    assert LetterSpy.writes == []
+    fn.finish_bundle()
+    fn.teardown()
+    assert LetterSpy.writes == [9]
+    store = SqliteStore(tmp_path / "c.db")
+    assert store.connection.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 9
+    store.close()
+
+
+def test_a_streaming_run_writes_each_batchs_dead_letters_before_their_outcomes(
+    tmp_path, monkeypatch
+):
+    fn = letter_sink(tmp_path, STREAMING, monkeypatch)
+    outcomes = list(fn.process(letters(0, 2)))
+    assert LetterSpy.writes == [2] and outcomes[0].column("position").to_pylist() == [0, 1]
+    fn.finish_bundle()
+    fn.teardown()
+    assert LetterSpy.writes == [2]
