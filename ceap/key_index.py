@@ -24,12 +24,21 @@ EMPTY = -1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 """Fibonacci hashing: a slot is the top bits of hash x 2^64/phi, so keys whose hashes
 differ only in a few bits (``C0000001``, ``C0000002``) still spread over the table."""
+_FP_SHIFT = np.uint64(32)
+_ROW_MASK = np.uint64(0xFFFFFFFF)
+"""An entry: the key's hash fingerprint in the high 32 bits, its row in the low 32."""
+_EMPTY_ENTRY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def hashes(keys: pa.Array) -> np.ndarray:
     """DuckDB's 64-bit hash of each text key (nulls hash too; callers mask them)."""
     table = arrow.query(arrow.local_duck(), "SELECT hash(k) AS h FROM t", t=pa.table({"k": keys}))
     return table.column("h").to_numpy()
+
+
+def _fingerprint(hashed: np.ndarray) -> np.ndarray:
+    """32 bits of a hash that the slot (its top bits, after the multiply) does not decide."""
+    return hashed & _ROW_MASK
 
 
 def _read_only(values: np.ndarray) -> np.ndarray:
@@ -57,12 +66,18 @@ class KeyIndex:
             placed[free] = slots[slot[trying]] == trying
             pending = pending[~placed]
             slot[pending] = (slot[pending] + 1) & self._mask
-        # Each slot's row next to that row's hash: a probe reads both from one cache line
-        # (the table is tens of MB, so every probe round is a random memory access).
-        entries = np.stack([slots, np.zeros_like(slots)], axis=1)
+        # Each slot holds its row and 32 bits of that row's hash in 8 bytes: a probe reads
+        # both at once from a table half the size of two arrays (it is tens of MB, so every
+        # probe round is a random memory access). Equal fingerprints are then confirmed as
+        # text, as equal hashes were.
+        if len(keys) >= _ROW_MASK:
+            raise ValueError(f"a key index holds fewer than {_ROW_MASK:,} keys")
         used = slots != EMPTY
-        entries[used, 1] = hashed[slots[used]].view(np.int64)
-        self._entries = entries.view(np.complex128).ravel()  # 16 bytes a slot, for np.take
+        entries = np.full(len(slots), _EMPTY_ENTRY, np.uint64)
+        entries[used] = (_fingerprint(hashed[slots[used]]) << _FP_SHIFT) | slots[used].astype(
+            np.uint64
+        )
+        self._entries = entries
 
     def _slot(self, hashed: np.ndarray) -> np.ndarray:
         return ((hashed * _GOLDEN) >> self._shift).astype(np.int64)
@@ -81,7 +96,7 @@ class KeyIndex:
         # A batch's keys often meet several indexes (enrichment, then the history filters).
         wanted = memoized("hashes", [probe], lambda: _read_only(hashes(probe)))
         self._walk(np.flatnonzero(pc.is_valid(probe).to_numpy(zero_copy_only=False)), wanted, out)
-        # An equal 64-bit hash is an equal key but for a rare collision: compare all the
+        # An equal fingerprint is an equal key but for a rare collision: compare all the
         # matches as text at once, and walk again, comparing text at every step, the few
         # that differ (comparing inside the walk cost two string gathers per probing round).
         hit = np.flatnonzero(out != EMPTY)
@@ -95,14 +110,15 @@ class KeyIndex:
         self, todo: np.ndarray, wanted: np.ndarray, out: np.ndarray, text: pa.Array | None = None
     ) -> None:
         """Linear probing for the ``todo`` probes, all at once: each round settles those
-        whose slot is empty (absent) or holds their hash (and, given ``text``, their key)."""
+        whose slot is empty (absent) or holds their fingerprint (and, given ``text``, their
+        key)."""
         slot = self._slot(wanted[todo])
-        signed = wanted.view(np.int64)  # as stored in the entries
+        fingerprints = _fingerprint(wanted)
         while len(todo):
-            entry = np.take(self._entries, slot).view(np.int64).reshape(-1, 2)
-            row = entry[:, 0]
-            empty = row == EMPTY
-            same = ~empty & (entry[:, 1] == signed[todo])
+            entry = np.take(self._entries, slot)
+            empty = entry == _EMPTY_ENTRY
+            row = (entry & _ROW_MASK).astype(np.int64)
+            same = ~empty & ((entry >> _FP_SHIFT) == fingerprints[todo])
             if text is not None and same.any():
                 same[same] = self._same_text(row[same], text, todo[same])
             out[todo[same]] = row[same]
