@@ -35,10 +35,11 @@ CAP = "_ceap_cap"
 
 class _Acc:
     """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
-    (rows added), ``dropped`` (the keys of rows a pruning cut, in chunks: a later row of
-    the same key is then a duplicate, as in one pass over every row), ``caps`` (each
-    group's largest ``top_n_column`` value among the rows pruned), ``floor`` (one group,
-    after a prune that kept top_n rows: a score below it can no longer be among them).
+    (rows added), ``dropped`` (the key columns of rows a pruning looked at, in chunks: a
+    later row of the same key is then a duplicate, as in one pass over every row),
+    ``caps`` (each group's largest ``top_n_column`` value among the rows pruned),
+    ``floor`` (one group, after a prune that kept top_n rows: a score below it can no
+    longer be among them).
     ``duplicates`` and ``cut`` are set by ``extract_output`` only, from those."""
 
     __slots__ = ("table", "seen", "dropped", "caps", "floor", "duplicates", "cut")
@@ -46,7 +47,7 @@ class _Acc:
     def __init__(self) -> None:
         self.table: pa.Table | None = None
         self.seen = 0
-        self.dropped: list[pa.Array] = []
+        self.dropped: list[pa.Table] = []
         self.caps: pa.Table | None = None
         self.floor: float | None = None
         self.duplicates = self.cut = 0
@@ -68,7 +69,7 @@ class TopN(beam.CombineFn):
         if acc.floor is not None:  # top_n distinct keys already score higher: count the key only
             below = pc.fill_null(pc.less(table.column("score"), acc.floor), False)
             if pc.any(below).as_py():
-                acc.dropped.append(_keys(table.filter(below)))
+                acc.dropped.append(_keys(table).filter(below))
                 table = table.filter(pc.invert(below))
         acc.table = _concat(acc.table, table)
         return self._prune(acc) if acc.table.num_rows > self._limit else acc
@@ -90,8 +91,7 @@ class TopN(beam.CombineFn):
     def extract_output(self, acc: _Acc) -> _Acc:
         if acc.table is None:
             return acc
-        keys = _keys(acc.table)
-        distinct = _count_distinct([keys, *acc.dropped])
+        distinct = _count_distinct([_keys(acc.table), *acc.dropped])
         acc.table = self._rank(acc.table, acc.caps)
         acc.duplicates = acc.seen - distinct  # a key is one candidate, whenever its rows came
         acc.cut = distinct - acc.table.num_rows
@@ -110,8 +110,7 @@ class TopN(beam.CombineFn):
         acc.table = top_rows(before, self._top_n, self._group, self._cap)
         if self._group is None and acc.table.num_rows == self._top_n:
             acc.floor = _lowest_score(acc.table, acc.floor)
-        keys = _keys(before)
-        acc.dropped.append(keys.filter(pc.invert(pc.is_in(keys, value_set=_keys(acc.table)))))
+        acc.dropped.append(_keys(before))  # the kept ones too: counted distinct at the end
         return acc
 
     def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
@@ -136,23 +135,17 @@ def _lowest_score(top: pa.Table, floor: float | None) -> float | None:
     return lowest if floor is None else max(floor, lowest)
 
 
-def _keys(table: pa.Table) -> pa.Array:
-    """Each row's candidate key as one text value (customer and subject, unit separator)."""
-    key = pc.binary_join_element_wise(
-        arrow.as_text(table.column("customer_id").combine_chunks()),
-        arrow.as_text(table.column("subject_id").combine_chunks()),
-        "\x1f",
-    )
-    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+def _keys(table: pa.Table) -> pa.Table:
+    """Each row's candidate key: its customer and subject columns (text since ToCandidates)."""
+    return table.select(["customer_id", "subject_id"])
 
 
-def _count_distinct(chunks: list[pa.Array]) -> int:
-    """Distinct keys over every chunk (one DuckDB aggregate, on both cores)."""
-    keys = pa.chunked_array(chunks, pa.string())
-    table = arrow.query(
-        arrow.local_duck(), "SELECT count(DISTINCT k) AS n FROM t", t=pa.table({"k": keys})
-    )
-    return int(table.column("n")[0].as_py())
+def _count_distinct(chunks: list[pa.Table]) -> int:
+    """Distinct keys over every chunk (one DuckDB aggregate over both columns, on both
+    cores; no key text is built)."""
+    keys = pa.concat_tables(chunks, promote_options="permissive")
+    sql = "SELECT count(*) AS n FROM (SELECT DISTINCT customer_id, subject_id FROM t)"
+    return int(arrow.query(arrow.local_duck(), sql, t=keys).column("n")[0].as_py())
 
 
 def _caps(table: pa.Table, group: str, cap: str) -> pa.Table:
