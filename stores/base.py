@@ -7,6 +7,7 @@ docs/architecture.md, "Tables"; times are ISO-8601 UTC text (``2026-11-25T10:00:
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,11 @@ class CandidateStore:
     """The roles (``stores.ports.Role``) this backend implements."""
 
     # -- pipeline writes -----------------------------------------------------------------
+    def writing(self) -> AbstractContextManager:
+        """A block of writes (a batch's candidates and their outbox rows) committed
+        together where the backend has transactions; elsewhere each write is its own."""
+        raise NotImplementedError
+
     def upsert_candidates(self, candidates: pa.Table) -> int:
         """Writes candidates; an existing live one keeps its created_at and expires_at, a
         consumed or suppressed one is left alone (the customer acted or was excluded)."""

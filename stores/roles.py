@@ -6,6 +6,7 @@ is documented on ``CandidateStore`` (stores/base.py)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 
 class CandidateWrites(Protocol):
+    def writing(self) -> AbstractContextManager: ...
     def upsert_candidates(self, candidates: pa.Table) -> int: ...
     def write_dead_letters(self, rows: pa.Table) -> int: ...
     def record_run(self, run: dict[str, Any]) -> None: ...

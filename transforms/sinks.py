@@ -196,16 +196,25 @@ class _WriteFn(StoreDoFn):
             self._loaded = time.monotonic()
         name = self._program.program
         records = candidate_records(batch, self._program, self._ctx)
-        counter(name, "stored").inc(self._store.upsert_candidates(records))
-        for rows in outbox_records(batch, self._program, self._ctx, self._opt_outs):
-            channel = rows.column("channel")[0].as_py()  # counted per channel, all its steps
-            for status in pc.unique(rows.column("status")).to_pylist():
-                group = rows.filter(pc.equal(rows.column("status"), status))
-                added = self._store.enqueue_outbox(group)
-                # A row there already (a re-run) is the dispatcher's, maybe sent: not queued.
-                for kind, n in ((status, added), ("already queued", group.num_rows - added)):
-                    if n:
-                        counter(name, "queued", channel, kind).inc(n)
+        outbox = outbox_records(batch, self._program, self._ctx, self._opt_outs)
+        queued: list[tuple[str, str, int]] = []
+        # Candidates and their outbox rows commit together: a crash leaves both or neither.
+        with self._store.writing():
+            stored = self._store.upsert_candidates(records)
+            for rows in outbox:
+                channel = rows.column("channel")[0].as_py()  # counted per channel, all its steps
+                for status in pc.unique(rows.column("status")).to_pylist():
+                    group = rows.filter(pc.equal(rows.column("status"), status))
+                    added = self._store.enqueue_outbox(group)
+                    # A row there already (a re-run) is the dispatcher's, maybe sent: not queued.
+                    queued += [
+                        (channel, status, added),
+                        (channel, "already queued", group.num_rows - added),
+                    ]
+        counter(name, "stored").inc(stored)
+        for channel, kind, n in queued:
+            if n:
+                counter(name, "queued", channel, kind).inc(n)
 
 
 class WriteCandidates(beam.PTransform):

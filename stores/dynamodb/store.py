@@ -46,6 +46,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,12 @@ class DynamoDBStore(
         return with_names(op | {"ConditionExpression": condition}, values | fields)
 
     # -- pipeline writes -------------------------------------------------------------------
+    def writing(self) -> AbstractContextManager:
+        """Each write is its own: items are written in conditional batches, not in one
+        transaction (a crash between a batch's candidates and its outbox rows is repaired
+        by the re-run, which writes the missing rows and leaves the others)."""
+        return nullcontext()
+
     def upsert_candidates(self, candidates: pa.Table) -> int:
         rows = candidates.select(CANDIDATE_COLUMNS).to_pylist()
         for r in rows:

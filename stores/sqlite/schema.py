@@ -117,16 +117,23 @@ TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "i
 
 
 class Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout).
+    Inside another transaction of the connection it is part of that one (nothing begins or
+    ends; an error rolls the outer one back when it reaches it)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._nested = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._nested = self._conn.in_transaction
+        if not self._nested:
+            self._conn.execute("BEGIN IMMEDIATE")
         return self._conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
+        if self._nested:
+            return
         if not exc_type:
             self._conn.execute("COMMIT")
         elif self._conn.in_transaction:

@@ -83,6 +83,11 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
     def _transaction(self) -> Transaction:
         return Transaction(self._conn)
 
+    def writing(self) -> Transaction:
+        """One transaction for the writes made inside it (a run's candidates and their
+        outbox rows): committed together, and each index page written to the log once."""
+        return Transaction(self._conn)
+
     # -- pipeline writes -----------------------------------------------------------------
     def upsert_candidates(self, candidates: pa.Table) -> int:
         candidates = in_key_order(candidates, CANDIDATE_KEY)

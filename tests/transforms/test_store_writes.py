@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
 
 from ceap.context import RunContext
 from ceap.mode import BATCH, STREAMING
@@ -131,3 +132,25 @@ def test_a_streaming_run_writes_each_batchs_dead_letters_before_their_outcomes(
     fn.finish_bundle()
     fn.teardown()
     assert LetterSpy.writes == [2]
+
+
+class FailingOutbox(SqliteStore):
+    def enqueue_outbox(self, rows):
+        super().enqueue_outbox(rows)
+        raise OSError("disk full")
+
+
+def test_a_batchs_candidates_and_outbox_rows_commit_together(tmp_path, monkeypatch):
+    """A write that fails after the candidates leaves neither: no candidate without its ask."""
+    monkeypatch.setattr(
+        "transforms.store_fn.open_store", lambda s: FailingOutbox(tmp_path / "c.db")
+    )
+    ctx = RunContext(program="ratings", now=NOW, store="sqlite", mode=BATCH)
+    fn = _WriteFn(parse_program(read_yaml(PROGRAM)), ctx)
+    fn.setup()
+    fn.start_bundle()
+    list(fn.process(ranked(0, 5)))
+    with pytest.raises(OSError, match="disk full"):
+        fn.finish_bundle()
+    fn.teardown()
+    assert stored(tmp_path) == (0, 0)
