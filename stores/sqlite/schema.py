@@ -95,6 +95,8 @@ WHERE candidates.status NOT IN ('consumed', 'suppressed')
 
 OUTBOX_KEY = ["program", "customer_id", "subject_id", "step"]
 CANDIDATE_KEY = ["program", "customer_id", "subject_id"]
+PAGE_BYTES = 16_384
+"""The page size of a new database (SQLite's default is 4,096)."""
 WRITE_CACHE_KIB = 65_536
 """The page cache of a writing connection (``PRAGMA cache_size``), in KiB."""
 
