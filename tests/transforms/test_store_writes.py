@@ -37,18 +37,26 @@ def ranked(first: int, n: int) -> pa.RecordBatch:
 
 
 class Spy(SqliteStore):
+    """Records the rows of each candidate write and each dead-letter write."""
+
     writes: list[int] = []
+    letters: list[int] = []
 
     def upsert_candidates(self, candidates):
         Spy.writes.append(candidates.num_rows)
         return super().upsert_candidates(candidates)
 
+    def write_dead_letters(self, rows):
+        Spy.letters.append(rows.num_rows)
+        return super().write_dead_letters(rows)
 
-def sink(tmp_path, mode, monkeypatch):
-    Spy.writes = []
+
+def sink(tmp_path, mode, monkeypatch, letters: bool = False):
+    """The candidate sink (or the dead-letter sink) of a run in ``mode``, writing to a Spy."""
+    Spy.writes, Spy.letters = [], []
     monkeypatch.setattr("transforms.store_fn.open_store", lambda spec: Spy(tmp_path / "c.db"))
     ctx = RunContext(program="ratings", now=NOW, store="sqlite", mode=mode)
-    fn = _WriteFn(parse_program(read_yaml(PROGRAM)), ctx)
+    fn = _DeadLetterFn(ctx) if letters else _WriteFn(parse_program(read_yaml(PROGRAM)), ctx)
     fn.setup()
     fn.start_bundle()
     return fn
@@ -93,31 +101,14 @@ def letters(first: int, n: int) -> pa.Table:
     )  # fmt: skip
 
 
-class LetterSpy(SqliteStore):
-    writes: list[int] = []
-
-    def write_dead_letters(self, rows):
-        LetterSpy.writes.append(rows.num_rows)
-        return super().write_dead_letters(rows)
-
-
-def letter_sink(tmp_path, mode, monkeypatch):
-    LetterSpy.writes = []
-    monkeypatch.setattr("transforms.store_fn.open_store", lambda spec: LetterSpy(tmp_path / "c.db"))
-    fn = _DeadLetterFn(RunContext(program="ratings", now=NOW, store="sqlite", mode=mode))
-    fn.setup()
-    fn.start_bundle()
-    return fn
-
-
 def test_a_batch_run_writes_a_bundles_dead_letters_in_one_transaction(tmp_path, monkeypatch):
-    fn = letter_sink(tmp_path, BATCH, monkeypatch)
+    fn = sink(tmp_path, BATCH, monkeypatch, letters=True)
     for first in (0, 3, 6):  # three source batches' bad rows
         assert list(fn.process(letters(first, 3))) == []
-    assert LetterSpy.writes == []
+    assert Spy.letters == []
     fn.finish_bundle()
     fn.teardown()
-    assert LetterSpy.writes == [9]
+    assert Spy.letters == [9]
     store = SqliteStore(tmp_path / "c.db")
     assert store.connection.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 9
     store.close()
@@ -126,12 +117,12 @@ def test_a_batch_run_writes_a_bundles_dead_letters_in_one_transaction(tmp_path, 
 def test_a_streaming_run_writes_each_batchs_dead_letters_before_their_outcomes(
     tmp_path, monkeypatch
 ):
-    fn = letter_sink(tmp_path, STREAMING, monkeypatch)
+    fn = sink(tmp_path, STREAMING, monkeypatch, letters=True)
     outcomes = list(fn.process(letters(0, 2)))
-    assert LetterSpy.writes == [2] and outcomes[0].column("position").to_pylist() == [0, 1]
+    assert Spy.letters == [2] and outcomes[0].column("position").to_pylist() == [0, 1]
     fn.finish_bundle()
     fn.teardown()
-    assert LetterSpy.writes == [2]
+    assert Spy.letters == [2]
 
 
 class FailingOutbox(SqliteStore):
