@@ -120,25 +120,33 @@ TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "i
 
 class Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, others wait (busy_timeout).
-    Inside another transaction of the connection it is part of that one (nothing begins or
-    ends; an error rolls the outer one back when it reaches it)."""
+    ``joins``: part of an enclosing block the store opened (``SqliteStore.writing``), so
+    nothing begins or ends here; an error reaches that block, which rolls back. A
+    transaction left open by an earlier failure is never joined: BEGIN then fails, loudly."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, joins: bool = False) -> None:
         self._conn = conn
-        self._nested = False
+        self._joins = joins
 
     def __enter__(self) -> sqlite3.Connection:
-        self._nested = self._conn.in_transaction
-        if not self._nested:
+        if not self._joins:
             self._conn.execute("BEGIN IMMEDIATE")
         return self._conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if self._nested:
+        if self._joins:
             return
         if not exc_type:
-            self._conn.execute("COMMIT")
-        elif self._conn.in_transaction:
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()  # a failed COMMIT must not leave the transaction open
+                raise
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
             # SQLite may have rolled back already (a full disk: SQLITE_FULL); a failing
             # ROLLBACK must not replace the error that says why ("database or disk is full").
             with contextlib.suppress(sqlite3.Error):

@@ -7,8 +7,10 @@ internal. The outbox and the streaming ledger are mixins of their own (outbox.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
 
     def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path else sqlite_path()
+        self._writing = False  # inside writing(): each write joins its transaction
         if read_only:
             self._conn = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
@@ -85,12 +88,21 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
         return len(rows)
 
     def _transaction(self) -> Transaction:
-        return Transaction(self._conn)
+        return Transaction(self._conn, joins=self._writing)
 
-    def writing(self) -> Transaction:
-        """One transaction for the writes made inside it (a run's candidates and their
-        outbox rows): committed together, and each index page written to the log once."""
-        return Transaction(self._conn)
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One transaction for the writes made inside it (a batch's candidates and their
+        outbox rows): committed together, or rolled back together on an error."""
+        if self._writing:  # an enclosing block already holds the transaction
+            yield
+            return
+        with Transaction(self._conn):
+            self._writing = True
+            try:
+                yield
+            finally:
+                self._writing = False
 
     # -- pipeline writes -----------------------------------------------------------------
     def upsert_candidates(self, candidates: pa.Table) -> int:

@@ -85,6 +85,32 @@ def test_candidate_writes_serving_reads_and_analytics_agree(each_store):
     assert store.expire_candidate("p", "c1", "s1") is False  # no longer live
 
 
+def candidate_table(*rows: dict) -> pa.Table:
+    return pa.table({c: [r[c] for r in rows] for c in CANDIDATE_COLUMNS})
+
+
+def test_writes_in_a_writing_block_are_all_stored(each_store):
+    store = each_store
+    with store.writing():
+        store.upsert_candidates(candidate_table(candidate()))
+        with store.writing():  # a nested block joins the enclosing one
+            store.upsert_candidates(candidate_table(candidate(subject_id="s2")))
+    assert sorted(store.table("candidates").column("subject_id").to_pylist()) == ["s1", "s2"]
+
+
+def test_a_failing_writing_block_keeps_what_the_backend_promises(each_store):
+    """SQLite rolls the whole block back; DynamoDB has no transaction across tables, each
+    write stands (a re-run writes what is missing)."""
+    store = each_store
+    with pytest.raises(RuntimeError), store.writing():
+        store.upsert_candidates(candidate_table(candidate()))
+        raise RuntimeError("the outbox write failed")
+    kept = store.table("candidates").num_rows
+    assert kept == (0 if isinstance(store, SqliteStore) else 1)
+    store.upsert_candidates(candidate_table(candidate(subject_id="s2")))  # the store still writes
+    assert store.table("candidates").num_rows == kept + 1
+
+
 def test_registries_agree(each_store):
     store = each_store
     store.add_opt_out("c1", "p", None)
