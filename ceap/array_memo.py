@@ -2,9 +2,10 @@
 
 A batch meets several lookups on the same keys (the customer's enrichment, then the
 frequency cap and dedup on customer and subject): each built the same joined key text
-and hashed it again. Arrow arrays are immutable, so arrays whose buffers, offset, length
-and type are the same hold the same values; the memo keeps the arrays it was given alive,
-so those buffer addresses cannot be reused by other data while an entry exists.
+and hashed it again. Arrow arrays are immutable, so flat arrays (text, binary, numbers)
+whose buffers, offset, length and type are the same hold the same values; the memo keeps
+the arrays it was given alive, so those buffer addresses cannot be reused by other data
+while an entry exists.
 """
 
 from __future__ import annotations
@@ -24,17 +25,31 @@ _local = threading.local()
 
 
 def identity(array: pa.Array) -> tuple:
-    """What makes two arrays the same values: their type, slice and buffer addresses."""
+    """What makes two flat arrays the same values: their type, slice and buffer addresses."""
     buffers = tuple(b.address if b is not None else 0 for b in array.buffers())
     return (str(array.type), array.offset, len(array), buffers)
+
+
+def _flat(array: pa.Array) -> bool:
+    """Text, binary or fixed-width values: all of them in ``buffers()``. A dictionary's
+    values and a nested array's children (their own slices) are not, so two such arrays
+    could share every listed buffer and differ."""
+    kind = array.type
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_primitive(kind)
+    )
 
 
 def memoized(tag: str, arrays: Sequence[pa.Array], compute: Callable[[], T]) -> T:
     """``compute()``, or the value it gave for the same ``tag`` and arrays lately."""
     items: OrderedDict[tuple, tuple[Any, T]] = getattr(_local, "items", None) or OrderedDict()
     _local.items = items
-    if any(isinstance(a, pa.ChunkedArray) for a in arrays):
-        return compute()  # no single set of buffers to key on
+    if any(isinstance(a, pa.ChunkedArray) or not _flat(a) for a in arrays):
+        return compute()  # no single set of buffers that says what the values are
     key = (tag, tuple(identity(a) for a in arrays))
     hit = items.get(key)
     if hit is not None:

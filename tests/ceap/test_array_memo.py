@@ -52,3 +52,26 @@ def test_an_entry_keeps_its_arrays_alive_so_their_addresses_are_not_reused():
         memoized("t", [pa.array([str(i)])], lambda: 0)
     gc.collect()
     assert ref() is None
+
+
+def test_dictionary_and_nested_arrays_are_never_remembered():
+    """Their values are not all in buffers(): two dictionaries over the same indices differ."""
+    calls, compute = counting()
+    words = pa.array(["x", "y", "x"]).dictionary_encode()
+    other = pa.DictionaryArray.from_arrays(words.indices, pa.array(["p", "q"]))
+    assert memoized("t", [words], lambda: compute(1)) == 1
+    assert memoized("t", [other], lambda: compute(2)) == 2
+    pairs = pa.StructArray.from_arrays([pa.array([1, 2, 3])], ["a"])
+    memoized("t", [pairs.slice(1)], lambda: compute(3))
+    memoized("t", [pairs.slice(1)], lambda: compute(4))
+    assert calls == [1, 2, 3, 4]
+
+
+def test_an_index_probed_with_dictionaries_over_the_same_indices_finds_each_one():
+    from ceap.key_index import KeyIndex
+
+    words = pa.array(["x", "y", "x"]).dictionary_encode()
+    other = pa.DictionaryArray.from_arrays(words.indices, pa.array(["p", "q"]))
+    index = KeyIndex(pa.array(["x", "y", "p", "q"]))
+    assert index.positions(words).tolist() == [0, 1, 0]
+    assert index.positions(other).tolist() == [2, 3, 2]
