@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from ceap.batch_coder import batches
+from connectors.batch_coder import batches
 
 BATCH_ROWS = 262_144
 """Rows per Arrow batch between stages: large enough that per-batch overhead vanishes."""

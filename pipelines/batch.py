@@ -18,13 +18,13 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap import alerts, logs
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors, filters, scorers
 from channels.rendering import check_templates
 from configs.schema import ProgramConfig, SourceConfig
 from connectors.base import accepts_text_columns
+from connectors.batch_coder import batches
 from pipelines.graph import candidate_graph
 from pipelines.options import default_runner
 from pipelines.runners import prepare_beam_args

@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.progress import add_rows
 from configs.schema import FieldsConfig
 from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
+from connectors.batch_coder import batches
 from transforms.dead_letters import DEAD_LETTER, RAW, dead_letters
 from transforms.funnel import counter
 

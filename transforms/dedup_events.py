@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from configs.schema import FieldsConfig
 from connectors.base import ORIGIN_COLUMN
+from connectors.batch_coder import batches
 from transforms.funnel import counter
 from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
 from transforms.store_fn import StoreDoFn

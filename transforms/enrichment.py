@@ -21,11 +21,11 @@ import pyarrow as pa
 from apache_beam.utils import shared
 
 from ceap import arrow
-from ceap.batch_coder import batches
 from ceap.errors import ConfigError
 from ceap.key_index import KeyIndex
 from ceap.plugins import connectors
 from configs.schema import EnrichConfig
+from connectors.batch_coder import batches
 from transforms.filters.lookup import read_keyed
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap import arrow
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from configs.schema import RankingConfig
 from connectors.base import BATCH_ROWS, ORIGIN_COLUMN
+from connectors.batch_coder import batches
 from transforms.funnel import counter
 from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
 from transforms.rank_order import rank_table, top_rows

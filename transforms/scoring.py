@@ -26,13 +26,13 @@ import numpy as np
 import pyarrow as pa
 
 from ceap import alerts, logs
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import scorers
 from ceap.resilience import CircuitBreaker
 from configs.schema import ScoringConfig
 from connectors.base import ORIGIN_COLUMN
+from connectors.batch_coder import batches
 from scorers.base import RowErrors
 from scorers.experiments import assign
 from stores.spec import open_store

@@ -5,14 +5,15 @@ In streaming runs the filters also refresh what they looked up (opt-outs, live k
 contacts) every ``refresh_seconds`` of the mode, so an opt-out made through the API is honoured by the
 running stream, and removed events are recorded in the outcome ledger.
 
-In batch runs a filter's removals are marked (``REMOVED``) rather than copied out, when
-the next filter may see removed rows (``Filter.sees_removed_rows``): the chain's last
-filter, a filter that must not see them, or a quarter of the batch marked drops them at
-once. Copying the kept rows after each filter was the filters' largest cost.
+In batch runs a filter's removals are marked (``REMOVED``) rather than copied out; the
+chain's last filter, a quarter of the batch marked, or a filter that must not see removed
+rows (``Filter.sees_removed_rows`` False, plugins by default) drops them at once. Copying
+the kept rows after each filter was the filters' largest cost.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import NamedTuple
 
@@ -21,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ceap.batch_coder import batches
 from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import FilterConfig
+from connectors.batch_coder import batches
 from transforms.filters.base import reasons_of
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
@@ -36,6 +37,8 @@ class FilterOutputs(NamedTuple):
     """One per filter, never flattened: the FnApiRunner materialises a Flatten's inputs
     until their (in streaming, endless) stage ends, which held outcomes back."""
 
+
+log = logging.getLogger(__name__)
 
 REMOVED = "_ceap_removed"
 """Batch runs, between two filters of a chain: True where an earlier filter removed the row."""
@@ -94,8 +97,8 @@ class _FilterFn(beam.DoFn):
         if marked is not None and self._filter.sees_removed_rows:
             try:
                 return batch, marked, *self._filter.decide(batch)
-            except Exception:  # maybe a removed row's value (an unparsable flag): retry without
-                pass
+            except Exception as exc:  # maybe a removed row's value (an unparsable flag)
+                log.debug("filter %s: deciding again without removed rows: %s", self._label, exc)
         if marked is not None:
             batch, marked = batch.filter(pa.array(~marked)), None
         return batch, marked, *self._filter.decide(batch)

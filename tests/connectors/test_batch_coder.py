@@ -10,7 +10,7 @@ import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from ceap.batch_coder import RecordBatchCoder, batches
+from connectors.batch_coder import RecordBatchCoder, batches
 from tests.pipelines.test_migration import deliveries, home, program, run, write  # noqa: F401
 
 

@@ -48,7 +48,7 @@ class RecordBatchCoder(beam.coders.Coder):
     def is_deterministic(self) -> bool:
         return False
 
-    def to_type_hint(self):
+    def to_type_hint(self) -> type:
         return pa.RecordBatch
 
     def __eq__(self, other: object) -> bool:
