@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,12 +32,13 @@ from transforms.rank_order import rank_table, top_rows
 GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
 BUCKETS = 8
 CAP = "_ceap_cap"
+POSITION = "_ceap_position"
 
 
 class _Acc:
     """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
-    (rows added), ``dropped`` (the key columns of rows a pruning looked at, in chunks: a
-    later row of the same key is then a duplicate, as in one pass over every row),
+    (rows added), ``dropped`` (the key columns of rows a pruning cut, in chunks: a later
+    row of the same key is then a duplicate, as in one pass over every row),
     ``caps`` (each group's largest ``top_n_column`` value among the rows pruned),
     ``floor`` (one group, after a prune that kept top_n rows: a score below it can no
     longer be among them).
@@ -107,10 +109,14 @@ class TopN(beam.CombineFn):
             acc.caps = _group_max(_concat(acc.caps, _caps(before, self._group, self._cap)))
             acc.table = rank_table(before, None, None)[0]
             return acc  # every key stays: nothing to remember
-        acc.table = top_rows(before, self._top_n, self._group, self._cap)
+        numbered = before.append_column(POSITION, pa.array(np.arange(before.num_rows)))
+        kept = top_rows(numbered, self._top_n, self._group, self._cap)
+        cut = np.ones(before.num_rows, bool)
+        cut[kept.column(POSITION).to_numpy()] = False  # by position: no key text to compare
+        acc.dropped.append(_keys(before).filter(pa.array(cut)))
+        acc.table = kept.drop_columns([POSITION])
         if self._group is None and acc.table.num_rows == self._top_n:
             acc.floor = _lowest_score(acc.table, acc.floor)
-        acc.dropped.append(_keys(before))  # the kept ones too: counted distinct at the end
         return acc
 
     def _rank(self, table: pa.Table, caps: pa.Table | None) -> pa.Table:
