@@ -44,7 +44,11 @@ def candidate_graph(
 ) -> list[beam.PCollection]:
     """Applies the program to source rows (Arrow batches); returns the PCollections of
     per-event outcome records (empty in batch runs)."""
-    valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx)
+    early = prefilter_count(program, ctx) if program.enrich else 0
+    # A batch run's bad rows are dropped by the filter chain's first copy when one comes next.
+    chain_next = early > 0 or (not program.enrich and bool(program.filters))
+    mark_bad = chain_next and not (ctx.mode.records_outcomes or ctx.mode.dedup_events)
+    valid = rows | "ToCandidates" >> ToCandidates(program.fields, ctx, mark_bad)
     candidates = valid.candidates
     outcomes = []
     if ctx.mode.dedup_events:
@@ -54,7 +58,6 @@ def candidate_graph(
         fresh = candidates | "DedupEvents" >> DedupEvents(program.fields, window, ctx, lateness)
         candidates = fresh.fresh
         outcomes.append(fresh.outcome)
-    early = prefilter_count(program, ctx) if program.enrich else 0
     specs, labels = program.filters, program.filter_labels()
     if early:
         pre = candidates | "Prefilter" >> ApplyFilters(specs[:early], labels[:early], ctx)

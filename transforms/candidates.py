@@ -24,20 +24,22 @@ from configs.schema import FieldsConfig
 from connectors.base import ERROR_COLUMN, ORIGIN_COLUMN
 from connectors.batch_coder import batches
 from transforms.dead_letters import DEAD_LETTER, RAW, dead_letters
+from transforms.filters.base import REMOVED
 from transforms.funnel import counter
 
 KEYS = ("customer_id", "subject_id")
 
 
 class _ToCandidatesFn(beam.DoFn):
-    def __init__(self, fields: FieldsConfig, context: RunContext) -> None:
+    def __init__(self, fields: FieldsConfig, context: RunContext, mark_bad: bool) -> None:
         self._fields = fields
         self._ctx = context
+        self._mark_bad = mark_bad
 
     def process(self, batch: pa.RecordBatch):
         counter(self._ctx.program, "read").inc(batch.num_rows)
         add_rows(batch.num_rows)
-        good, bad = to_candidates(batch, self._fields, self._ctx)
+        good, bad = to_candidates(batch, self._fields, self._ctx, self._mark_bad)
         if good.num_rows:
             yield good
         if bad is not None and bad.num_rows:
@@ -46,23 +48,31 @@ class _ToCandidatesFn(beam.DoFn):
 
 
 class ToCandidates(beam.PTransform):
-    """PCollection[RecordBatch] -> (candidates, dead letters), tagged ``DEAD_LETTER``."""
+    """PCollection[RecordBatch] -> (candidates, dead letters), tagged ``DEAD_LETTER``.
 
-    def __init__(self, fields: FieldsConfig, context: RunContext) -> None:
+    Args:
+      mark_bad: a filter chain (``ApplyFilters``) takes the candidates next: bad rows are
+        marked for it to drop rather than copied out here (batch runs).
+    """
+
+    def __init__(self, fields: FieldsConfig, context: RunContext, mark_bad: bool = False) -> None:
         super().__init__()
         self._fields = fields
         self._ctx = context
+        self._mark_bad = mark_bad
 
     def expand(self, rows):
         return rows | "Validate" >> batches(
-            beam.ParDo(_ToCandidatesFn(self._fields, self._ctx))
+            beam.ParDo(_ToCandidatesFn(self._fields, self._ctx, self._mark_bad))
         ).with_outputs(DEAD_LETTER, main="candidates")
 
 
 def to_candidates(
-    batch: pa.RecordBatch, fields: FieldsConfig, ctx: RunContext
+    batch: pa.RecordBatch, fields: FieldsConfig, ctx: RunContext, mark_bad: bool = False
 ) -> tuple[pa.RecordBatch, pa.Table | None]:
-    """Returns (valid candidate rows, dead-letter records or None)."""
+    """Returns (valid candidate rows, dead-letter records or None). ``mark_bad``: the bad
+    rows stay, marked ``REMOVED``, for the filter chain that comes next to drop with its
+    own copy (unless every row is bad)."""
     names = batch.schema.names
     n = batch.num_rows
     bad_mask = np.zeros(n, dtype=bool)
@@ -141,6 +151,8 @@ def to_candidates(
     letters = dead_letters(
         ctx.program, "candidates", bad_rows, list(reasons[bad_mask]), origins, ctx.current()
     )
+    if mark_bad and not bad_mask.all():
+        return table.append_column(REMOVED, pa.array(bad_mask)), letters
     return table.filter(keep), letters
 
 

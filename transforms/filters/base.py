@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict
 
 from ceap.context import RunContext
 
+REMOVED = "_ceap_removed"
+"""Batch runs, on the way into a filter chain: True where a row was already removed (an
+earlier filter's removals, or ToCandidates' dead letters), to be dropped with the chain's
+next copy instead of a copy of its own."""
+
 
 class FilterOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")

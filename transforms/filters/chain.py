@@ -26,7 +26,7 @@ from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import FilterConfig
 from connectors.batch_coder import batches
-from transforms.filters.base import reasons_of
+from transforms.filters.base import REMOVED, reasons_of
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 
@@ -40,8 +40,6 @@ class FilterOutputs(NamedTuple):
 
 log = logging.getLogger(__name__)
 
-REMOVED = "_ceap_removed"
-"""Batch runs, between two filters of a chain: True where an earlier filter removed the row."""
 DROP_SHARE = 0.25
 """Marked rows are dropped once they are this share of a batch (later filters would look
 at them for nothing)."""
