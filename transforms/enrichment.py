@@ -42,9 +42,9 @@ class _Lookup:
     would scan the whole table again for each batch."""
 
     def __init__(self, table: pa.Table) -> None:
-        self.table = table
         self._index = KeyIndex(table.column("_ceap_key").combine_chunks())
         self.values = _few_as_dictionaries(table.drop_columns(["_ceap_key"]))
+        """The looked-up columns, aligned with the index's rows (the only copy kept)."""
         self._encoded = {f.name for f in self.values.schema if pa.types.is_dictionary(f.type)} - {
             f.name for f in table.schema if pa.types.is_dictionary(f.type)
         }
@@ -119,7 +119,7 @@ class _EnrichFn(beam.DoFn):
     def setup(self) -> None:
         spec = self._spec
         self._lookup = self._handle.acquire(lambda: _Lookup(load_lookup(spec)), tag=self._tag)
-        self._columns = [c for c in self._lookup.table.column_names if c != "_ceap_key"]
+        self._columns = self._lookup.values.column_names
 
     def process(self, batch: pa.RecordBatch):
         key = self._spec.key
