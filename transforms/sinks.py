@@ -21,17 +21,11 @@ from ceap import arrow
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from configs.schema import ProgramConfig
-from connectors.base import BATCH_ROWS
 from stores.base import CANDIDATE_COLUMNS, iso
 from transforms.funnel import counter
 from transforms.outcomes import OUTCOME, emit_outcomes
 from transforms.schedule import step_times
-from transforms.store_fn import StoreDoFn
-
-
-def _iso(times: pa.Array) -> pa.Array:
-    """Second precision, as everywhere in the store (Arrow's %S would print microseconds)."""
-    return arrow.iso_seconds(times)
+from transforms.store_fn import Gathered, StoreDoFn
 
 
 def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunContext) -> pa.Table:
@@ -66,8 +60,8 @@ def candidate_records(batch: pa.RecordBatch, program: ProgramConfig, ctx: RunCon
         "action": const(program.action), "context": context,
         "score": batch.column("score"), "model_id": batch.column("model_id"),
         "treatment": batch.column("treatment"), "created_at": const(iso(now)),
-        "expires_at": const(iso(now + program.store.ttl)), "deliver_after": _iso(deliver),
-        "status": const("live"),
+        "expires_at": const(iso(now + program.store.ttl)),
+        "deliver_after": arrow.iso_seconds(deliver), "status": const("live"),
     }).select(CANDIDATE_COLUMNS)  # fmt: skip
 
 
@@ -95,7 +89,8 @@ def outbox_records(
         out.append(pa.table({
             "program": pa.array([program.program] * n), "customer_id": customers,
             "subject_id": batch.column("subject_id"), "channel": pa.array([ch.type] * n),
-            "send_after": _iso(pc.fill_null(due, batch.column("event_time"))), "status": status,
+            "send_after": arrow.iso_seconds(pc.fill_null(due, batch.column("event_time"))),
+            "status": status,
             "attempts": pa.array(np.zeros(n, np.int64)), "idempotency_key": _digest(keys),
             "reason": reasons, "template": pa.array([ch.template] * n, pa.string()),
             "shadow": pa.array(np.full(n, int(ch.shadow), np.int64)),
@@ -109,7 +104,7 @@ def _context_json(columns: pa.RecordBatch) -> pa.Array:
     for i, field in enumerate(columns.schema):
         if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
             times, _ = arrow.to_utc(columns.column(i))
-            columns = columns.set_column(i, field.name, _iso(times))
+            columns = columns.set_column(i, field.name, arrow.iso_seconds(times))
     if columns.num_rows < arrow.SMALL_BATCH:
         return pa.array(
             [
@@ -165,7 +160,7 @@ class _WriteFn(StoreDoFn):
         self._loaded = time.monotonic()
 
     def start_bundle(self) -> None:
-        self._gathered: list[pa.RecordBatch] = []
+        self._gathered = Gathered(self._write_gathered)
 
     def process(self, batch: pa.RecordBatch):
         if self._ctx.mode.stores_each_batch:
@@ -174,21 +169,15 @@ class _WriteFn(StoreDoFn):
             # (idempotently); a crash after finds it accounted for.
             yield from emit_outcomes(self._ctx, batch, "candidate")
             return
-        self._gathered.append(batch)
-        if sum(b.num_rows for b in self._gathered) >= BATCH_ROWS:
-            self._write_gathered()
+        self._gathered.add(batch)
 
     def finish_bundle(self) -> None:
-        self._write_gathered()
+        self._gathered.flush()
 
-    def _write_gathered(self) -> None:
+    def _write_gathered(self, rows: pa.Table) -> None:
         """A batch run's ranked rows, gathered, in one write (no outcomes to emit)."""
-        if self._gathered:
-            tables = [pa.Table.from_batches([b]) for b in self._gathered]
-            rows = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-            self._gathered = []
-            for batch in rows.to_batches():
-                self._write(batch)
+        for batch in rows.combine_chunks().to_batches():
+            self._write(batch)
 
     def _write(self, batch: pa.RecordBatch) -> None:
         if self._ctx.mode.stale(self._loaded):
@@ -251,22 +240,14 @@ class _DeadLetterFn(StoreDoFn):
     batch cost more than its few rows)."""
 
     def start_bundle(self) -> None:
-        self._gathered: list[pa.Table] = []
+        self._gathered = Gathered(self._store.write_dead_letters)
 
     def finish_bundle(self) -> None:
-        self._write_gathered()
-
-    def _write_gathered(self) -> None:
-        if self._gathered:
-            letters = pa.concat_tables(self._gathered, promote_options="permissive")
-            self._gathered = []
-            self._store.write_dead_letters(letters)
+        self._gathered.flush()
 
     def process(self, letters: pa.Table):
         if not self._ctx.mode.stores_each_batch:
-            self._gathered.append(letters)
-            if sum(t.num_rows for t in self._gathered) >= BATCH_ROWS:
-                self._write_gathered()
+            self._gathered.add(letters)
             return
         self._store.write_dead_letters(letters)
         if self._ctx.mode.records_outcomes:
