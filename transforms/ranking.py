@@ -27,32 +27,13 @@ from connectors.base import BATCH_ROWS, ORIGIN_COLUMN
 from connectors.batch_coder import batches
 from transforms.funnel import counter
 from transforms.outcomes import IDENTITY_COLUMN, OUTCOME, emit_outcomes
+from transforms.rank_acc import Acc, AccCoder
 from transforms.rank_order import rank_table, top_rows
 
 GROUP_COLUMN = {"program": None, "subject": "subject_id", "customer": "customer_id"}
 BUCKETS = 8
 CAP = "_ceap_cap"
 POSITION = "_ceap_position"
-
-
-class _Acc:
-    """A bucket's rows so far: ``table`` (pruned to the top rows when it grows), ``seen``
-    (rows added), ``dropped`` (the key columns of rows a pruning cut, in chunks: a later
-    row of the same key is then a duplicate, as in one pass over every row),
-    ``caps`` (each group's largest ``top_n_column`` value among the rows pruned),
-    ``floor`` (one group, after a prune that kept top_n rows: a score below it can no
-    longer be among them).
-    ``duplicates`` and ``cut`` are set by ``extract_output`` only, from those."""
-
-    __slots__ = ("table", "seen", "dropped", "caps", "floor", "duplicates", "cut")
-
-    def __init__(self) -> None:
-        self.table: pa.Table | None = None
-        self.seen = 0
-        self.dropped: list[pa.Table] = []
-        self.caps: pa.Table | None = None
-        self.floor: float | None = None
-        self.duplicates = self.cut = 0
 
 
 class TopN(beam.CombineFn):
@@ -62,10 +43,13 @@ class TopN(beam.CombineFn):
         self._cap = ranking.top_n_column
         self._limit = max(2 * (ranking.top_n or 0), 4 * BATCH_ROWS)
 
-    def create_accumulator(self) -> _Acc:
-        return _Acc()
+    def create_accumulator(self) -> Acc:
+        return Acc()
 
-    def add_input(self, acc: _Acc, batch: pa.RecordBatch) -> _Acc:
+    def get_accumulator_coder(self) -> AccCoder:
+        return AccCoder()
+
+    def add_input(self, acc: Acc, batch: pa.RecordBatch) -> Acc:
         acc.seen += batch.num_rows
         table = pa.Table.from_batches([batch])
         if acc.floor is not None:  # top_n distinct keys already score higher: count the key only
@@ -76,8 +60,8 @@ class TopN(beam.CombineFn):
         acc.table = _concat(acc.table, table)
         return self._prune(acc) if acc.table.num_rows > self._limit else acc
 
-    def merge_accumulators(self, accs) -> _Acc:
-        out = _Acc()
+    def merge_accumulators(self, accs) -> Acc:
+        out = Acc()
         for acc in accs:
             out.seen += acc.seen
             if acc.table is not None:
@@ -90,7 +74,7 @@ class TopN(beam.CombineFn):
         too_big = out.table is not None and out.table.num_rows > self._limit
         return self._prune(out) if too_big else out
 
-    def extract_output(self, acc: _Acc) -> _Acc:
+    def extract_output(self, acc: Acc) -> Acc:
         if acc.table is None:
             return acc
         distinct = _count_distinct([_keys(acc.table), *acc.dropped])
@@ -99,7 +83,7 @@ class TopN(beam.CombineFn):
         acc.cut = distinct - acc.table.num_rows
         return acc
 
-    def _prune(self, acc: _Acc) -> _Acc:
+    def _prune(self, acc: Acc) -> Acc:
         """Keeps the top rows so far (memory stays bounded by top_n x groups), remembering
         the keys it drops for the final count. With ``top_n_column`` a group's cap is the
         largest of all its rows, rows not seen yet included: only duplicates go early, and
@@ -293,7 +277,7 @@ class Rank(beam.PTransform):
             >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per])).with_output_types(
                 tuple[int, pa.RecordBatch]
             )
-            | "TopN" >> beam.CombinePerKey(TopN(self._ranking))
+            | "TopN" >> beam.CombinePerKey(TopN(self._ranking)).with_output_types(tuple[int, Acc])
             | "Emit" >> batches(beam.ParDo(_Emit(self._ctx.program)))
         )
         return RankOutputs(ranked, ranked.pipeline | "NoOutcomes" >> beam.Create([]))

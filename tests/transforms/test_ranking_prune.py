@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.schema import RankingConfig
+from transforms.rank_acc import Acc, AccCoder
 from transforms.rank_order import rank_table, top_rows
 from transforms.ranking import TopN
 
@@ -41,7 +42,8 @@ def ranked(fn: TopN, parts: list[pa.Table]):
         acc = fn.create_accumulator()
         for batch in part.to_batches(max_chunksize=2):
             acc = fn.add_input(acc, batch)
-        accs.append(acc)
+        coder = fn.get_accumulator_coder()  # each crosses the shuffle, as Beam lifts the combine
+        accs.append(coder.decode(coder.encode(acc)))
     out = fn.extract_output(fn.merge_accumulators(accs))
     return keys_of(out.table), out.duplicates, out.cut
 
@@ -92,3 +94,27 @@ def test_the_top_n_sort_keeps_what_numbering_every_key_keeps(seed, top_n, keys):
         return sorted(zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True), key=str)
 
     assert rows(top_rows(data, top_n, None)) == rows(rank_table(data, top_n, None)[0])
+
+
+def test_an_accumulator_crosses_the_shuffle_as_the_rows_it_holds():
+    """A table sliced from large buffers (a 10-row cut of a 200k-row batch) is encoded as
+    its 10 rows, not the buffers behind it (Beam's pickle of the same slice copies them)."""
+    big = pa.table({"customer_id": [f"c{i:07d}" for i in range(200_000)],
+                    "subject_id": ["e1"] * 200_000,
+                    "score": np.linspace(0, 1, 200_000)})  # fmt: skip
+    acc = Acc()
+    acc.table, acc.seen, acc.floor = big.slice(5, 10), 200_000, 0.25
+    acc.dropped = [big.select(["customer_id", "subject_id"]).slice(100, 3)]
+    coder = AccCoder()
+    encoded = coder.encode(acc)
+    back = coder.decode(encoded)
+    assert len(encoded) < 10_000
+    assert back.table.equals(acc.table) and back.dropped[0].equals(acc.dropped[0])
+    assert (back.seen, back.floor, back.caps, back.duplicates, back.cut) == (
+        200_000,
+        0.25,
+        None,
+        0,
+        0,
+    )
+    assert coder.estimate_size(acc) < 10_000
