@@ -6,7 +6,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 from stores.leasing import LeasedRow, LeaseRequest
-from stores.sqlite.schema import OUTBOX_INSERT, OUTBOX_KEY, UPSERT_OUTBOX, in_key_order
+from stores.sqlite.schema import (
+    OUTBOX_INSERT,
+    OUTBOX_KEY,
+    UPSERT_OUTBOX,
+    bound_rows,
+    in_key_order,
+)
 
 
 class SqliteOutbox:
@@ -16,11 +22,10 @@ class SqliteOutbox:
         if "step" not in rows.column_names:  # a row without steps is its channel's step
             rows = rows.append_column("step", rows.column("channel"))
         rows = in_key_order(rows, OUTBOX_KEY)
-        cols = [rows.column(c).to_pylist() for c in OUTBOX_INSERT[:-1]]
-        created = rows.column("created_at").to_pylist()
+        bound = bound_rows(rows, [*OUTBOX_INSERT[:-1], "created_at"])  # updated_at: created_at
         with self._transaction():
             before = self._conn.total_changes
-            self._conn.executemany(UPSERT_OUTBOX, list(zip(*cols, created, strict=True)))
+            self._conn.executemany(UPSERT_OUTBOX, bound)
             return self._conn.total_changes - before
 
     def lease_outbox(self, request: LeaseRequest) -> list[LeasedRow]:

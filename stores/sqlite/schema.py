@@ -6,9 +6,12 @@ Tables ``candidates``, ``outbox``, ``dead_letters`` and ``responses`` carry the 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
+from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stores.base import CANDIDATE_COLUMNS, OUTBOX_COLUMNS
 
@@ -113,6 +116,24 @@ UPSERT_OUTBOX = f"""
 INSERT INTO outbox ({", ".join(OUTBOX_INSERT)}) VALUES ({", ".join("?" * len(OUTBOX_INSERT))})
 ON CONFLICT (program, customer_id, subject_id, step) DO NOTHING
 """
+
+
+def bound_rows(table: pa.Table, columns: list[str]) -> list[tuple]:
+    """The rows of ``columns`` as tuples to bind. A column with one value throughout (the
+    program, the action, the run's times: most of a candidate's and an outbox row's) is
+    repeated rather than converted row by row (a fifth of a 150k-row outbox write)."""
+    n = table.num_rows
+    return list(zip(*(_values(table.column(c), n) for c in columns), strict=True))
+
+
+def _values(column: pa.ChunkedArray, n: int) -> Iterable:
+    if n > 1:
+        if column.null_count == n:
+            return itertools.repeat(None, n)
+        first = column[0]
+        if not column.null_count and pc.all(pc.equal(column, first)).as_py():
+            return itertools.repeat(first.as_py(), n)
+    return column.to_pylist()
 
 
 TYPES = {"score": pa.float64(), "attempts": pa.int64(), "shadow": pa.int64(), "id": pa.int64()}

@@ -31,6 +31,7 @@ from stores.sqlite.schema import (
     UPSERT_CANDIDATE,
     WRITE_CACHE_KIB,
     Transaction,
+    bound_rows,
     in_key_order,
     migrate_outbox_steps,
     migrate_responses,
@@ -107,9 +108,8 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
     # -- pipeline writes -----------------------------------------------------------------
     def upsert_candidates(self, candidates: pa.Table) -> int:
         candidates = in_key_order(candidates, CANDIDATE_KEY)
-        cols = [candidates.column(c).to_pylist() for c in CANDIDATE_COLUMNS]
-        updated = candidates.column("created_at").to_pylist()
-        return self._write(UPSERT_CANDIDATE, list(zip(*cols, updated, strict=True)))
+        bound = bound_rows(candidates, [*CANDIDATE_COLUMNS, "created_at"])  # updated_at
+        return self._write(UPSERT_CANDIDATE, bound)
 
     def write_dead_letters(self, rows: pa.Table) -> int:
         cols = [
