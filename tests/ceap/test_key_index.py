@@ -47,3 +47,40 @@ def test_take_aligns_a_table_with_the_probe_and_leaves_misses_null():
 
 def test_an_empty_index_finds_nothing():
     assert KeyIndex(pa.array([], pa.string())).positions(pa.array(["a"])).tolist() == [-1]
+
+
+def fixed(size: int):
+    return st.text(alphabet="ab\x00é0", min_size=size, max_size=size).filter(
+        lambda t: len(t.encode()) == size
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda size: st.tuples(
+            st.lists(fixed(size), unique=True, min_size=1, max_size=40),
+            st.lists(st.none() | fixed(size) | texts, max_size=60),
+        )
+    ),
+    st.sampled_from([pa.string(), pa.large_string()]),
+    st.integers(0, 3),
+)
+def test_keys_of_one_width_find_what_a_dict_finds(case, kind, cut):
+    """Keys of one byte width take the numpy path (words, not DuckDB and Arrow): probes of
+    other widths, nulls, NUL bytes and sliced arrays included."""
+    keys, probe = case
+    index = KeyIndex(pa.array(["pad"] * cut + keys, kind).slice(cut))
+    assert index._width == len(keys[0].encode())
+    probed = pa.array(["x"] * cut + probe, kind).slice(cut)
+    assert index.positions(probed).tolist() == expected(keys, probe)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(fixed(3), unique=True, min_size=1, max_size=30), st.lists(fixed(3), max_size=40))
+def test_colliding_hashes_of_one_width_cost_time_never_a_wrong_row(keys, probe):
+    real = key_index.fixed_keys.hashes
+    with mock.patch.object(key_index.fixed_keys, "hashes", lambda w: real(w) % np.uint64(3)):
+        index = KeyIndex(pa.array(keys, pa.string()))
+        got = index.positions(pa.array(probe, pa.string())).tolist()
+    assert got == expected(keys, probe)
