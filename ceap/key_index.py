@@ -113,6 +113,8 @@ class KeyIndex:
         # A batch's keys often meet several indexes (enrichment, then the history filters).
         if self._width:
             size = self._width
+            if pa.types.is_dictionary(probe.type):  # its values are what a dictionary holds
+                probe = probe.dictionary_decode()
             words, ok, wanted = memoized(f"fixed{size}", [probe], lambda: _fixed(probe, size))
 
             def same(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
