@@ -76,3 +76,25 @@ def test_metrics_of_hundreds_of_bundles_are_read_at_a_constant_depth(monkeypatch
     finally:
         sys.setrecursionlimit(limit)
     assert [c.committed for c in counters] == [BUNDLES]
+
+
+class _SamplerPeriod(beam.DoFn):
+    def process(self, element):
+        from apache_beam.runners.worker import statesampler
+
+        yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_bundles_of_the_default_runner_sample_every_20_ms(tmp_path):
+    """A bundle's end waits for its state sampler to wake (it joins the sampler's thread):
+    with Beam's 200 ms period that was up to 0.6 s of a three-bundle batch run."""
+    from pipelines.options import default_runner
+    from pipelines.runner_metrics import SAMPLING_MS
+
+    options = PipelineOptions([])
+    seen = tmp_path / "period"
+    with beam.Pipeline(runner=default_runner(options), options=options) as p:
+        periods = p | beam.Create([1]) | beam.ParDo(_SamplerPeriod())
+        _ = periods | beam.Map(lambda period: seen.write_text(str(period)))
+    assert SAMPLING_MS == 20
+    assert seen.read_text() == "20"
