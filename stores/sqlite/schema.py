@@ -131,8 +131,9 @@ def _values(column: pa.ChunkedArray, n: int) -> Iterable:
         if column.null_count == n:
             return itertools.repeat(None, n)
         first = column[0]
-        if not column.null_count and pc.all(pc.equal(column, first)).as_py():
-            return itertools.repeat(first.as_py(), n)
+        with contextlib.suppress(pa.ArrowNotImplementedError):  # a type without equality
+            if not column.null_count and pc.all(pc.equal(column, first)).as_py():
+                return itertools.repeat(first.as_py(), n)
     return column.to_pylist()
 
 

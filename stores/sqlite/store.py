@@ -112,15 +112,12 @@ class SqliteStore(SqliteOutbox, SqliteLedger, SqliteFeedback, CandidateStore):
         return self._write(UPSERT_CANDIDATE, bound)
 
     def write_dead_letters(self, rows: pa.Table) -> int:
-        cols = [
-            rows.column(c).to_pylist()
-            for c in ("program", "stage", "reason", "row", "time", "origin")
-        ]
+        bound = bound_rows(rows, ["program", "stage", "reason", "row", "time", "origin"])
         sql = (
             "INSERT OR IGNORE INTO dead_letters (program, stage, reason, row, time, origin) "
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
-        return self._write(sql, list(zip(*cols, strict=True)))
+        return self._write(sql, bound)
 
     def record_run(self, run: dict[str, Any]) -> None:
         keys = [

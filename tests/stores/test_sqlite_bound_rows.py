@@ -1,0 +1,30 @@
+"""The rows the SQLite store binds are the table's rows, whether a column repeats one value
+(bound as a repeat) or not."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stores.sqlite.schema import bound_rows
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 6), st.data())
+def test_bound_rows_are_the_rows_of_the_table(n, data):
+    kinds = [st.sampled_from([None, "a", "b", ""]), st.none() | st.floats(allow_nan=True),
+             st.none() | st.integers(-3, 3), st.just("same"), st.none()]  # fmt: skip
+    columns = {
+        f"c{i}": data.draw(st.lists(kind, min_size=n, max_size=n)) for i, kind in enumerate(kinds)
+    }
+    types = [pa.string(), pa.float64(), pa.int64(), pa.string(), pa.string()]
+    table = pa.table(
+        {name: pa.array(v, t) for (name, v), t in zip(columns.items(), types, strict=True)}
+    )
+    got = bound_rows(table, list(columns))
+    expected = list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+    assert len(got) == len(expected)
+    for row, want in zip(got, expected, strict=True):  # NaN is not equal to itself
+        assert all(a == b or (a != a and b != b) for a, b in zip(row, want, strict=True))
+        assert [type(a) for a in row] == [type(b) for b in want]
