@@ -6,6 +6,7 @@ import re
 import threading
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -122,3 +123,22 @@ def as_text(values: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
     return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+
+
+def trim_whitespace(values: pa.Array) -> pa.Array:
+    """``utf8_trim_whitespace``, skipped when no value begins or ends with a byte that could
+    be whitespace (a control, a space or a non-ASCII byte): ids, the common case, then keep
+    their buffers instead of being copied string by string."""
+    if isinstance(values, pa.Array) and pa.types.is_string(values.type) and len(values):
+        offsets = np.frombuffer(values.buffers()[1], np.int32)[
+            values.offset : values.offset + len(values) + 1
+        ]
+        filled = np.diff(offsets) > 0
+        data = values.buffers()[2]
+        if data is None or not filled.any():
+            return values
+        text = np.frombuffer(data, np.uint8)
+        edges = np.concatenate([text[offsets[:-1][filled]], text[offsets[1:][filled] - 1]])
+        if ((edges > 0x20) & (edges < 0x7F)).all():
+            return values
+    return pc.utf8_trim_whitespace(values)

@@ -111,7 +111,7 @@ def to_candidates(
             values = pa.nulls(n, pa.string())
         else:
             values = arrow.as_text(values)
-            values = pc.utf8_trim_whitespace(values)
+            values = arrow.trim_whitespace(values)
             missing = pc.fill_null(pc.equal(values, ""), True).to_numpy(zero_copy_only=False)
             fail(missing, f"missing {key} (column {source!r})")
         out[key] = values

@@ -60,3 +60,14 @@ def test_iso_seconds_is_strftime_of_the_second(micros):
         pc.cast(times, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ"
     )
     assert arrow.iso_seconds(times).to_pylist() == want.to_pylist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.none() | st.text(alphabet="ab1 \t\n\x0b\x1f\xa0\u2003\u3000é", max_size=5)),
+    st.integers(0, 2),
+)
+def test_trim_whitespace_is_arrows_trim(values, cut):
+    """Skipping the trim when no value can start or end with whitespace changes nothing."""
+    array = pa.array(["  x"] * cut + values, pa.string()).slice(cut)
+    assert arrow.trim_whitespace(array).to_pylist() == pc.utf8_trim_whitespace(array).to_pylist()
