@@ -51,7 +51,9 @@ def of_width(keys: pa.Array, size: int) -> tuple[np.ndarray, np.ndarray]:
         return data[start : start + n * size].view(f"S{size}"), ok
     values = np.zeros((n, size), np.uint8)
     rows = np.flatnonzero(ok)
-    values[rows] = data[offsets[rows][:, None] + np.arange(size)]
+    starts = offsets[rows]
+    for j in range(size):  # a byte column at a time: memory stays O(n), not n x size
+        values[rows, j] = data[starts + j]
     return values.reshape(-1).view(f"S{size}"), ok
 
 

@@ -127,7 +127,8 @@ def bound_rows(table: pa.Table, columns: list[str]) -> list[tuple]:
 
 
 def _values(column: pa.ChunkedArray, n: int) -> Iterable:
-    if n > 1:
+    # Floats are converted row by row: equality holds 0.0 and -0.0 the same.
+    if n > 1 and not pa.types.is_floating(column.type):
         if column.null_count == n:
             return itertools.repeat(None, n)
         first = column[0]
