@@ -74,6 +74,13 @@ class TopN(beam.CombineFn):
         too_big = out.table is not None and out.table.num_rows > self._limit
         return self._prune(out) if too_big else out
 
+    def compact(self, acc: Acc) -> Acc:
+        """Beam calls this on each bundle's accumulator before the shuffle: pruned there, the
+        top rows and the cut rows' keys cross it instead of every row."""
+        if acc.table is not None and acc.table.num_rows > (self._top_n or 0):
+            return self._prune(acc)
+        return acc
+
     def extract_output(self, acc: Acc) -> Acc:
         if acc.table is None:
             return acc
