@@ -28,14 +28,28 @@ _MESSAGE_COLUMNS = (
 )  # fmt: skip
 
 
+MESSAGE_ID_INDEX = (
+    "CREATE INDEX IF NOT EXISTS outbox_by_message_id ON outbox (message_id) "
+    "WHERE message_id IS NOT NULL"
+)
+"""Partial: only sent rows have a provider's message id, so the pipeline's inserts (none
+yet) skip this index; ``message_id = ?`` implies the condition, so lookups still use it."""
+
+
 def migrate_outbox(conn: sqlite3.Connection) -> None:
     """Outboxes made before feedback lack the address a row was sent to and the provider's
-    message id: add them (empty for rows sent before)."""
+    message id: add them (empty for rows sent before). An index of every row's message id
+    (before it was partial) is rebuilt as the partial one."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
     for column in ("address", "message_id"):
         if column not in columns:
             conn.execute(f"ALTER TABLE outbox ADD COLUMN {column} TEXT")
-    conn.execute("CREATE INDEX IF NOT EXISTS outbox_by_message_id ON outbox (message_id)")
+    (index,) = conn.execute(
+        "SELECT coalesce(max(sql), '') FROM sqlite_master WHERE name = 'outbox_by_message_id'"
+    ).fetchone()
+    if index and "WHERE" not in index.upper():
+        conn.execute("DROP INDEX IF EXISTS outbox_by_message_id")  # another opener may have
+    conn.execute(MESSAGE_ID_INDEX)
     conn.executescript(SCHEMA)
 
 
