@@ -36,7 +36,13 @@ CAP = "_ceap_cap"
 POSITION = "_ceap_position"
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
+@beam.typehints.with_output_types(Acc)
 class TopN(beam.CombineFn):
+    """Declared types: the combine's inner steps then carry ``AccCoder``, not Beam's pickling
+    coder, which copied each bucket's whole result into a pickle to size a sample (64 MB,
+    0.2 s of the seed program's 10M-row run)."""
+
     def __init__(self, ranking: RankingConfig) -> None:
         self._top_n = ranking.top_n
         self._group = GROUP_COLUMN[ranking.per]

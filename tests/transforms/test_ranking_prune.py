@@ -4,6 +4,7 @@ its rows were split: a row cut early and a better one later make one duplicate).
 
 from __future__ import annotations
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
@@ -139,3 +140,29 @@ def test_a_bundle_crosses_the_shuffle_as_its_top_rows():
     assert crossing.table.num_rows == 60
     assert sum(t.num_rows for t in crossing.dropped) == n - 60
     assert list(crossing.dropped[0].column_names) == ["customer_id", "subject_id"]
+
+
+def test_the_combine_result_keeps_the_accumulator_coder():
+    """Beam sizes samples of every step's output with that step's coder: the combine's
+    inner result step must carry AccCoder (buffer sizes), not Beam's pickling coder, which
+    copied each bucket's whole result into a pickle (64 MB of the seed program's 10M rows)."""
+    from apache_beam.pipeline import PipelineVisitor
+
+    batch = pa.record_batch({"customer_id": ["c"], "subject_id": ["s"], "score": [1.0]})
+    p = beam.Pipeline()
+    _ = (
+        p
+        | beam.Create([(0, batch)]).with_output_types(tuple[int, pa.RecordBatch])
+        | beam.CombinePerKey(TopN(RankingConfig(top_n=1, per="program")))
+    )
+    coders = {}
+
+    class Outputs(PipelineVisitor):
+        def visit_transform(self, node):
+            for out in node.outputs.values():
+                coders[node.full_label] = beam.coders.registry.get_coder(out.element_type)
+
+    p.visit(Outputs())
+    (result,) = [c for label, c in coders.items() if label.endswith("ParDo(CombineValuesDoFn)")]
+    assert isinstance(result, beam.coders.TupleCoder)
+    assert isinstance(result.coders()[1], AccCoder)
