@@ -15,11 +15,12 @@ import apache_beam as beam
 from ceap.context import RunContext
 from ceap.plugins import filters
 from configs.schema import ProgramConfig
+from pipelines.options import one_worker
 from transforms.candidates import ToCandidates
 from transforms.dedup_events import DedupEvents
 from transforms.enrichment import Enrich
 from transforms.filters.chain import ApplyFilters
-from transforms.ranking import Rank
+from transforms.ranking import BUCKETS, Rank
 from transforms.scoring import Score
 from transforms.sinks import WriteCandidates, WriteDeadLetters
 
@@ -66,7 +67,10 @@ def candidate_graph(
     enriched = candidates | "Enrich" >> Enrich(program.enrich, program.program)
     kept = enriched | "Filters" >> ApplyFilters(specs[early:], labels[early:], ctx)
     scored = kept.kept | "Score" >> Score(program.scoring, ctx)
-    ranked = scored.scored | "Rank" >> Rank(program.ranking, ctx, program.fields.context)
+    # One ranking bucket when one thread runs them all (8 let distributed workers share it).
+    buckets = 1 if one_worker(rows.pipeline) else BUCKETS
+    rank = Rank(program.ranking, ctx, program.fields.context, buckets)
+    ranked = scored.scored | "Rank" >> rank
     stored = ranked.ranked | "Store" >> WriteCandidates(program, ctx)
     # Two dead-letter sinks rather than a Flatten: the streaming graph must stay one fused
     # stage (the FnApiRunner materialises a Flatten's inputs until their stage ends).

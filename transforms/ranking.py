@@ -169,14 +169,14 @@ def _concat(a: pa.Table | None, b: pa.Table) -> pa.Table:
     return pa.concat_tables([a, b], promote_options="permissive")
 
 
-def _bucket_key(group: str | None):
+def _bucket_key(group: str | None, buckets: int):
     def key(batch: pa.RecordBatch):
-        if group is None:
+        if group is None or buckets == 1:
             yield 0, batch
             return
         ids = pa.table({"g": pc.cast(batch.column(group), pa.string())})
         parts = arrow.query(
-            arrow.local_duck(), f"SELECT hash(g) % {BUCKETS} AS b FROM ids", ids=ids
+            arrow.local_duck(), f"SELECT hash(g) % {int(buckets)} AS b FROM ids", ids=ids
         ).column("b")
         parts = parts.to_numpy()
         for b in sorted(set(parts.tolist())):
@@ -264,14 +264,22 @@ class Rank(beam.PTransform):
       ranking: the program's ``ranking:`` block.
       context: the run (program name; streaming ranks each micro-batch on its own).
       carry: further columns the sinks need (the context columns).
+      buckets: parts of the ranking group (per subject or customer) combined apart, so
+        workers can share them; on one worker each part only adds its own queries (one
+        bucket: audiences 5M, Rank 0.25 -> 0.13 s).
     """
 
     def __init__(
-        self, ranking: RankingConfig, context: RunContext, carry: list[str] | None = None
+        self,
+        ranking: RankingConfig,
+        context: RunContext,
+        carry: list[str] | None = None,
+        buckets: int = BUCKETS,
     ) -> None:
         super().__init__()
         self._ranking = ranking
         self._ctx = context
+        self._buckets = buckets
         extra = [ORIGIN_COLUMN, IDENTITY_COLUMN] if context.mode.records_outcomes else []
         cap = [ranking.top_n_column] if ranking.top_n_column else []
         self._keep = list(dict.fromkeys(RANKED_COLUMNS + list(carry or []) + cap + extra))
@@ -287,9 +295,9 @@ class Rank(beam.PTransform):
             # Only what the sinks need crosses the shuffle: less to sort, concat and pickle.
             | "Project" >> batches(beam.Map(_project, self._keep))
             | "Bucket"
-            >> beam.FlatMap(_bucket_key(GROUP_COLUMN[self._ranking.per])).with_output_types(
-                tuple[int, pa.RecordBatch]
-            )
+            >> beam.FlatMap(
+                _bucket_key(GROUP_COLUMN[self._ranking.per], self._buckets)
+            ).with_output_types(tuple[int, pa.RecordBatch])
             | "TopN" >> beam.CombinePerKey(TopN(self._ranking)).with_output_types(tuple[int, Acc])
             | "Emit" >> batches(beam.ParDo(_Emit(self._ctx.program)))
         )
