@@ -14,8 +14,8 @@ import apache_beam as beam
 
 from ceap.context import RunContext
 from ceap.plugins import filters
+from ceap.workers import one_worker
 from configs.schema import ProgramConfig
-from pipelines.options import one_worker
 from transforms.candidates import ToCandidates
 from transforms.dedup_events import DedupEvents
 from transforms.enrichment import Enrich

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 
 class CeapOptions(PipelineOptions):
@@ -35,12 +34,3 @@ def default_runner(options: PipelineOptions):
     keep_flat()  # an endless run's metrics stay flat (pipelines/runner_metrics.py)
     short_sampling()  # a bundle's end no longer waits up to 200 ms for its sampler
     return FnApiRunner()
-
-
-def one_worker(pipeline: beam.Pipeline) -> bool:
-    """Beam's in-process runner with one worker: every bundle runs on this thread, so a
-    step split into parts for parallel workers (the ranking buckets) only pays per part."""
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    workers = pipeline.options.view_as(DirectOptions).direct_num_workers
-    return isinstance(pipeline.runner, FnApiRunner) and workers == 1

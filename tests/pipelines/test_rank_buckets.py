@@ -15,9 +15,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from ceap.context import RunContext
+from ceap.workers import one_worker
 from configs.schema import RankingConfig
 from connectors.batch_coder import batches
-from pipelines.options import one_worker
 from transforms.rank_order import rank_table
 from transforms.ranking import Rank
 
