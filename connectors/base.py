@@ -187,9 +187,10 @@ def _read_ahead(
     text_columns: Collection[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Every split's batches in order (each tagged as ``_with_origin`` tags it), produced
-    a batch or two ahead on a second thread across the splits' boundaries."""
+    a batch ahead on a second thread across the splits' boundaries."""
     each = (_with_origin(s, connector, columns, text_columns) for s in splits)
-    yield from prefetch(itertools.chain.from_iterable(each))
+    # One ahead is enough: a split that reads ahead itself (Parquet) keeps its own two.
+    yield from prefetch(itertools.chain.from_iterable(each), depth=1)
 
 
 def _with_origin(
