@@ -94,6 +94,10 @@ def load_lookup(spec: EnrichConfig) -> pa.Table:
     columns = spec.columns or [c for c in table.column_names if c != on]
     keys = arrow.as_text(table.column(on).combine_chunks())
     table = pa.table({"_ceap_key": keys, **{c: table.column(c) for c in columns}})
+    if not keys.null_count and _distinct(keys) == len(keys):
+        # One row per key already (a customer table): no window to keep each key's first
+        # row (it sorted every column, 0.4 s of a 1M-row lookup's 0.5 s load).
+        return table.combine_chunks()
     table = table.append_column("_ceap_pos", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     deduped = arrow.query(
         arrow.local_duck(),
@@ -108,6 +112,12 @@ def load_lookup(spec: EnrichConfig) -> pa.Table:
             table.num_rows - deduped.num_rows,
         )
     return deduped.combine_chunks()  # one chunk: a take per batch gathers from one buffer
+
+
+def _distinct(keys: pa.Array) -> int:
+    """How many different keys (a DuckDB hash aggregate on both cores)."""
+    sql = "SELECT count(DISTINCT k) AS n FROM t"
+    return int(arrow.query(arrow.local_duck(), sql, t=pa.table({"k": keys})).column("n")[0].as_py())
 
 
 class _EnrichFn(beam.DoFn):
