@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 
 from ceap import arrow
 
+_OWN = "_ceap_group_cap"
+
 ORDER = "score DESC NULLS LAST, event_time DESC NULLS LAST, customer_id, subject_id"
 """Total and deterministic: score (high first, missing last), the most recent event, ids."""
 
@@ -28,20 +30,26 @@ def rank_table(
         return _rank_small(table, top_n, group, cap)
     con = arrow.local_duck()
     before = table.num_rows
+    part = f"PARTITION BY {arrow.quote(group)} " if group else ""
+    own = ""
+    if cap is not None:
+        # A group's cap: the largest whole value among all its rows, a key's repeats
+        # included (the window runs before QUALIFY drops them), as the small-batch path and
+        # a pruned bucket count it; NaN is no cap.
+        value = f"TRY_CAST({arrow.quote(cap)} AS DOUBLE)"
+        own = f", max(CASE WHEN isnan({value}) THEN NULL ELSE floor({value}) END) OVER ({part}) AS {_OWN}"
     table = arrow.query(
         con,
-        f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
+        f"SELECT *{own} FROM t QUALIFY row_number() OVER (PARTITION BY customer_id, subject_id ORDER BY {ORDER}) = 1",
         t=table,
     )
     duplicates = before - table.num_rows
     cut = 0
     if top_n is not None or cap is not None:
         before = table.num_rows
-        part = f"PARTITION BY {arrow.quote(group)} " if group else ""
         limit = str(int(top_n)) if top_n is not None else "NULL"
         if cap is not None:
-            own = f"max(floor(TRY_CAST({arrow.quote(cap)} AS DOUBLE))) OVER ({part})"
-            limit = f"coalesce(CASE WHEN {own} < 0 THEN 0 ELSE {own} END, {limit})"
+            limit = f"coalesce(CASE WHEN {_OWN} < 0 THEN 0 ELSE {_OWN} END, {limit})"
         if group is None and cap is None:  # one group: a top-N sort, not a full one
             sql = f"SELECT * FROM t ORDER BY {ORDER} LIMIT {limit}"
         else:
@@ -51,6 +59,8 @@ def rank_table(
             )
         table = arrow.query(con, sql, t=table)
         cut = before - table.num_rows
+    if cap is not None:
+        table = table.drop_columns([_OWN])
     return table, duplicates, cut
 
 
