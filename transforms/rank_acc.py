@@ -25,11 +25,12 @@ class Acc:
     longer be among them).
     ``duplicates`` and ``cut`` are set by ``extract_output`` only, from those."""
 
-    __slots__ = ("table", "seen", "dropped", "caps", "floor", "duplicates", "cut")
+    __slots__ = ("table", "seen", "dropped", "caps", "floor", "kept", "duplicates", "cut")
 
     def __init__(self) -> None:
         self.table: pa.Table | None = None
         self.seen = 0
+        self.kept = 0  # rows held after the last prune: the next waits for twice as many
         self.dropped: list[pa.Table] = []
         self.caps: pa.Table | None = None
         self.floor: float | None = None
@@ -54,15 +55,15 @@ class AccCoder(beam.coders.Coder):
 
     def encode(self, acc: Acc) -> bytes:
         parts = (
-            acc.seen, acc.floor, acc.duplicates, acc.cut,
+            acc.seen, acc.floor, acc.duplicates, acc.cut, acc.kept,
             _ipc(acc.table), [_ipc(t) for t in acc.dropped], _ipc(acc.caps),
         )  # fmt: skip
         return pickle.dumps(parts, pickle.HIGHEST_PROTOCOL)  # numbers and bytes only
 
     def decode(self, encoded: bytes) -> Acc:
-        seen, floor, duplicates, cut, table, dropped, caps = pickle.loads(encoded)  # noqa: S301 - our own bytes from encode(), within one job
+        seen, floor, duplicates, cut, kept, table, dropped, caps = pickle.loads(encoded)  # noqa: S301 - our own bytes from encode(), within one job
         acc = Acc()
-        acc.seen, acc.floor, acc.duplicates, acc.cut = seen, floor, duplicates, cut
+        acc.seen, acc.floor, acc.duplicates, acc.cut, acc.kept = seen, floor, duplicates, cut, kept
         acc.table, acc.caps = _table(table), _table(caps)
         acc.dropped = [_table(d) for d in dropped]
         return acc

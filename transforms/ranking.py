@@ -1,6 +1,7 @@
 """``Rank``: the best ``top_n`` candidates per program, subject or customer; with
 ``top_n_column`` each group's own cap is read from its rows (an event's capacity; the
-largest value in the group, ``top_n`` where it has none).
+largest whole value among all the group's rows, a key's repeats included; ``top_n`` where
+it has none; NaN is none).
 
 The order (``transforms/rank_order.py``) is total and deterministic: score (high first,
 missing last), then the most recent event, then customer_id and subject_id. Rows
@@ -64,7 +65,9 @@ class TopN(beam.CombineFn):
                 acc.dropped.append(_keys(table).filter(below))
                 table = table.filter(pc.invert(below))
         acc.table = _concat(acc.table, table)
-        return self._prune(acc) if acc.table.num_rows > self._limit else acc
+        # Twice what the last prune kept, at least: a bucket whose top rows alone pass the
+        # limit (per customer, millions of them) is not pruned again at every batch.
+        return self._prune(acc) if acc.table.num_rows > max(self._limit, 2 * acc.kept) else acc
 
     def merge_accumulators(self, accs) -> Acc:
         out = Acc()
@@ -77,13 +80,15 @@ class TopN(beam.CombineFn):
                 out.floor = max(out.floor, acc.floor) if out.floor is not None else acc.floor
             if acc.caps is not None:  # one row per group: its largest cap of all
                 out.caps = _group_max(_concat(out.caps, acc.caps))
-        too_big = out.table is not None and out.table.num_rows > self._limit
+            out.kept = max(out.kept, acc.kept)
+        too_big = out.table is not None and out.table.num_rows > max(self._limit, 2 * out.kept)
         return self._prune(out) if too_big else out
 
     def compact(self, acc: Acc) -> Acc:
         """Beam calls this on each bundle's accumulator before the shuffle: pruned there, the
         top rows and the cut rows' keys cross it instead of every row."""
-        if acc.table is not None and acc.table.num_rows > (self._top_n or 0):
+        rows = acc.table.num_rows if acc.table is not None else 0
+        if rows > (self._top_n or 0) and rows != acc.kept:  # not pruned already as it is
             return self._prune(acc)
         return acc
 
@@ -105,6 +110,7 @@ class TopN(beam.CombineFn):
         if self._cap is not None and self._group and self._cap in before.column_names:
             acc.caps = _group_max(_concat(acc.caps, _caps(before, self._group, self._cap)))
             acc.table = rank_table(before, None, None)[0]
+            acc.kept = acc.table.num_rows
             return acc  # every key stays: nothing to remember
         numbered = before.append_column(POSITION, pa.array(np.arange(before.num_rows)))
         kept = top_rows(numbered, self._top_n, self._group, self._cap)
@@ -112,6 +118,7 @@ class TopN(beam.CombineFn):
         cut[kept.column(POSITION).to_numpy()] = False  # by position: no key text to compare
         acc.dropped.append(_keys(before).filter(pa.array(cut)))
         acc.table = kept.drop_columns([POSITION])
+        acc.kept = acc.table.num_rows
         if self._group is None and acc.table.num_rows == self._top_n:
             acc.floor = _lowest_score(acc.table, acc.floor)
         return acc
