@@ -10,13 +10,17 @@ Any flag CEAP does not know is passed to Beam as a pipeline option.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import threading
 import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from ceap.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
@@ -350,5 +354,29 @@ def main(argv: list[str] | None = None) -> int:
     return run_batch(args, beam_args, now)
 
 
+def exit_now(code: int | None) -> NoReturn:
+    """Ends the process once a command is done, skipping only the interpreter's teardown of
+    every module Beam and its cloud clients imported (~0.5 s of each command's wall time,
+    a quarter of a batch run's fixed start). What a normal exit does that matters still
+    happens first: threads are joined as at exit, atexit handlers run (logging's flush
+    among them), output is flushed. Under a profiler or tracer (``python -m cProfile -o``,
+    coverage) the normal exit runs, so their own work at exit is not cut short."""
+    if not isinstance(code, int) or sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    shutdown = getattr(threading, "_shutdown", None)  # joins threads as a normal exit does
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(code)
+
+
+def cli() -> NoReturn:
+    """The ``ceap`` console script: ``python run.py``'s entry."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

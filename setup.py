@@ -80,6 +80,6 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["ceap=run:main"],
+        "console_scripts": ["ceap=run:cli"],
     },
 )
