@@ -58,6 +58,13 @@ def query(
             con.unregister(name)
 
 
+def distinct_rows(table: pa.Table) -> int:
+    """How many different rows ``table`` holds (a DuckDB hash aggregate on both cores; a
+    null is a value like any other)."""
+    sql = "SELECT count(*) AS n FROM (SELECT DISTINCT * FROM t)"
+    return int(query(local_duck(), sql, t=table).column("n")[0].as_py())
+
+
 def iso_seconds(times: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Timestamps as the store's text, ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (truncated to the
     second; nulls stay null): Arrow's cast to text, 4x faster than its ``strftime``."""
