@@ -1,10 +1,11 @@
 """Alerts: what an operator must hear about without reading logs, posted to a webhook and/or an
 SNS topic.
 
-Three kinds are raised today: ``model_circuit_open`` (a program's model stopped being called,
+Four kinds are raised today: ``model_circuit_open`` (a program's model stopped being called,
 transforms/scoring.py), ``run_degraded`` (a batch or streaming run finished without doing its
-job, ``Funnel.degraded()``) and ``channel_failing`` (a dispatch round where every send of a
-program's channel step failed, channels/dispatcher.py).
+job, ``Funnel.degraded()``), ``run_failed`` (a batch or streaming run stopped on an error and
+did not finish, ``run_failed()``) and ``channel_failing`` (consecutive sends of a program's
+channel step failed, channels/health.py).
 
 Configured by environment, both optional, both possible:
   ``CEAP_ALERT_WEBHOOK``    a URL; each alert is POSTed as JSON
@@ -16,7 +17,8 @@ Configured by environment, both optional, both possible:
   ``CEAP_ALERT_TIMEOUT``    seconds per attempt (default 5).
 
 Guarantees and their limits: sending never fails the caller (a timeout, a refused
-connection, a bad ARN are logged at WARNING, the alert is also always logged at ERROR); an
+connection, a bad ARN are logged at WARNING, the alert is also always logged at ERROR; the
+webhook URL, a credential for most chat services, is never logged, only its variable); an
 alert is sent at most once per (kind, program, subject) per process, so a flapping breaker
 or a dispatcher looping over a dead provider does not spam. A run on several worker processes
 (Dataflow, Dask, multi_processing) may alert once per process; one attempt, no retry queue.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -38,8 +41,9 @@ log = logging.getLogger(__name__)
 WEBHOOK_ENV = "CEAP_ALERT_WEBHOOK"
 SNS_TOPIC_ENV = "CEAP_ALERT_SNS_TOPIC"
 TIMEOUT_ENV = "CEAP_ALERT_TIMEOUT"
-KINDS = ("model_circuit_open", "run_degraded", "channel_failing")
+KINDS = ("model_circuit_open", "run_degraded", "run_failed", "channel_failing")
 
+_URL = re.compile(r"https?://\S+")
 _sent: set[tuple[str, str, str]] = set()
 _lock = threading.Lock()
 
@@ -80,9 +84,32 @@ def alert(
         try:
             send(where, payload)
         except Exception as exc:  # noqa: BLE001 - an alert that cannot be sent never fails a run
-            log.warning("alert %s not sent to %s: %s: %s", kind, target, type(exc).__name__, exc,
+            log.warning("alert %s not sent to %s: %s", kind, target, _reason(exc, where),
                         extra=context(program=program, stage="alert"))  # fmt: skip
     return payload
+
+
+def run_failed(program: str, run_id: str, mode: str, error: BaseException) -> dict | None:
+    """A ``run_failed`` alert: the run stopped on ``error`` before it finished (a model
+    that fails verification, an unreadable source, a crash), which is worse than degraded."""
+    reason = f"{type(error).__name__}: {error}"
+    return alert(
+        "run_failed", program,
+        f"program {program}: {mode} run {run_id} failed: {reason}"[:500],
+        subject=run_id,
+        details={"run_id": run_id, "mode": mode, "error": reason[:2000]},
+    )  # fmt: skip
+
+
+def _reason(exc: Exception, where: str) -> str:
+    """Why an alert was not sent, on one line, without the target: an HTTP error's text
+    names the URL (``for url '...'``) and a Slack-style webhook's URL is its secret."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    text = " ".join(str(exc).replace(where, "<redacted>").split())
+    return f"{type(exc).__name__}: {_URL.sub('<redacted>', text)}"[:300]
 
 
 def reset(program: str | None = None) -> None:

@@ -135,6 +135,8 @@ class Dispatcher:
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
+        # Consecutive failed sends -> a channel_failing alert. First: a bad threshold fails here.
+        self.health = ChannelHealth()
         self.store = store
         self.owner = owner or default_owner()
         self.lease = timedelta(seconds=lease_seconds)
@@ -144,7 +146,6 @@ class Dispatcher:
         self.programs = sorted({p.program for p in programs})
         self.journeys = Journeys(programs)
         self.conditions = any(r.rules.when for r in self.routes.values())
-        self.health = ChannelHealth()  # consecutive failed sends -> a channel_failing alert
 
     def close(self) -> None:
         for route in self.routes.values():

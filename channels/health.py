@@ -13,13 +13,28 @@ import os
 from collections.abc import Iterable
 
 from ceap import alerts
+from ceap.errors import ConfigError
 
 FAILURES_ENV = "CEAP_ALERT_CHANNEL_FAILURES"
 
 
+def threshold_from_env() -> int:
+    """``$CEAP_ALERT_CHANNEL_FAILURES`` (default 5, also when empty): a whole number of at least 1, or a
+    ConfigError before the dispatcher leases anything (not a crash at the first send)."""
+    text = os.environ.get(FAILURES_ENV, "").strip() or "5"
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"{FAILURES_ENV}={text!r}: expected a whole number of consecutive failed sends, "
+            "at least 1 (default 5)"
+        )
+    return int(text)
+
+
 class ChannelHealth:
     def __init__(self, threshold: int | None = None) -> None:
-        self.threshold = threshold or int(os.environ.get(FAILURES_ENV, "5"))
+        if threshold is not None and threshold < 1:
+            raise ValueError(f"threshold {threshold}: at least one failed send")
+        self.threshold = threshold or threshold_from_env()
         self._failing: dict[tuple[str, str], int] = {}
         self._last: dict[tuple[str, str], str] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -56,3 +57,45 @@ def test_promtool_accepts_the_rules(tmp_path):
     done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {sum(len(g['rules']) for g in rules()['groups'])} rules found" in done.stdout
+
+
+STALLED_TESTS = """
+rule_files: [ceap.rules.yml]
+evaluation_interval: 5m
+tests:
+  - name: dead since the dispatcher started (no sent series at all)
+    interval: 10m
+    input_series:
+      - series: 'ceap_dispatch_messages_total{program="reviews", channel="email", status="retry"}'
+        values: '0+5x60'
+    alert_rule_test:
+      - {eval_time: 7h, alertname: CeapDispatchStalled, exp_alerts: [{exp_labels: {severity: page}, exp_annotations: {summary: SUMMARY}}]}
+  - name: sending, with some failures
+    interval: 10m
+    input_series:
+      - series: 'ceap_dispatch_messages_total{program="reviews", channel="email", status="retry"}'
+        values: '0+5x60'
+      - series: 'ceap_dispatch_messages_total{program="reviews", channel="email", status="sent"}'
+        values: '0+50x60'
+    alert_rule_test:
+      - {eval_time: 7h, alertname: CeapDispatchStalled, exp_alerts: []}
+"""
+
+
+def test_dispatch_stalled_fires_for_a_provider_dead_from_the_start(tmp_path):
+    """No message ever sent means no ``status="sent"`` series: the rule still fires (a sum
+    over nothing is empty, not 0), and stays quiet while sends go through."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus); CI installs it")
+    (tmp_path / "ceap.rules.yml").write_text(yaml.safe_dump(rules()))
+    rule = next(
+        r for g in rules()["groups"] for r in g["rules"] if r["alert"] == "CeapDispatchStalled"
+    )
+    summary = json.dumps(rule["annotations"]["summary"])
+    (tmp_path / "stalled.test.yml").write_text(STALLED_TESTS.replace("SUMMARY", summary))
+    done = subprocess.run(
+        [promtool, "test", "rules", "stalled.test.yml"], capture_output=True, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr

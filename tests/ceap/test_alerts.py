@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import boto3
 import pytest
 
 from ceap import alerts
+from ceap.errors import ConfigError, ModelError
 from channels.base import Result
-from channels.health import ChannelHealth
+from channels.health import FAILURES_ENV, ChannelHealth
 from tests.alert_receiver import webhook  # noqa: F401 - the fixture
 
 
@@ -94,3 +98,60 @@ def test_a_channel_step_alerts_after_consecutive_failed_sends(webhook, chunks): 
     assert [(a["kind"], a["subject"]) for a in webhook] == [("channel_failing", "invite")]
     assert webhook[0]["details"]["last_error"] == "503 down"
     assert "channel email (step invite) failing" in webhook[0]["summary"]
+
+
+@pytest.fixture
+def failing_webhook(monkeypatch) -> Iterator[str]:
+    """A Slack-style webhook (its secret is in the path) that answers 500."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/SECRETTOKEN123"
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, url)
+    monkeypatch.delenv(alerts.SNS_TOPIC_ENV, raising=False)
+    alerts.reset()
+    yield url
+    server.shutdown()
+    server.server_close()
+    alerts.reset()
+
+
+def test_a_webhook_that_fails_is_logged_without_its_url(failing_webhook, monkeypatch, caplog):
+    alerts.alert("run_degraded", "reviews", "run r1 degraded", subject="r1")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"alert run_degraded not sent to {alerts.WEBHOOK_ENV}: HTTP 500"]
+    # A refused connection: its text, whatever it says, names neither URL nor secret.
+    closed = f"http://127.0.0.1:{_closed_port()}/services/T0/B0/SECRETTOKEN123"
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, closed)
+    monkeypatch.setenv(alerts.TIMEOUT_ENV, "1")
+    alerts.alert("run_degraded", "reviews", "run r2 degraded", subject="r2")
+    assert "SECRETTOKEN123" not in caplog.text and "\n" not in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
+def test_a_bad_channel_failure_threshold_is_a_config_error(monkeypatch, value):
+    monkeypatch.setenv(FAILURES_ENV, value)
+    with pytest.raises(ConfigError, match=FAILURES_ENV):
+        ChannelHealth()
+    monkeypatch.setenv(FAILURES_ENV, " 7 ")
+    assert ChannelHealth().threshold == 7
+    monkeypatch.setenv(FAILURES_ENV, "")
+    assert ChannelHealth().threshold == 5
+
+
+def test_a_run_failed_alert_names_the_run_and_the_error(webhook):  # noqa: F811
+    alerts.run_failed("reviews", "r9", "batch", ModelError("sha256 mismatch"))
+    (got,) = webhook
+    assert got["kind"] == "run_failed" and got["subject"] == "r9"
+    assert got["details"] == {"run_id": "r9", "mode": "batch",
+                              "error": "ModelError: sha256 mismatch"}  # fmt: skip
+    assert got["summary"] == "program reviews: batch run r9 failed: ModelError: sha256 mismatch"
