@@ -7,6 +7,7 @@ and returns its funnel.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import time
@@ -202,6 +203,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     # distributed runner ...); `--runner=DaskRunner` picks the Dask runner that handles our graph.
     beam_args = prepare_beam_args(beam_args, store=ctx.store)
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
+    ctx = dataclasses.replace(ctx, run_id=run_id)  # the graph's alerts and reports name it
     logs.bind(program=program.program, run_id=run_id)
     alerts.reset(program.program)  # dedup per run: this run alerts again what a last one did
     started = RunContext.utcnow()
@@ -243,6 +245,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
                 "error": str(exc)[:2000],
             }
         )
+        alerts.run_failed(program.program, run_id, "batch", exc)
         raise
     finally:
         store.close()

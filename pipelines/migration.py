@@ -216,7 +216,8 @@ class CompareSources(beam.PTransform):
         def report(_, pp, ss, pt, st):
             body = compare(pp, ss, {"primary": pt, "shadow": st})
             stamp = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            full = {"program": program, "shadow": shadow_name, "keys_on": keys, **body}
+            full = {"program": program, "run_id": run or None, "shadow": shadow_name,
+                    "keys_on": keys, **body}  # fmt: skip
             full["path"] = str(write_report(full, program, stamp))
             Path(full["path"]).write_text(json.dumps(full, indent=2, default=str))
             print(render(full), flush=True)

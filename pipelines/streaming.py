@@ -8,13 +8,14 @@ nothing (every sink is idempotent, and the ledger keeps the first outcome of a p
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from ceap import logs, stopping
+from ceap import alerts, logs, stopping
 from ceap.context import RunContext
 from ceap.errors import ConfigError
 from ceap.plugins import connectors
@@ -85,9 +86,14 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
     # Unique like a batch run's: `runs` is keyed by run_id, and an id from the uptime clock
     # (perf_counter) repeated across reboots and containers, replacing an earlier run's row.
     run_id = ctx.run_id or f"stream-{uuid.uuid4().hex[:12]}"
+    ctx = dataclasses.replace(ctx, run_id=run_id)  # the graph's alerts and reports name it
     logs.bind(program=program.program, run_id=run_id)
-    result = build_streaming_pipeline(program, ctx, PipelineOptions(beam_args)).run()
-    result.wait_until_finish()
+    try:
+        result = build_streaming_pipeline(program, ctx, PipelineOptions(beam_args)).run()
+        result.wait_until_finish()
+    except Exception as exc:
+        alerts.run_failed(program.program, run_id, "streaming", exc)
+        raise
     funnel = Funnel.from_result(program.program, result, program.filter_labels())
     funnel.seconds = time.perf_counter() - t0
     funnel.stage_seconds = stage_seconds(result, program.filter_labels())

@@ -194,3 +194,19 @@ def test_the_report_of_identical_sources_says_so(tmp_path, home):
     run(config, tmp_path, "same")
     report = json.loads((home / "reports" / "migration-reviews-same.json").read_text())
     assert report["identical"] is True, report
+
+
+def test_a_report_is_named_for_the_run_it_belongs_to(tmp_path, home):
+    """A run without a given id gets one when it starts; its report carries that id, in its
+    name and body (README: ``migration-<program>-<run>.json``), to join with ``runs``."""
+    old = write(tmp_path / "old", deliveries())
+    config = program(
+        f"[{{type: parquet, options: {{path: {old}}}}}, "
+        f"{{type: parquet, shadow: true, options: {{path: {old}}}}}]"
+    )
+    db = tmp_path / "run.db"
+    run_program(config, RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}"), [])
+    with sqlite3.connect(db) as con:
+        ((run_id,),) = con.execute("SELECT run_id FROM runs").fetchall()
+    report = json.loads((home / "reports" / f"migration-reviews-{run_id}.json").read_text())
+    assert report["run_id"] == run_id

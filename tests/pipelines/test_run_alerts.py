@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from ceap.context import RunContext
 from configs.schema import parse_program, read_yaml
 from pipelines.batch import run_program
@@ -20,9 +22,9 @@ class Down(Scorer):
         raise TimeoutError("endpoint down")
 
 
-def test_a_degraded_run_posts_one_alert_and_its_model_one(tmp_path, home, webhook):  # noqa: F811
-    folder = write(tmp_path / "rows", deliveries(), parts=4)
-    config = parse_program(read_yaml(f"""
+def _program(folder) -> object:
+    """A program whose one model times out on every call."""
+    return parse_program(read_yaml(f"""
 program: reviews
 action: review
 subject_type: product
@@ -34,6 +36,11 @@ scoring:
 ranking: {{top_n: 100, per: program}}
 channels: [{{type: in_app}}]
 """), "reviews.yaml")  # fmt: skip
+
+
+def test_a_degraded_run_posts_one_alert_and_its_model_one(tmp_path, home, webhook):  # noqa: F811
+    folder = write(tmp_path / "rows", deliveries(), parts=4)
+    config = _program(folder)
     db = tmp_path / "run.db"
     ctx = RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}", run_id="r-degraded",
                      extras={"circuit_threshold": 1})  # fmt: skip
@@ -46,3 +53,28 @@ channels: [{{type: in_app}}]
     assert degraded["details"]["reasons"] == funnel.degraded()
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("degraded",)]
+
+
+def test_alerts_of_a_run_without_a_given_id_name_the_run_it_records(tmp_path, home, webhook):  # noqa: F811
+    """The run id is made when the run starts: the model's alert, raised inside the graph,
+    carries the same id as the run's own alert and its ``runs`` row."""
+    folder = write(tmp_path / "rows", deliveries(), parts=2)
+    db = tmp_path / "run.db"
+    ctx = RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}",
+                     extras={"circuit_threshold": 1})  # fmt: skip
+    run_program(_program(folder), ctx, [])
+    with sqlite3.connect(db) as con:
+        ((run_id,),) = con.execute("SELECT run_id FROM runs").fetchall()
+    assert run_id and {a["details"]["run_id"] for a in webhook} == {run_id}
+
+
+def test_a_failed_run_posts_a_run_failed_alert(tmp_path, home, webhook):  # noqa: F811
+    db = tmp_path / "run.db"
+    ctx = RunContext(program="reviews", now=NOW, store=f"sqlite:///{db}")
+    with pytest.raises(Exception, match="missing"):
+        run_program(_program(tmp_path / "missing"), ctx, [])
+    with sqlite3.connect(db) as con:
+        ((run_id, status),) = con.execute("SELECT run_id, status FROM runs").fetchall()
+    assert status == "failed"
+    assert [(a["kind"], a["subject"]) for a in webhook] == [("run_failed", run_id)]
+    assert "missing" in webhook[0]["details"]["error"]
