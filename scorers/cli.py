@@ -9,6 +9,17 @@ import sys
 from scorers.training import DEFAULT_OUTCOMES, ESTIMATORS
 
 
+def _share(text: str) -> float:
+    """A share strictly between 0 and 1 (argparse: a bad one is a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py train",
@@ -22,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", dest="model_id", default=None)
     p.add_argument("--label", default="responded")
     p.add_argument("--estimator", choices=ESTIMATORS, default="logistic")
-    p.add_argument("--holdout", type=float, default=0.2, help="newest share kept for metrics")
+    p.add_argument("--holdout", type=_share, default=0.2, help="newest share kept for metrics")
     p.add_argument(
         "--force",
         action="store_true",
@@ -83,7 +94,7 @@ def main(argv: list[str]) -> int:
             force=args.force,
         )
     except NotPromoted as exc:  # it ran; the new model was not good enough to replace latest
-        print(f"model {args.program}: not published ({exc})")
+        print(f"train {args.program}: {exc}")
         print("\n".join(summary(exc)))
         return EXIT_DEGRADED
     except CeapError as exc:

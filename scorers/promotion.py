@@ -11,10 +11,13 @@ measured on, with its own features (from its metadata). Then:
     newer model learnt from newer data);
   - new AUC < current AUC: nothing is published and ``latest`` stays (``NotPromoted``),
     unless ``force``: then it is published and ``latest`` moves (``forced``);
+  - the new model has no holdout AUC (the holdout has a single class): nothing is published
+    and ``latest`` stays, unless ``force`` (an unmeasured model is no evidence of being as
+    good as the one serving);
   - the current model cannot be evaluated (it fails verification, its features are not in
-    the outcomes table, the holdout has a single class so no AUC exists): the new model is
-    published (``unrated``) and the reason is recorded. A model production cannot load or
-    that cannot be compared gives no evidence against the new one.
+    the outcomes table): the new model is published (``unrated``) and the reason is
+    recorded. A model production cannot load or that cannot be compared gives no evidence
+    against the new one.
 
 Limits: the holdout is the newest rows of *this* run's outcomes; when they include rows the
 current model was trained on (the same table retrained with a larger ``--holdout``), its AUC
@@ -95,7 +98,16 @@ def decide(new_auc: float | None, current: dict | None, force: bool) -> str:
     NotPromoted (latest stays)."""
     if current is None:
         return FIRST
-    if new_auc is None or current["auc"] is None:
+    if new_auc is None:  # the new model's quality is unmeasured: no evidence it is as good
+        if force:
+            return FORCED
+        raise NotPromoted(
+            "its holdout AUC cannot be measured (the holdout has a single class): latest "
+            f"stays at v{current['version']} and the new model was not published",
+            {"auc": None},
+            current,
+        )
+    if current["auc"] is None:
         return UNRATED
     if new_auc >= current["auc"]:
         return BETTER
@@ -130,10 +142,12 @@ def summary(meta_or_error) -> list[str]:
     what = {
         FIRST: "latest set to the new model (the first)",
         BETTER: "latest moved to the new model (AUC not lower)",
-        FORCED: "latest moved to the new model although its AUC is lower (--force)",
+        FORCED: "latest moved to the new model although its AUC is "
+        f"{'lower' if new_auc is not None else 'unmeasured'} (--force)",
         UNRATED: "latest moved to the new model (no comparison possible)",
         "kept": f"latest kept at v{current['version'] if current else '?'}: the new model "
-        "scored lower and was not published (--force publishes it)",
+        f"{'scored lower' if new_auc is not None else 'has no holdout AUC'} and was not "
+        "published (--force publishes it)",
     }[decision]
     return [*lines, f"  latest         {what}"]
 

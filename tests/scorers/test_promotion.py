@@ -100,3 +100,43 @@ def test_cli_summary_shows_both_aucs_and_exit_codes(
     assert "new model, 0." in out and "current latest (v1)" in out
     assert "latest moved to the new model although its AUC is lower (--force)" in out
     assert "model reviews_lr v2" in out
+
+
+@pytest.fixture(scope="module")
+def one_class_holdout(outcomes, tmp_path_factory):
+    """The same outcomes with every holdout row (the newest 20%) labelled 0: the new model's
+    holdout AUC cannot be measured."""
+    table = ds.dataset(str(outcomes), format="parquet").to_table()
+    table = table.take(pc.sort_indices(table, [("created_at", "ascending")]))
+    labels = table.column("responded").to_numpy(zero_copy_only=False).copy()
+    labels[int(len(labels) * 0.8) :] = 0
+    folder = tmp_path_factory.mktemp("one_class")
+    index = table.schema.get_field_index("responded")
+    pq.write_table(table.set_column(index, "responded", [labels]), folder / "part.parquet")
+    return folder
+
+
+def test_an_unmeasured_model_keeps_latest_unless_forced(
+    outcomes, one_class_holdout, config_dir, tmp_path, capsys
+):
+    def cli(source, *flags: str) -> int:
+        return train_cli(["--program", "reviews", "--config-dir", str(config_dir), "--outcomes",
+                          str(source), "--registry", str(tmp_path / "m"), *flags])  # fmt: skip
+
+    assert cli(outcomes) == 0
+    capsys.readouterr()
+    assert cli(one_class_holdout) == EXIT_DEGRADED
+    out = capsys.readouterr().out
+    assert "holdout AUC cannot be measured" in out and "latest kept at v1" in out
+    assert "n/a new model" in out and latest(tmp_path / "m") == "1"
+    assert registry.versions(str(tmp_path / "m"), "reviews", "reviews_lr") == [1]
+    assert cli(one_class_holdout, "--force") == 0
+    assert "although its AUC is unmeasured (--force)" in capsys.readouterr().out
+    assert latest(tmp_path / "m") == "2"
+
+
+@pytest.mark.parametrize("share", ["1.5", "0", "-0.1", "abc"])
+def test_a_holdout_outside_0_1_is_a_usage_error(share, config_dir, capsys):
+    with pytest.raises(SystemExit) as done:
+        train_cli(["--program", "reviews", "--config-dir", str(config_dir), "--holdout", share])
+    assert done.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
