@@ -76,6 +76,13 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _reason(exc: BaseException) -> str:
+    """What the user reads after "failed:": the root cause's message, or its type when it
+    has none (``NotImplementedError()`` printed an empty reason)."""
+    cause = _root_cause(exc)
+    return str(cause) or type(cause).__name__
+
+
 def _uses_sample(program) -> bool:
     paths = [getattr(c.options, "path", "") or "" for c in [*program.source, *program.enrich]]
     return any(str(p).startswith(str(SAMPLE_ROOT)) for p in paths)
@@ -159,7 +166,7 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
                 funnel = run_program(program, ctx, beam_args)
         except Exception as exc:  # noqa: BLE001 - isolation: one program fails alone
             failures.append(program.program)
-            print(f"ceap: program {program.program} failed: {_root_cause(exc)}", file=sys.stderr)
+            print(f"ceap: program {program.program} failed: {_reason(exc)}", file=sys.stderr)
             continue
         print(funnel.render())
         print(
@@ -177,6 +184,8 @@ def run_batch(args: argparse.Namespace, beam_args: list[str], now: datetime) -> 
 
 
 def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: datetime) -> int:
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
     from ceap import stopping
     from ceap.context import RunContext
     from ceap.errors import CeapError
@@ -200,12 +209,17 @@ def run_streaming_mode(args: argparse.Namespace, beam_args: list[str], now: date
         live_clock=args.now is None,  # each micro-batch at its own time; --now pins one
     )  # fmt: skip
     stopping.install()
-    print(f"ceap: streaming {program.program} from {program.events.type if program.events else '?'}; "
-          "Ctrl-C drains and stops", file=sys.stderr, flush=True)  # fmt: skip
+    source = program.events.type if program.events else "?"
+    if PipelineOptions(beam_args).view_as(TestOptions).dry_run:
+        print(f"ceap: dry run: building the streaming job of {program.program} from {source}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    else:
+        print(f"ceap: streaming {program.program} from {source}; Ctrl-C drains and stops",
+              file=sys.stderr, flush=True)  # fmt: skip
     try:
         funnel = run_streaming(program, ctx, beam_args)
     except Exception as exc:  # noqa: BLE001 - reported with its root cause
-        print(f"ceap: program {program.program} failed: {_root_cause(exc)}", file=sys.stderr)
+        print(f"ceap: program {program.program} failed: {_reason(exc)}", file=sys.stderr)
         return EXIT_FAILED
     print(funnel.render())
     return EXIT_DEGRADED if funnel.degraded() else EXIT_OK

@@ -27,8 +27,9 @@ from configs.schema import ProgramConfig, SourceConfig
 from connectors.base import accepts_text_columns
 from connectors.batch_coder import batches
 from pipelines.graph import candidate_graph
+from pipelines.local_paths import pin_local_paths
 from pipelines.options import default_runner
-from pipelines.runners import prepare_beam_args
+from pipelines.runners import on_dataflow, prepare_beam_args, run_status
 from pipelines.stage_times import stage_seconds
 from scorers.experiments import bounds, buckets
 from stores.base import iso
@@ -202,6 +203,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     # Clear errors before anything is submitted (missing --project, the local store on a
     # distributed runner ...); `--runner=DaskRunner` picks the Dask runner that handles our graph.
     beam_args = prepare_beam_args(beam_args, store=ctx.store)
+    pin_local_paths(program, shared_disk=not on_dataflow(beam_args))  # as workers find them
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
     ctx = dataclasses.replace(ctx, run_id=run_id)  # the graph's alerts and reports name it
     logs.bind(program=program.program, run_id=run_id)
@@ -230,7 +232,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
             {
                 **record,
                 "finished_at": iso(RunContext.utcnow()),
-                "status": "degraded" if funnel.degraded() else "ok",
+                "status": run_status(result, funnel),
                 "funnel": {**funnel.as_dict(), **funnel.timing()},
             }
         )

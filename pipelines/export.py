@@ -85,8 +85,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from ceap.errors import ConfigError
 from pipelines.export_tables import (  # noqa: F401 - day_bounds: re-exported for callers
     FEEDBACK_TABLES,
     QUERIES,
@@ -99,8 +100,8 @@ from pipelines.export_tables import (  # noqa: F401 - day_bounds: re-exported fo
     params,
 )
 from pipelines.options import default_runner
-from pipelines.runners import prepare_beam_args
-from stores.spec import require_store
+from pipelines.runners import on_dataflow, prepare_beam_args
+from stores.spec import StoreSpec, require_store
 
 PART = "part-00000.parquet"
 STAGING = "_staging"
@@ -290,6 +291,10 @@ def export_day(
     from apache_beam.metrics.metric import MetricsFilter
 
     beam_args = prepare_beam_args(beam_args or [], store=store)
+    if on_dataflow(beam_args) and "://" not in output:
+        raise ConfigError(
+            f"--output {output!r} is on this machine; Dataflow workers write to gs:// (or s3://)"
+        )
     p, _ = build_pipeline(day, output, store, PipelineOptions(beam_args))
     result = p.run()
     result.wait_until_finish()
@@ -322,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     if (problem := _usage_problem(args)) is not None:
         print(f"ceap: {problem}", file=sys.stderr)
         return 2
+    try:  # as workers elsewhere must find them (a Dask worker has its own directory)
+        args.store = str(StoreSpec.parse(args.store).absolute())
+    except ConfigError as exc:
+        print(f"ceap: {exc}", file=sys.stderr)
+        return 2
+    if "://" not in args.output:
+        args.output = os.path.abspath(args.output)
     print(f"export {args.date} -> {args.output}", flush=True)
     try:
         require_store(args.store)
@@ -330,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ceap: export failed: {_root_cause(exc)}", file=sys.stderr)
         return 1
     print("  " + ", ".join(f"{t}: {n:,} rows" for t, n in counts.items()))
+    if PipelineOptions(beam_args).view_as(TestOptions).dry_run:
+        print("  (a dry run: nothing was read or written)")
+        return 0
     if args.glue_database:
         return _register(args, beam_args, parts)
     return 0
@@ -340,9 +355,11 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         date.fromisoformat(args.date)
     except ValueError:
         return f"--date must be YYYY-MM-DD, not {args.date!r}"
+    if args.glue_database is not None and not args.glue_database.strip():
+        return "--glue-database is empty (an unset variable?): name the Glue database, or drop the flag"
     if args.glue_database and not args.output.startswith("s3://"):
         return (f"--glue-database needs an s3:// --output (Athena reads S3), not {args.output!r}; "
-                "for a local export, read it with DuckDB or pyarrow as docs/export.md shows")  # fmt: skip
+                "an export elsewhere is read with DuckDB or pyarrow as docs/export.md shows")  # fmt: skip
     return None
 
 

@@ -43,21 +43,40 @@ from pipelines.options import CeapOptions
 from stores.spec import StoreSpec
 
 DASK_RUNNER = "pipelines.runners.CeapDaskRunner"
-_BEAM_DASK = {"DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"}
+_BEAM_DASK = {"apache_beam.runners.dask.dask_runner.DaskRunner"}
 DATAFLOW_DRY_RUN = "pipelines.runners.DataflowDryRunner"
 _BEAM_DATAFLOW = {
-    "DataflowRunner", "apache_beam.runners.DataflowRunner",
-    "apache_beam.runners.dataflow.DataflowRunner",
+    "apache_beam.runners.DataflowRunner", "apache_beam.runners.dataflow.DataflowRunner",
     "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner",
 }  # fmt: skip
+_AS_TYPED = {"CeapDaskRunner": "DaskRunner", "DataflowDryRunner": "DataflowRunner"}
+_KNOWN = {
+    path.rsplit(".", 1)[-1].lower(): path
+    for path in (*StandardOptions.ALL_KNOWN_RUNNERS, *_BEAM_DASK)
+}
 _DATAFLOW = {"DataflowRunner", "TestDataflowRunner", "DataflowDryRunner"}
 _REMOTE = {"DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner"}
 """Runners whose workers may sit on other machines: SQLite on local disk cannot be the store."""
 
 
+def qualified_runner(text: str) -> str:
+    """The runner ``--runner text`` names, as Beam resolves it (``create_runner``): a short
+    name in any case, with or without ``Runner`` (``dataflow``, ``DaskRunner``), or a dotted
+    path as given. ``--runner dataflow`` skipped every check below when only the exact
+    class name was compared."""
+    key = text.lower()
+    return _KNOWN.get(key, _KNOWN.get(key + "runner", text))
+
+
 def runner_name(options: PipelineOptions) -> str:
-    """The runner's class name (``DataflowRunner``), whether given short or dotted."""
-    return (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    """The runner's class name (``DataflowRunner``), however it was given."""
+    return qualified_runner(options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+
+
+def on_dataflow(beam_args: list[str]) -> bool:
+    """Whether the run goes to Dataflow (a dry run too): workers that never share this
+    machine's disk (``pipelines/local_paths.py`` refuses local files there)."""
+    return runner_name(PipelineOptions(beam_args)) in _DATAFLOW
 
 
 def normalize_beam_args(beam_args: list[str]) -> list[str]:
@@ -70,12 +89,13 @@ def normalize_beam_args(beam_args: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(beam_args):
         arg = beam_args[i]
-        if arg == "--runner" and i + 1 < len(beam_args) and beam_args[i + 1] in swap:
-            out += ["--runner", swap[beam_args[i + 1]]]
+        if arg == "--runner" and i + 1 < len(beam_args):
+            out += ["--runner", swap.get(qualified_runner(beam_args[i + 1]), beam_args[i + 1])]
             i += 2
             continue
-        if arg.startswith("--runner=") and arg.split("=", 1)[1] in swap:
-            arg = f"--runner={swap[arg.split('=', 1)[1]]}"
+        if arg.startswith("--runner="):
+            given = arg.split("=", 1)[1]
+            arg = f"--runner={swap.get(qualified_runner(given), given)}"
         out.append(arg)
         i += 1
     return out
@@ -117,6 +137,7 @@ def validate_runner_options(
       streaming: the run is a streaming one (``--mode streaming``).
     """
     name = runner_name(options)
+    shown = _AS_TYPED.get(name, name)  # the runner the user asked for, not CEAP's stand-in
     problems: list[str] = []
     if streaming and name in ("CeapDaskRunner", "DaskRunner"):
         problems.append(
@@ -143,10 +164,10 @@ def validate_runner_options(
     if StoreSpec.parse(store).local and _distributed(options, name):
         problems.append(
             f"--store {store}: the embedded SQLite store is a file on one machine, and "
-            f"{name} workers run elsewhere; use --store dynamodb://<table-prefix>?region=..."
+            f"{shown} workers run elsewhere; use --store dynamodb://<table-prefix>?region=..."
         )
     if problems:
-        raise ConfigError(f"{name} options: " + "; ".join(problems))
+        raise ConfigError(f"{shown} options: " + "; ".join(problems))
 
 
 def _dataflow_problems(options: PipelineOptions) -> list[str]:
@@ -181,12 +202,29 @@ def _distributed(options: PipelineOptions, name: str) -> bool:
     if name == "CeapDaskRunner" or name == "DaskRunner":
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
-        address = options.view_as(DaskOptions).address
-        return bool(address) and not _loopback(address)
+        dask = options.view_as(DaskOptions)
+        if dask.scheduler_file:
+            return not _loopback(_scheduler_address(dask.scheduler_file))
+        return bool(dask.address) and not _loopback(dask.address)
     return False
 
 
+def _scheduler_address(scheduler_file: str) -> str:
+    """The address a Dask scheduler file names (``{"address": "tcp://host:port"}``);
+    ``""`` (not loopback: workers may be anywhere) when it cannot be read."""
+    import json
+
+    try:
+        with open(scheduler_file) as f:
+            address = json.load(f).get("address")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return address if isinstance(address, str) else ""
+
+
 def _loopback(address: str) -> bool:
+    if not address:
+        return False
     host = urllib.parse.urlparse(address if "://" in address else f"tcp://{address}").hostname
     if host in (None, "localhost"):
         return True
@@ -219,6 +257,14 @@ class DryRunResult(PipelineResult):
 
     def metrics(self) -> MetricResults:
         return _NoMetrics()
+
+
+def run_status(result: PipelineResult, funnel) -> str:
+    """A finished run's ``runs.status``: ``dry_run`` for a job built and not submitted (its
+    empty funnel is not a run that found nothing), else ``degraded`` or ``ok``."""
+    if isinstance(result, DryRunResult):
+        return "dry_run"
+    return "degraded" if funnel.degraded() else "ok"
 
 
 class DataflowDryRunner(DataflowRunner):

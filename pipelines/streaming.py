@@ -21,8 +21,9 @@ from ceap.errors import ConfigError
 from ceap.plugins import connectors
 from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
+from pipelines.local_paths import pin_local_paths
 from pipelines.options import default_runner
-from pipelines.runners import prepare_beam_args
+from pipelines.runners import on_dataflow, prepare_beam_args, run_status
 from pipelines.stage_times import stage_seconds
 from stores.base import iso
 from stores.ports import require_roles
@@ -80,6 +81,7 @@ def build_streaming_pipeline(
 def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -> Funnel:
     """Runs until SIGINT/SIGTERM (or ``stopping.request()``), then drains and returns."""
     beam_args = prepare_beam_args(beam_args, store=ctx.store, streaming=True)
+    pin_local_paths(program, shared_disk=not on_dataflow(beam_args))  # as workers find them
     stopping.reset()
     started = RunContext.utcnow()
     t0 = time.perf_counter()
@@ -102,7 +104,7 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
         store.record_run({
             "run_id": run_id, "program": program.program, "mode": "streaming",
             "started_at": iso(started), "finished_at": iso(RunContext.utcnow()),
-            "status": "degraded" if funnel.degraded() else "ok",
+            "status": run_status(result, funnel),
             "funnel": {**funnel.as_dict(), **funnel.timing()},
         })  # fmt: skip
     finally:

@@ -160,3 +160,17 @@ def test_an_enrichment_without_columns_brings_its_whole_table(program, tmp_path,
 def test_a_bad_store_spec_is_wrong_usage(capsys):
     assert cli.main(["--program", "reviews", "--store", "postgres://db"]) == EXIT_USAGE
     assert "unknown store 'postgres://db'" in capsys.readouterr().err
+
+
+def test_a_failure_without_a_message_names_its_type(program, tmp_path, monkeypatch, capsys):
+    """Beam's dry-run result raised a bare ``NotImplementedError()``: the user read
+    "failed: " and nothing after it."""
+    import pipelines.batch
+
+    def broken(*_args):
+        raise NotImplementedError
+
+    monkeypatch.setattr(pipelines.batch, "build_pipeline", broken)
+    assert cli.main(batch(program())) == EXIT_FAILED
+    assert "ceap: program asks failed: NotImplementedError" in capsys.readouterr().err
+    assert runs(tmp_path) == ["failed"]

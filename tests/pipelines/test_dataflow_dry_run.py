@@ -369,6 +369,30 @@ def test_each_seed_program_builds_a_dataflow_batch_job(program, cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_dry_run_is_recorded_as_one_and_files_on_this_machine_are_refused(cli, tmp_path):
+    """A dry run's ``runs`` row says ``dry_run`` (its empty funnel is not a run that found
+    nothing: the report skips it). The seed config as shipped names its files relatively, on
+    this machine: refused before anything is built, each path named."""
+    from stores.spec import open_store
+
+    store = store_spec()
+    code, _, err = cli("--program", "reviews", "--config-dir", str(config_dir(tmp_path)),
+                       "--store", store, *DATAFLOW, *CONTAINER)  # fmt: skip
+    assert code == 0, err
+    assert [r["status"] for r in open_store(store).table("runs").to_pylist()] == ["dry_run"]
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(ROOT / "configs" / "reviews.yaml", shipped / "reviews.yaml")
+    (tmp_path / "data" / "warehouse").mkdir(parents=True)  # no sample generated for it
+    code, _, err = cli("--program", "reviews", "--config-dir", str(shipped), "--store", store,
+                       *DATAFLOW, *CONTAINER)  # fmt: skip
+    assert code == 1 and "Dataflow workers cannot read files on this machine" in err
+    assert "source[0] options.path: 'data/warehouse/deliveries'" in err
+    assert "scoring.models[0] options.path: 'models/reviews/" in err
+
+
+@pytest.mark.slow
 def test_a_setup_file_job_ships_the_sdist_with_every_module_it_pickles(cli, tmp_path):
     """``--setup_file``: Beam builds the sdist the workers pip-install, and the job stages it
     (workflow.tar.gz, that very file by its sha256) on Beam's own worker image. Every CEAP

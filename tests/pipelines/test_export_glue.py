@@ -101,3 +101,9 @@ def test_glue_database_needs_an_s3_output(spec, tmp_path, capsys):
     assert run(spec, str(tmp_path / "out"), "--glue-database", DB) == 2
     assert "--glue-database needs an s3:// --output" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_glue_database_is_a_usage_error(spec, tmp_path, capsys):
+    """``--glue-database "$GLUE_DB"`` with the variable unset registered nothing, exit 0."""
+    assert run(spec, "s3://bucket/out", "--glue-database", "") == 2
+    assert "--glue-database is empty" in capsys.readouterr().err

@@ -113,3 +113,53 @@ def test_export_checks_its_runner_flags_before_reading_anything(tmp_path):
     with pytest.raises(ConfigError, match="--temp_location"):
         run_export("2026-11-01", str(tmp_path / "out"), "sqlite", ["--runner=DataflowRunner"])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given", ["dataflow", "DATAFLOW", "dataflowrunner", "Dataflow"])
+def test_a_runner_named_as_beam_accepts_it_is_checked_too(given):
+    """Beam resolves a short name in any case, with or without ``Runner``: so do the
+    checks (``--runner dataflow`` skipped them all, then waited ~100 s on GCS), and their
+    message names the runner the user asked for."""
+    message = fails(f"--runner={given}", "--project=p", "--region=r")
+    assert message.startswith("DataflowRunner options:") and "--temp_location" in message
+    dry = normalize_beam_args(["--runner", given, "--dry_run=True"])
+    assert dry == ["--runner", "pipelines.runners.DataflowDryRunner", "--dry_run=True"]
+    assert normalize_beam_args(["--runner=dask"]) == [f"--runner={DASK_RUNNER}"]
+
+
+def test_a_dry_run_names_the_runner_typed_not_its_stand_in():
+    args = normalize_beam_args(["--runner=DataflowRunner", "--dry_run=True", "--project=p"])
+    message = fails(*args, "--region=r")
+    assert message.startswith("DataflowRunner options:") and "DataflowDryRunner" not in message
+    message = fails(f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://10.0.0.5:8786")
+    assert (
+        message.startswith("DaskRunner options:") and "DaskRunner workers run elsewhere" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "refused"),
+    [('{"address": "tcp://10.1.2.3:8786"}', True), ('{"address": "tcp://127.0.0.1:8786"}', False),
+     ("not json", True), (None, True)],
+)  # fmt: skip
+def test_a_dask_scheduler_file_is_checked_like_an_address(tmp_path, content, refused):
+    """``--dask_scheduler_file`` names the scheduler instead of ``--dask_client_address``:
+    a remote one, or a file that cannot be read, refuses the local SQLite store."""
+    path = tmp_path / "scheduler.json"
+    if content is not None:
+        path.write_text(content)
+    args = [f"--runner={DASK_RUNNER}", f"--dask_scheduler_file={path}", "--store=sqlite"]
+    if refused:
+        assert "use --store dynamodb://" in fails(*args)
+    else:
+        check(*args)
+
+
+def test_a_dataflow_export_to_this_machine_is_refused(tmp_path):
+    """Its workers would write (and commit) into their own disks: refused like a local
+    --temp_location, before anything is built."""
+    from pipelines.export import run_export
+
+    with pytest.raises(ConfigError, match="Dataflow workers write to gs://"):
+        run_export("2026-11-01", str(tmp_path / "out"), "dynamodb://ceap", DATAFLOW[:-1])
+    assert not (tmp_path / "out").exists()
