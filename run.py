@@ -58,28 +58,12 @@ def _parse_now(text: str | None, flag: str = "--now") -> datetime:
     return parse_now(text, flag) or RunContext.utcnow()
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """Beam wraps worker errors; find ours (a CeapError) or the innermost cause."""
-    from ceap.errors import CeapError
-
-    seen, current = set(), exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, CeapError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    text = str(exc)
-    for name in ("ConfigError", "ConnectorError", "ModelError", "PluginError"):
-        if name + ":" in text:
-            message = text.split(name + ":", 1)[1].strip().splitlines()[0]
-            return CeapError(message.split(" [while running")[0])
-    return exc
-
-
 def _reason(exc: BaseException) -> str:
     """What the user reads after "failed:": the root cause's message, or its type when it
     has none (``NotImplementedError()`` printed an empty reason)."""
-    cause = _root_cause(exc)
+    from ceap.errors import root_cause
+
+    cause = root_cause(exc)
     return str(cause) or type(cause).__name__
 
 

@@ -35,3 +35,20 @@ EXIT_USAGE = 2
 EXIT_DEGRADED = 3
 """It ran to the end but did not do its job: a model's circuit breaker opened, or every row
 that reached scoring failed. The run is recorded with status ``degraded``."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """What to tell the user about ``exc``: Beam wraps a worker's error in its own (and in
+    its text); find ours (a CeapError) or the innermost cause."""
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CeapError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    for name in ("ConfigError", "ConnectorError", "ModelError", "PluginError"):
+        if name + ":" in text:
+            message = text.split(name + ":", 1)[1].strip().splitlines()[0]
+            return CeapError(message.split(" [while running")[0])
+    return exc

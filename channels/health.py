@@ -10,6 +10,7 @@ per (program, step) per process."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 
 from ceap import alerts
@@ -22,7 +23,7 @@ def threshold_from_env() -> int:
     """``$CEAP_ALERT_CHANNEL_FAILURES`` (default 5, also when empty): a whole number of at least 1, or a
     ConfigError before the dispatcher leases anything (not a crash at the first send)."""
     text = os.environ.get(FAILURES_ENV, "").strip() or "5"
-    if not text.isdigit() or int(text) < 1:
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise ConfigError(
             f"{FAILURES_ENV}={text!r}: expected a whole number of consecutive failed sends, "
             "at least 1 (default 5)"

@@ -26,6 +26,7 @@ import pyarrow.csv as pcsv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceap.arrow import parse_times
+from ceap.file_fields import file_field
 from ceap.plugins import connectors
 from connectors.base import BATCH_ROWS, ERROR_COLUMN, RAW, Connector
 from connectors.files import is_local, list_files, open_file
@@ -40,7 +41,7 @@ RAW_CHARS = 2000
 
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1)
+    path: str = file_field(min_length=1)
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null", "NA", "N/A"])
     timezone: str = "UTC"

@@ -28,6 +28,7 @@ from apache_beam.utils.timestamp import Duration
 from pydantic import BaseModel, ConfigDict, Field
 
 from ceap import stopping
+from ceap.file_fields import file_field
 from ceap.plugins import connectors
 from connectors.base import Connector
 from connectors.events import lines_to_batch
@@ -180,7 +181,7 @@ class TailLog(beam.DoFn, RestrictionProvider):
 
 class EventLogOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1)
+    path: str = file_field(min_length=1)
     """The log directory (created by the first ``emit``)."""
     poll_seconds: float = Field(default=0.01, gt=0, le=10)
     max_batch: int = Field(default=5000, ge=1)

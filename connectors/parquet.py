@@ -10,9 +10,10 @@ from collections.abc import Collection, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from ceap.errors import ConnectorError
+from ceap.file_fields import file_field
 from ceap.plugins import connectors
 from ceap.prefetch import prefetch
 from connectors.base import BATCH_ROWS, Connector
@@ -23,7 +24,7 @@ SPLIT_ROWS = 1_048_576
 
 class ParquetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1)
+    path: str = file_field(min_length=1)
     """A .parquet file, a directory (read recursively), a glob, or gs:// / s3:// URI."""
 
 

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ceap import alerts, logs
 from ceap.context import RunContext
-from ceap.errors import ConfigError
+from ceap.errors import ConfigError, root_cause
 from ceap.plugins import connectors, filters, scorers
 from channels.rendering import check_templates
 from configs.schema import ProgramConfig, SourceConfig
@@ -29,7 +29,7 @@ from connectors.batch_coder import batches
 from pipelines.graph import candidate_graph
 from pipelines.local_paths import pin_local_paths
 from pipelines.options import default_runner
-from pipelines.runners import on_dataflow, prepare_beam_args, run_status
+from pipelines.runners import prepare_beam_args, run_status, worker_disk
 from pipelines.stage_times import stage_seconds
 from scorers.experiments import bounds, buckets
 from stores.base import iso
@@ -203,7 +203,7 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
     # Clear errors before anything is submitted (missing --project, the local store on a
     # distributed runner ...); `--runner=DaskRunner` picks the Dask runner that handles our graph.
     beam_args = prepare_beam_args(beam_args, store=ctx.store)
-    pin_local_paths(program, shared_disk=not on_dataflow(beam_args))  # as workers find them
+    program = pin_local_paths(program, *worker_disk(beam_args))  # as its workers find them
     run_id = ctx.run_id or uuid.uuid4().hex[:12]
     ctx = dataclasses.replace(ctx, run_id=run_id)  # the graph's alerts and reports name it
     logs.bind(program=program.program, run_id=run_id)
@@ -215,9 +215,13 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         "mode": "batch",
         "started_at": iso(started),
     }
-    store = open_store(ctx.store)
-    require_roles(store, "batch run", ctx.store)
     try:
+        store = open_store(ctx.store)
+    except Exception as exc:  # the store is down: no runs row can say so, the alert does
+        alerts.run_failed(program.program, run_id, "batch", root_cause(exc))
+        raise
+    try:
+        require_roles(store, "batch run", ctx.store)
         check_columns(program, ctx)
         check_templates(program, Path(ctx.config_dir) if ctx.config_dir else None)
         t0 = time.perf_counter()
@@ -239,6 +243,8 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
         funnel.alert_degraded(run_id, "batch")
         return funnel
     except Exception as exc:
+        # The alert first: recording the failure needs the store, which may be what failed.
+        alerts.run_failed(program.program, run_id, "batch", root_cause(exc))
         store.record_run(
             {
                 **record,
@@ -247,7 +253,6 @@ def run_program(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -
                 "error": str(exc)[:2000],
             }
         )
-        alerts.run_failed(program.program, run_id, "batch", exc)
         raise
     finally:
         store.close()

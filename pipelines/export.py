@@ -291,7 +291,7 @@ def export_day(
     from apache_beam.metrics.metric import MetricsFilter
 
     beam_args = prepare_beam_args(beam_args or [], store=store)
-    if on_dataflow(beam_args) and "://" not in output:
+    if on_dataflow(beam_args) and ("://" not in output or output.startswith("file://")):
         raise ConfigError(
             f"--output {output!r} is on this machine; Dataflow workers write to gs:// (or s3://)"
         )

@@ -75,8 +75,23 @@ def runner_name(options: PipelineOptions) -> str:
 
 def on_dataflow(beam_args: list[str]) -> bool:
     """Whether the run goes to Dataflow (a dry run too): workers that never share this
-    machine's disk (``pipelines/local_paths.py`` refuses local files there)."""
+    machine's disk."""
     return runner_name(PipelineOptions(beam_args)) in _DATAFLOW
+
+
+def worker_disk(beam_args: list[str]) -> tuple[str, bool]:
+    """Where the run's workers are, for ``pipelines/local_paths.py``: ``shared`` (this
+    machine: in-process, a loopback Dask cluster, a portable runner's LOOPBACK workers),
+    ``dataflow``, or ``elsewhere``; and whether they run a custom image."""
+    options = PipelineOptions(beam_args)
+    name = runner_name(options)
+    image = bool(options.view_as(WorkerOptions).sdk_container_image)
+    if name in _DATAFLOW:
+        return "dataflow", image
+    loopback = (options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
+    if _distributed(options, name) and not (loopback and name in _REMOTE):
+        return "elsewhere", image
+    return "shared", image
 
 
 def normalize_beam_args(beam_args: list[str]) -> list[str]:
@@ -165,6 +180,12 @@ def validate_runner_options(
         problems.append(
             f"--store {store}: the embedded SQLite store is a file on one machine, and "
             f"{shown} workers run elsewhere; use --store dynamodb://<table-prefix>?region=..."
+            + (
+                " (for a Dask cluster on this machine, name its scheduler "
+                "--dask_client_address=tcp://127.0.0.1:PORT)"
+                if shown == "DaskRunner"
+                else ""
+            )
         )
     if problems:
         raise ConfigError(f"{shown} options: " + "; ".join(problems))

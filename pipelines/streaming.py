@@ -17,13 +17,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from ceap import alerts, logs, stopping
 from ceap.context import RunContext
-from ceap.errors import ConfigError
+from ceap.errors import ConfigError, root_cause
 from ceap.plugins import connectors
 from configs.schema import ProgramConfig
 from pipelines.graph import candidate_graph
 from pipelines.local_paths import pin_local_paths
 from pipelines.options import default_runner
-from pipelines.runners import on_dataflow, prepare_beam_args, run_status
+from pipelines.runners import prepare_beam_args, run_status, worker_disk
 from pipelines.stage_times import stage_seconds
 from stores.base import iso
 from stores.ports import require_roles
@@ -81,7 +81,7 @@ def build_streaming_pipeline(
 def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str]) -> Funnel:
     """Runs until SIGINT/SIGTERM (or ``stopping.request()``), then drains and returns."""
     beam_args = prepare_beam_args(beam_args, store=ctx.store, streaming=True)
-    pin_local_paths(program, shared_disk=not on_dataflow(beam_args))  # as workers find them
+    program = pin_local_paths(program, *worker_disk(beam_args))  # as its workers find them
     stopping.reset()
     started = RunContext.utcnow()
     t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
         result = build_streaming_pipeline(program, ctx, PipelineOptions(beam_args)).run()
         result.wait_until_finish()
     except Exception as exc:
-        alerts.run_failed(program.program, run_id, "streaming", exc)
+        alerts.run_failed(program.program, run_id, "streaming", root_cause(exc))
         raise
     funnel = Funnel.from_result(program.program, result, program.filter_labels())
     funnel.seconds = time.perf_counter() - t0

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from ceap.errors import ConfigError, ModelError
+from ceap.file_fields import MODEL, file_field
 from ceap.home import ceap_home
 from ceap.plugins import scorers
 from scorers import registry
@@ -73,7 +74,7 @@ def model_types(data: bytes) -> set[str]:
 
 class SklearnOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str
+    path: str = file_field(MODEL)
     """The .skops file, a registry version directory or ``.../<model_id>/latest``: absolute,
     relative to the working directory, or to ``$CEAP_HOME``; or an s3:// / gs:// URI."""
     features: list[str] = Field(min_length=1)

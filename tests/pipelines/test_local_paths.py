@@ -9,7 +9,7 @@ import pytest
 
 from ceap.errors import ConfigError
 from configs.schema import parse_program, read_yaml
-from pipelines.local_paths import pin_local_paths
+from pipelines.local_paths import DATAFLOW, ELSEWHERE, pin_local_paths
 
 PROGRAM = """
 program: asks
@@ -55,29 +55,29 @@ def program(tmp_path, monkeypatch):
 
 
 def test_relative_paths_become_absolute_where_the_program_was_read(program, tmp_path):
-    pin_local_paths(program)
-    assert paths(program) == {
+    written = paths(program)
+    pinned = pin_local_paths(program)
+    assert paths(program) == written  # a copy: the program read stays as written
+    assert paths(pinned) == {
         "source": str(tmp_path / "data/deliveries"), "shadow": "s3://bucket/deliveries",
         "events": str(tmp_path / "data/events"), "enrich": "/srv/customers.csv",
         "history": str(tmp_path / "data/contacts"), "model": str(tmp_path / "models/m.skops"),
         "voice": "prompts.jsonl",  # the dispatcher's, not the workers'
     }  # fmt: skip
     os.chdir("/")  # a worker elsewhere reads the same files
-    before = paths(program)
-    pin_local_paths(program)
-    assert paths(program) == before
+    assert paths(pin_local_paths(pinned)) == paths(pinned)
+    assert paths(pin_local_paths(program, ELSEWHERE)) == written  # their own disks: as written
 
 
 def test_a_model_resolves_as_the_scorer_would_on_the_driver(program, tmp_path):
     """Not in the working directory: the driver's ``$CEAP_HOME``, then the source tree."""
     (tmp_path / "models" / "m.skops").unlink()
-    pin_local_paths(program)
-    assert paths(program)["model"] == str(tmp_path / "home" / "models/m.skops")
+    assert paths(pin_local_paths(program))["model"] == str(tmp_path / "home" / "models/m.skops")
 
 
 def test_dataflow_refuses_every_file_on_this_machine(program):
     with pytest.raises(ConfigError) as err:
-        pin_local_paths(program, shared_disk=False)
+        pin_local_paths(program, DATAFLOW)
     message = str(err.value)
     assert "Dataflow workers cannot read files on this machine" in message
     for where in ("source[0] options.path: 'data/deliveries'", "events options.path",
@@ -85,3 +85,19 @@ def test_dataflow_refuses_every_file_on_this_machine(program):
                   "filters[0] (cap) options.history.options.path", "scoring.models[0]"):  # fmt: skip
         assert where in message
     assert "s3://bucket" not in message and "prompts.jsonl" not in message
+
+
+def test_on_dataflow_a_model_may_be_in_the_workers_image_and_file_urls_are_local(program):
+    """``--sdk_container_image``: the model path is the image's (the Dockerfile copies
+    ``models/`` to /opt/ceap/models), left as written; data files are still refused, a
+    ``file://`` URL among them."""
+    program.source[1].options.path = "file:///srv/deliveries"
+    with pytest.raises(ConfigError) as err:
+        pin_local_paths(program, DATAFLOW, image=True)
+    assert "'file:///srv/deliveries'" in str(err.value)
+    assert "scoring.models" not in str(err.value)
+    for item in (*program.source, program.events, *program.enrich):
+        item.options.path = "s3://bucket/" + item.options.path.rsplit("/", 1)[-1]
+    program.filters[0].options.history.options.path = "s3://bucket/contacts"
+    pinned = pin_local_paths(program, DATAFLOW, image=True)
+    assert paths(pinned)["model"] == "models/m.skops"

@@ -78,3 +78,13 @@ def test_a_failed_run_posts_a_run_failed_alert(tmp_path, home, webhook):  # noqa
     assert status == "failed"
     assert [(a["kind"], a["subject"]) for a in webhook] == [("run_failed", run_id)]
     assert "missing" in webhook[0]["details"]["error"]
+
+
+def test_a_store_that_cannot_be_opened_still_alerts(tmp_path, home, webhook):  # noqa: F811
+    """No ``runs`` row can record it: the alert is the only word an operator gets."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    ctx = RunContext(program="reviews", now=NOW, store=f"sqlite:///{blocker}/ceap.db")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the OS says
+        run_program(_program(tmp_path / "rows"), ctx, [])
+    assert [a["kind"] for a in webhook] == ["run_failed"]

@@ -163,3 +163,18 @@ def test_a_dataflow_export_to_this_machine_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="Dataflow workers write to gs://"):
         run_export("2026-11-01", str(tmp_path / "out"), "dynamodb://ceap", DATAFLOW[:-1])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [([], "shared"), ([f"--runner={DASK_RUNNER}", "--dask_client_address=127.0.0.1:8786"], "shared"),
+     ([f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://10.0.0.5:8786"], "elsewhere"),
+     (["--runner=FlinkRunner", "--flink_master=f:8081", "--environment_type=LOOPBACK"], "shared"),
+     (["--runner=FlinkRunner", "--flink_master=f:8081", "--environment_type=DOCKER"], "elsewhere"),
+     (DATAFLOW, "dataflow")],
+)  # fmt: skip
+def test_where_the_workers_are_decides_how_a_programs_files_are_named(args, where):
+    from pipelines.runners import worker_disk
+
+    assert worker_disk(args) == (where, False)
+    assert worker_disk([*args, "--sdk_container_image=img"])[1] is True
