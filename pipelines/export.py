@@ -377,6 +377,9 @@ def _register(args: argparse.Namespace, beam_args: list[str], parts) -> int:
         return 1
     print(f"  glue {args.glue_database}: {done['created']} partitions created, "
           f"{done['updated']} updated, {done['dropped']} dropped")  # fmt: skip
+    for table, location in done["elsewhere"].items():
+        print(f"  note: glue table {table} is located at {location}, not under {args.output}: "
+              "its partitions of this day are here, its others stay where they were", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -101,12 +101,16 @@ def register_day(
 ) -> dict[str, int]:
     """Makes the catalog's ``dt=day`` partitions exactly ``written`` ((table, program) pairs
     the export committed under ``output``), creating the database and tables as needed.
-    Returns counts: partitions ``created``, ``updated``, ``dropped``."""
+    Returns counts: partitions ``created``, ``updated``, ``dropped``, and ``elsewhere``:
+    the tables whose own location is not under ``output`` (registered by an export to
+    another prefix; their partitions keep their own locations, Athena reads those)."""
     _ensure_database(glue, database)
     written = set(written)
-    counts = {"created": 0, "updated": 0, "dropped": 0}
+    counts: dict = {"created": 0, "updated": 0, "dropped": 0, "elsewhere": {}}
     for table in TABLES:
-        _ensure_table(glue, database, table, output)
+        location = _ensure_table(glue, database, table, output)
+        if location.rstrip("/") != table_location(output, table).rstrip("/"):
+            counts["elsewhere"][table] = location
         existing = _day_partitions(glue, database, table, day)
         wanted = sorted(program for t, program in written if t == table)
         entries = {p: _partition_input(output, table, day, p) for p in wanted}
@@ -133,7 +137,8 @@ def _ensure_database(glue, database: str) -> None:
         glue.create_database(DatabaseInput={"Name": database})
 
 
-def _ensure_table(glue, database: str, table: str, output: str) -> None:
+def _ensure_table(glue, database: str, table: str, output: str) -> str:
+    """Creates the table unless it exists; returns its location."""
     table_input = {
         "Name": table,
         "TableType": "EXTERNAL_TABLE",
@@ -144,8 +149,12 @@ def _ensure_table(glue, database: str, table: str, output: str) -> None:
             "Columns": columns(table), "Location": table_location(output, table), **_PARQUET,
         },
     }  # fmt: skip
-    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+    try:
         glue.create_table(DatabaseName=database, TableInput=table_input)
+    except glue.exceptions.AlreadyExistsException:
+        found = glue.get_table(DatabaseName=database, Name=table)["Table"]
+        return found.get("StorageDescriptor", {}).get("Location", "")
+    return table_location(output, table)
 
 
 def _partition_input(output: str, table: str, day: str, program: str) -> dict:

@@ -107,3 +107,17 @@ def test_an_empty_glue_database_is_a_usage_error(spec, tmp_path, capsys):
     """``--glue-database "$GLUE_DB"`` with the variable unset registered nothing, exit 0."""
     assert run(spec, "s3://bucket/out", "--glue-database", "") == 2
     assert "--glue-database is empty" in capsys.readouterr().err
+
+
+def test_an_export_to_another_prefix_says_the_tables_are_elsewhere(spec, s3, moto_endpoint, capsys):
+    """The day's partitions move to the new prefix; the tables (created by the first export)
+    keep their location, and the export says so rather than leaving it to be found."""
+    _, bucket, glue = s3
+    assert run(spec, f"s3://{bucket}/{PREFIX}", *glue_flags(moto_endpoint)) == 0
+    capsys.readouterr()
+    moved = f"s3://{bucket}/moved"
+    assert run(spec, moved, *glue_flags(moto_endpoint)) == 0
+    err = capsys.readouterr().err
+    for table in export.TABLES:
+        assert f"note: glue table {table} is located at s3://{bucket}/{PREFIX}/{table}" in err
+    assert all(loc.startswith(moved) for loc in partitions(glue).values())
