@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import boto3
@@ -17,7 +14,7 @@ from ceap import alerts
 from ceap.errors import ConfigError, ModelError
 from channels.base import Result
 from channels.health import FAILURES_ENV, ChannelHealth
-from tests.alert_receiver import webhook  # noqa: F401 - the fixture
+from tests.alert_receiver import failing_webhook, webhook  # noqa: F401 - the fixtures
 
 
 def test_an_alert_is_posted_once_per_kind_program_and_subject(webhook):  # noqa: F811
@@ -100,32 +97,7 @@ def test_a_channel_step_alerts_after_consecutive_failed_sends(webhook, chunks): 
     assert "channel email (step invite) failing" in webhook[0]["summary"]
 
 
-@pytest.fixture
-def failing_webhook(monkeypatch) -> Iterator[str]:
-    """A Slack-style webhook (its secret is in the path) that answers 500."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/SECRETTOKEN123"
-    monkeypatch.setenv(alerts.WEBHOOK_ENV, url)
-    monkeypatch.delenv(alerts.SNS_TOPIC_ENV, raising=False)
-    alerts.reset()
-    yield url
-    server.shutdown()
-    server.server_close()
-    alerts.reset()
-
-
-def test_a_webhook_that_fails_is_logged_without_its_url(failing_webhook, monkeypatch, caplog):
+def test_a_webhook_that_fails_is_logged_without_its_url(failing_webhook, monkeypatch, caplog):  # noqa: F811
     alerts.alert("run_degraded", "reviews", "run r1 degraded", subject="r1")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"alert run_degraded not sent to {alerts.WEBHOOK_ENV}: HTTP 500"]

@@ -33,6 +33,16 @@ def shuffled(outcomes, tmp_path_factory):
     return folder
 
 
+def trainer(config_dir, registry_dir):
+    """``run.py train --program reviews`` on an outcomes table, into ``registry_dir``."""
+
+    def cli(source, *flags: str) -> int:
+        return train_cli(["--program", "reviews", "--config-dir", str(config_dir), "--outcomes",
+                          str(source), "--registry", str(registry_dir), *flags])  # fmt: skip
+
+    return cli
+
+
 def latest(models) -> str:
     return (models / "reviews" / "reviews_lr" / "latest").read_text().strip()
 
@@ -83,10 +93,7 @@ def test_an_unverifiable_current_model_is_replaced(outcomes, config_dir, tmp_pat
 def test_cli_summary_shows_both_aucs_and_exit_codes(
     outcomes, shuffled, config_dir, tmp_path, capsys
 ):
-    def cli(source, *flags: str) -> int:
-        return train_cli(["--program", "reviews", "--config-dir", str(config_dir), "--outcomes",
-                          str(source), "--registry", str(tmp_path / "m"), *flags])  # fmt: skip
-
+    cli = trainer(config_dir, tmp_path / "m")
     assert cli(outcomes) == 0
     assert "(no current latest)" in capsys.readouterr().out
 
@@ -119,10 +126,7 @@ def one_class_holdout(outcomes, tmp_path_factory):
 def test_an_unmeasured_model_keeps_latest_unless_forced(
     outcomes, one_class_holdout, config_dir, tmp_path, capsys
 ):
-    def cli(source, *flags: str) -> int:
-        return train_cli(["--program", "reviews", "--config-dir", str(config_dir), "--outcomes",
-                          str(source), "--registry", str(tmp_path / "m"), *flags])  # fmt: skip
-
+    cli = trainer(config_dir, tmp_path / "m")
     assert cli(outcomes) == 0
     capsys.readouterr()
     assert cli(one_class_holdout) == EXIT_DEGRADED
