@@ -180,12 +180,7 @@ def validate_runner_options(
         problems.append(
             f"--store {store}: the embedded SQLite store is a file on one machine, and "
             f"{shown} workers run elsewhere; use --store dynamodb://<table-prefix>?region=..."
-            + (
-                " (for a Dask cluster on this machine, name its scheduler "
-                "--dask_client_address=tcp://127.0.0.1:PORT)"
-                if shown == "DaskRunner"
-                else ""
-            )
+            + _dask_hint(options, name)
         )
     if problems:
         raise ConfigError(f"{shown} options: " + "; ".join(problems))
@@ -228,6 +223,20 @@ def _distributed(options: PipelineOptions, name: str) -> bool:
             return not _loopback(_scheduler_address(dask.scheduler_file))
         return bool(dask.address) and not _loopback(dask.address)
     return False
+
+
+def _dask_hint(options: PipelineOptions, name: str) -> str:
+    """What a Dask user reads after the SQLite refusal: why its cluster counts as remote."""
+    if name not in ("CeapDaskRunner", "DaskRunner"):
+        return ""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    scheduler_file = options.view_as(DaskOptions).scheduler_file
+    unread = ""
+    if scheduler_file and not _scheduler_address(scheduler_file):
+        unread = f"--dask_scheduler_file {scheduler_file} has no address to read; "
+    return (f" ({unread}for a Dask cluster on this machine, name its scheduler "
+            "--dask_client_address=tcp://127.0.0.1:PORT)")  # fmt: skip
 
 
 def _scheduler_address(scheduler_file: str) -> str:

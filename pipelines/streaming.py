@@ -8,6 +8,7 @@ nothing (every sink is idempotent, and the ledger keeps the first outcome of a p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -95,6 +96,7 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
         result.wait_until_finish()
     except Exception as exc:
         alerts.run_failed(program.program, run_id, "streaming", root_cause(exc))
+        _record_failed(ctx, program.program, started, exc)
         raise
     funnel = Funnel.from_result(program.program, result, program.filter_labels())
     funnel.seconds = time.perf_counter() - t0
@@ -111,3 +113,18 @@ def run_streaming(program: ProgramConfig, ctx: RunContext, beam_args: list[str])
         store.close()
     funnel.alert_degraded(run_id, "streaming")
     return funnel
+
+
+def _record_failed(ctx: RunContext, program: str, started, exc: Exception) -> None:
+    """The failed run's ``runs`` row, as a batch run records one; never hides ``exc``
+    (the store may be what failed: the alert already went out)."""
+    with contextlib.suppress(Exception):
+        store = open_store(ctx.store)
+        try:
+            store.record_run({
+                "run_id": ctx.run_id, "program": program, "mode": "streaming",
+                "started_at": iso(started), "finished_at": iso(RunContext.utcnow()),
+                "status": "failed", "error": str(exc)[:2000],
+            })  # fmt: skip
+        finally:
+            store.close()

@@ -140,7 +140,8 @@ def summary(meta_or_error) -> list[str]:
         if current.get("error"):
             lines.append(f"  (current not compared: {current['error']})")
     what = {
-        FIRST: "latest set to the new model (the first)",
+        FIRST: "latest set to the new model (the first"
+        + ("; its AUC is unmeasured: the holdout has one class)" if new_auc is None else ")"),
         BETTER: "latest moved to the new model (AUC not lower)",
         FORCED: "latest moved to the new model although its AUC is "
         f"{'lower' if new_auc is not None else 'unmeasured'} (--force)",

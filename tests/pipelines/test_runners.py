@@ -150,7 +150,11 @@ def test_a_dask_scheduler_file_is_checked_like_an_address(tmp_path, content, ref
         path.write_text(content)
     args = [f"--runner={DASK_RUNNER}", f"--dask_scheduler_file={path}", "--store=sqlite"]
     if refused:
-        assert "use --store dynamodb://" in fails(*args)
+        message = fails(*args)
+        assert "use --store dynamodb://" in message and "tcp://127.0.0.1:PORT" in message
+        assert ("has no address to read" in message) == (
+            content != '{"address": "tcp://10.1.2.3:8786"}'
+        )
     else:
         check(*args)
 

@@ -14,6 +14,7 @@ from ceap.context import RunContext
 from ceap.mode import STREAMING
 from configs.schema import parse_program, read_yaml
 from pipelines.streaming import run_streaming
+from tests.alert_receiver import webhook  # noqa: F401 - the fixture
 
 PROGRAM = """
 program: ratings
@@ -40,3 +41,22 @@ def test_two_streaming_runs_started_at_the_same_uptime_keep_two_rows(tmp_path, m
     with sqlite3.connect(tmp_path / "ceap.db") as con:
         ids = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE mode = 'streaming'")]
     assert len(ids) == len(set(ids)) == 2
+
+
+def test_a_failed_streaming_run_leaves_a_failed_row_and_its_alert(tmp_path, monkeypatch, webhook):  # noqa: F811
+    """As a batch run does: the alert names the run whose ``runs`` row says ``failed``."""
+    import pipelines.streaming
+
+    def broken(*_args):
+        raise RuntimeError("the event source is gone")
+
+    monkeypatch.setattr(pipelines.streaming, "build_streaming_pipeline", broken)
+    program = parse_program(read_yaml(PROGRAM.format(log=tmp_path / "log")))
+    ctx = RunContext(program="ratings", now=datetime(2026, 1, 1, tzinfo=UTC),
+                     store=f"sqlite:///{tmp_path / 'ceap.db'}", mode=STREAMING)  # fmt: skip
+    with pytest.raises(RuntimeError, match="gone"):
+        run_streaming(program, ctx, [])
+    with sqlite3.connect(tmp_path / "ceap.db") as con:
+        ((run_id, status, error),) = con.execute("SELECT run_id, status, error FROM runs")
+    assert status == "failed" and "gone" in error
+    assert [(a["kind"], a["subject"]) for a in webhook] == [("run_failed", run_id)]

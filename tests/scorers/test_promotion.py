@@ -126,6 +126,11 @@ def one_class_holdout(outcomes, tmp_path_factory):
 def test_an_unmeasured_model_keeps_latest_unless_forced(
     outcomes, one_class_holdout, config_dir, tmp_path, capsys
 ):
+    first = trainer(config_dir, tmp_path / "first")
+    assert first(one_class_holdout) == 0  # nothing to keep: published, and it says how
+    assert (
+        "(the first; its AUC is unmeasured: the holdout has one class)" in capsys.readouterr().out
+    )
     cli = trainer(config_dir, tmp_path / "m")
     assert cli(outcomes) == 0
     capsys.readouterr()
