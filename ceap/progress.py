@@ -67,6 +67,10 @@ class Progress:
             rate = _rows / elapsed if elapsed else 0.0
             text = (
                 f"  [{self._label}] {elapsed:5.0f}s  {_rows:,} {self._noun}  ({rate:,.0f} rows/s)"
+                if _rows
+                # Not "0 rows read": the source may be read already, its rows still on their
+                # way (a run's first stages load their lookup tables and models first).
+                else f"  [{self._label}] {elapsed:5.0f}s  starting: no rows through yet"
             )
             if self._tty:
                 print(f"\r{text}\033[K", end="", file=self._stream, flush=True)

@@ -29,3 +29,11 @@ def test_a_terminal_gets_one_line_redrawn_in_place():
 def test_a_log_gets_a_plain_line_each_time():
     out = run(io.StringIO())
     assert "\r" not in out and out.count("\n") >= 2 and "1,000 rows read" in out
+
+
+def test_before_any_row_it_says_it_is_starting_not_zero_rows_read():
+    stream = io.StringIO()
+    with Progress("reviews", every=0.05, stream=stream):
+        time.sleep(0.12)
+    out = stream.getvalue()
+    assert "starting" in out and "0 rows read" not in out
