@@ -20,8 +20,9 @@ FAILURES_ENV = "CEAP_ALERT_CHANNEL_FAILURES"
 
 
 def threshold_from_env() -> int:
-    """``$CEAP_ALERT_CHANNEL_FAILURES`` (default 5, also when empty): a whole number of at least 1, or a
-    ConfigError before the dispatcher leases anything (not a crash at the first send)."""
+    """``$CEAP_ALERT_CHANNEL_FAILURES`` (default 5, also when empty): a whole number of at
+    least 1, or a ConfigError before the dispatcher leases anything (not a crash at the
+    first send)."""
     text = os.environ.get(FAILURES_ENV, "").strip() or "5"
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise ConfigError(

@@ -88,6 +88,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from ceap.errors import ConfigError
+from connectors.files import is_local
 from pipelines.export_tables import (  # noqa: F401 - day_bounds: re-exported for callers
     FEEDBACK_TABLES,
     QUERIES,
@@ -291,7 +292,7 @@ def export_day(
     from apache_beam.metrics.metric import MetricsFilter
 
     beam_args = prepare_beam_args(beam_args or [], store=store)
-    if on_dataflow(beam_args) and ("://" not in output or output.startswith("file://")):
+    if on_dataflow(beam_args) and is_local(output):
         raise ConfigError(
             f"--output {output!r} is on this machine; Dataflow workers write to gs:// (or s3://)"
         )

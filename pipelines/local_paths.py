@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from ceap.errors import ConfigError
 from ceap.file_fields import MODEL, file_kind
 from configs.schema import ProgramConfig
+from connectors.files import is_local
 
 SHARED, DATAFLOW, ELSEWHERE = "shared", "dataflow", "elsewhere"
 """Where a run's workers are (``pipelines.runners.worker_disk``)."""
@@ -50,8 +51,7 @@ def pin_local_paths(
     problems = []
     for where, holder, key, kind in _files(program):
         value = getattr(holder, key)
-        local = "://" not in value or value.startswith("file://")
-        if not local:
+        if not is_local(value):
             continue
         if workers == DATAFLOW:
             if not (kind == MODEL and image):

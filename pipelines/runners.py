@@ -55,6 +55,7 @@ _KNOWN = {
     for path in (*StandardOptions.ALL_KNOWN_RUNNERS, *_BEAM_DASK)
 }
 _DATAFLOW = {"DataflowRunner", "TestDataflowRunner", "DataflowDryRunner"}
+_DASK = {"CeapDaskRunner", "DaskRunner"}
 _REMOTE = {"DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner"}
 """Runners whose workers may sit on other machines: SQLite on local disk cannot be the store."""
 
@@ -154,7 +155,7 @@ def validate_runner_options(
     name = runner_name(options)
     shown = _AS_TYPED.get(name, name)  # the runner the user asked for, not CEAP's stand-in
     problems: list[str] = []
-    if streaming and name in ("CeapDaskRunner", "DaskRunner"):
+    if streaming and name in _DASK:
         problems.append(
             "the Dask runner runs batch graphs only (Dask has no unbounded sources); run "
             "--mode streaming in-process (the default), on Dataflow or on Flink"
@@ -215,7 +216,7 @@ def _distributed(options: PipelineOptions, name: str) -> bool:
     """True where workers may run on another machine than the one holding the SQLite file."""
     if name in _REMOTE or name in _DATAFLOW:
         return True
-    if name == "CeapDaskRunner" or name == "DaskRunner":
+    if name in _DASK:
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
         dask = options.view_as(DaskOptions)
@@ -227,7 +228,7 @@ def _distributed(options: PipelineOptions, name: str) -> bool:
 
 def _dask_hint(options: PipelineOptions, name: str) -> str:
     """What a Dask user reads after the SQLite refusal: why its cluster counts as remote."""
-    if name not in ("CeapDaskRunner", "DaskRunner"):
+    if name not in _DASK:
         return ""
     from apache_beam.runners.dask.dask_runner import DaskOptions
 

@@ -39,8 +39,8 @@ FIRST, BETTER, FORCED, UNRATED = "first", "better", "forced", "unrated"
 
 class NotPromoted(CeapError):
     """The new model scored worse on the holdout than the current ``latest``, or its AUC
-    could not be measured: it was not published and ``latest`` did not move. ``metrics`` are the new model's, ``current`` the
-    comparison (``version``, ``auc``)."""
+    could not be measured: it was not published and ``latest`` did not move. ``metrics``
+    are the new model's, ``current`` the comparison (``version``, ``auc``)."""
 
     def __init__(self, message: str, metrics: dict, current: dict) -> None:
         super().__init__(message)
